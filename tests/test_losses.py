@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from trainers.losses import SeqLogps, dpo, preference_loss, spo_penalty
+
+
+def S(total, count):
+    return SeqLogps(torch.tensor(total, dtype=torch.float64, requires_grad=True), torch.tensor(count, dtype=torch.float64))
+
+
+def test_dpo_hand_computed():
+    pc, pr, rc, rr = S([-10.0], [5]), S([-12.0], [4]), S([-11.0], [5]), S([-11.5], [4])
+    loss, terms = dpo(pc, pr, rc, rr, beta=0.1)
+    margin = 0.1 * ((-10 + 11) - (-12 + 11.5))  # 0.15
+    assert terms["margin"].item() == pytest.approx(0.15)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-margin)), abs=1e-12)  # log(1+e^-0.15)
+    assert loss.item() == pytest.approx(0.6209570478, abs=1e-9)
+
+
+def test_spo_penalty_zero_inside_positive_outside():
+    rc = S([-10.0, -10.0, -10.0], [5, 5, 5])
+    pc = S([-9.0, -10.0, -12.0], [5, 5, 5])  # mean rose / equal / fell by 0.4 nats per token
+    pen = spo_penalty(pc, rc)
+    assert pen.tolist() == pytest.approx([0.0, 0.0, 0.4])
+    assert spo_penalty(pc, rc, delta=0.5).tolist() == pytest.approx([0.3, 0.5, 0.9])
+
+
+def test_spo_lambda_zero_equals_dpo_loss_and_gradients():
+    torch.manual_seed(0)
+    vals = [torch.randn(8, dtype=torch.float64) * 5 - 20 for _ in range(4)]
+    counts = torch.randint(3, 30, (8,)).double()
+
+    def grads(method, lam):
+        xs = [v.clone().requires_grad_(True) for v in vals]
+        loss, _ = preference_loss(method, *(SeqLogps(x, counts) for x in xs), spo_lambda=lam)
+        loss.backward()
+        return loss, [x.grad for x in xs]
+
+    l_dpo, g_dpo = grads("dpo", 1.0)
+    l_spo, g_spo = grads("spo", 0.0)
+    assert torch.equal(l_dpo, l_spo)
+    assert all(torch.equal(a, b) for a, b in zip(g_dpo, g_spo))
+    l_spo1, g_spo1 = grads("spo", 1.0)
+    assert l_spo1 > l_dpo  # random log-probs put some chosen below the reference
+
+
+def test_spo_penalty_raises_chosen_logprob():
+    pc, pr, rc, rr = S([-12.0], [4]), S([-12.0], [4]), S([-10.0], [4]), S([-12.0], [4])
+    loss, terms = preference_loss("spo", pc, pr, rc, rr, beta=0.1, spo_lambda=2.0)
+    loss.backward()
+    assert terms["outside_safe_region"].item() == 1.0
+    # margin m = 0.1·(−2 − 0) = −0.2; d/ds_c of DPO = −β σ(−m); of λ·max(0, −s_c/4 − 2.5) = −2/4
+    assert pc.total.grad.item() == pytest.approx(-0.1 / (1 + math.exp(-0.2)) - 0.5)
+
+
+def test_unknown_method_lists_valid():
+    with pytest.raises(ValueError, match="valid: dpo, spo"):
+        preference_loss("kto", *(S([-1.0], [1]) for _ in range(4)))
