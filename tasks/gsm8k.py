@@ -1,0 +1,51 @@
+"""GSM8K: loading, prompt, final-answer extraction and numeric scoring."""
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from tasks.data import read_jsonl, resolve
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
+_CALC = re.compile(r"<<[^>]*>>")
+
+
+def load(split: str = "test") -> list[dict]:
+    return read_jsonl(resolve("gsm8k", f"{split}.jsonl"))
+
+
+def prompt(question: str) -> list[dict]:
+    return [{"role": "user", "content": f"{question}\nSolve it step by step and give the final answer after '####'."}]
+
+
+def gold_answer(solution: str) -> str:
+    return solution.rsplit("####", 1)[-1].strip()
+
+
+def clean_solution(solution: str) -> str:
+    """Gold solution without calculator annotations like <<48/2=24>>."""
+    return _CALC.sub("", solution)
+
+
+def extract_answer(text: str) -> str | None:
+    """The first number after the last '####', else the last number in the text."""
+    if "####" in text:
+        after = _NUMBER.findall(text.rsplit("####", 1)[1])
+        if after:
+            return after[0].replace("$", "").replace(",", "")
+    found = _NUMBER.findall(text)
+    return found[-1].replace("$", "").replace(",", "") if found else None
+
+
+def to_number(s: str | None) -> Fraction | None:
+    if s is None:
+        return None
+    try:
+        return Fraction(s.replace(",", "").replace("$", "").strip().rstrip("."))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def is_correct(output: str, gold: str) -> bool:
+    pred = to_number(extract_answer(output))
+    return pred is not None and pred == to_number(gold)
