@@ -1,0 +1,29 @@
+"""Reddit TL;DR: loading, prompt, train/eval split and ROUGE against the human summary."""
+from __future__ import annotations
+
+from rouge_score import rouge_scorer
+
+from tasks.data import read_jsonl, resolve
+
+EVAL_POSTS = 200  # the first posts are for evaluation only; pairs come from the rest, never overlapping
+
+
+def load() -> list[dict]:
+    return read_jsonl(resolve("tldr", "dove_tldr_test.jsonl"))
+
+
+def split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(eval posts, train posts), disjoint by construction."""
+    return rows[:EVAL_POSTS], rows[EVAL_POSTS:]
+
+
+def prompt(row: dict) -> list[dict]:
+    text = f"SUBREDDIT: r/{row['subreddit']}\nTITLE: {row['title']}\nPOST: {row['instruction']}\n\nWrite a one-sentence TL;DR of the post."
+    return [{"role": "user", "content": text}]
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure ×100 (rouge-score, Porter stemming)."""
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
+    return {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
