@@ -1,4 +1,4 @@
-"""Local-first data resolution: $SPO_DATA_DIR → ../shared/data beside the project → the hub."""
+"""Local-first data resolution: $SPO_DATA_DIR, then ../shared/data beside the project (hub fallback: not yet)."""
 from __future__ import annotations
 
 import json

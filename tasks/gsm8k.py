@@ -27,21 +27,25 @@ def clean_solution(solution: str) -> str:
     return _CALC.sub("", solution)
 
 
+def _normalize(number: str) -> str:
+    return number.replace("$", "").replace(",", "").strip().rstrip(".")
+
+
 def extract_answer(text: str) -> str | None:
     """The first number after the last '####', else the last number in the text."""
     if "####" in text:
         after = _NUMBER.findall(text.rsplit("####", 1)[1])
         if after:
-            return after[0].replace("$", "").replace(",", "")
+            return _normalize(after[0])
     found = _NUMBER.findall(text)
-    return found[-1].replace("$", "").replace(",", "") if found else None
+    return _normalize(found[-1]) if found else None
 
 
 def to_number(s: str | None) -> Fraction | None:
     if s is None:
         return None
     try:
-        return Fraction(s.replace(",", "").replace("$", "").strip().rstrip("."))
+        return Fraction(_normalize(s))
     except (ValueError, ZeroDivisionError):
         return None
 
