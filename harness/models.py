@@ -67,3 +67,11 @@ def load(name: str = DEFAULT_MODEL, dtype=None):
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
     return model.eval(), tok
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Print the local checkpoint path of a model name, provisioning the default on first use.")
+    ap.add_argument("name", nargs="?", default=DEFAULT_MODEL)
+    print(resolve_model(ap.parse_args().name))

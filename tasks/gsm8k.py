@@ -53,3 +53,15 @@ def to_number(s: str | None) -> Fraction | None:
 def is_correct(output: str, gold: str) -> bool:
     pred = to_number(extract_answer(output))
     return pred is not None and pred == to_number(gold)
+
+
+def make_pair(row: dict, samples: list[str]) -> dict | None:
+    """On-policy pair from graded samples: chosen = a correct sample, else the cleaned gold
+    solution; rejected = an incorrect sample. None when every sample is correct."""
+    gold = gold_answer(row["answer"])
+    correct = [s for s in samples if s.strip() and is_correct(s, gold)]
+    wrong = [s for s in samples if s.strip() and not is_correct(s, gold)]
+    if not wrong:
+        return None
+    chosen, source = (correct[0], "sample") if correct else (clean_solution(row["answer"]), "gold")
+    return {"prompt": prompt(row["question"]), "chosen": chosen, "rejected": wrong[0], "chosen_source": source}

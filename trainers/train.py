@@ -1,0 +1,44 @@
+"""One preference-training run → a Hugging Face checkpoint directory.
+
+    python -m trainers.train --model PATH --pairs pairs.jsonl --method spo --lr 5e-6
+    python -m trainers.train --config run.yaml --method dpo   # flags override the YAML
+
+`python -m harness.models` prints (and provisions) the default model's local path.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+
+import yaml
+
+from trainers.trainer import TrainConfig, run
+
+
+def parse(argv: list[str] | None = None) -> TrainConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML file with any of the fields below")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        default = "required" if f.default is dataclasses.MISSING else f.default
+        if kind is bool:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
+        else:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=str if f.name == "ref_cache" else kind, default=None, help=f"(default {default})")
+    a = vars(ap.parse_args(argv))
+    values = yaml.safe_load(open(a.pop("config"))) if a.get("config") else {}
+    unknown = set(values) - set(hints)
+    if unknown:
+        ap.error(f"unknown field(s) in {a.get('config')}: {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in a.items() if v is not None and k != "config"})
+    missing = [f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING and f.name not in values]
+    if missing:
+        ap.error(f"missing: {', '.join('--' + m for m in missing)}")
+    return TrainConfig(**values)
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(parse()), indent=2, default=str))
