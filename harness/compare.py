@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import leaderboard, models
 from harness.generation import BACKENDS
-from harness.pairs import write_jsonl
+from tasks.data import write_jsonl, write_text_atomic
 from trainers.trainer import TrainConfig, read_pairs, run
 
 
@@ -115,16 +115,15 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         summary = run(cfg)
         timings[f"train {label}"] = round(time.time() - t0, 1)
-        (runs / label).mkdir(parents=True, exist_ok=True)
-        (runs / label / "train.json").write_text(json.dumps(summary, indent=2))
-        (runs / label / "metrics.jsonl").write_bytes((a.outputs / label / "metrics.jsonl").read_bytes())
+        write_text_atomic(runs / label / "train.json", json.dumps(summary, indent=2))
+        write_text_atomic(runs / label / "metrics.jsonl", (a.outputs / label / "metrics.jsonl").read_text())
         stage(f"eval {label}", timings, ["harness.evaluate", "--model", str(a.outputs / label / "checkpoint"), "--out", str(runs / label), *eval_args])
 
     meta = {"command": "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "order": ["reference"] + [f"{m}-seed{a.seed}" for m in methods], "stage_seconds": timings,
             "pairs": {"train": len(train), "heldout": len(held)}}
-    (runs / "compare.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(runs / "compare.json", json.dumps(meta, indent=2))
     md = leaderboard.write(a.results)
     print("\n" + md)
 

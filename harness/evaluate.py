@@ -17,8 +17,8 @@ from pathlib import Path
 
 from harness import models
 from harness.generation import BACKENDS, Sampling, chat_prompts, make_generator
-from harness.pairs import write_jsonl
 from tasks import gsm8k, tldr
+from tasks.data import write_jsonl, write_text_atomic
 
 GSM8K_SAMPLING = Sampling(max_tokens=256)
 TLDR_SAMPLING = Sampling(max_tokens=64)
@@ -119,11 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for eval.json and samples.jsonl")
     a = ap.parse_args(argv)
     result, samples = evaluate(a.model, a.reference, a.gsm8k, a.tldr, a.kl_prompts, read_pairs(a.heldout), a.backend, a.seed)
-    a.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(a.out / "samples.jsonl", samples)
-    tmp = a.out / "eval.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(a.out / "eval.json")
+    write_text_atomic(a.out / "eval.json", json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("gsm8k", "tldr", "shift")}, default=str))
 
 

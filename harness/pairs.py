@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from harness import models
 from harness.generation import BACKENDS, Generator, Sampling, chat_prompts, make_generator
 from tasks import gsm8k, tldr
+from tasks.data import cache_dir, write_jsonl, write_text_atomic
 
 TASKS = ("gsm8k", "tldr")
 
@@ -29,17 +29,7 @@ def sampling_for(task: str, k: int, seed: int) -> Sampling:
 
 def cache_path(model: str, task: str, n: int, k: int, seed: int, backend: str) -> Path:
     key = json.dumps([model, task, n, k, seed, backend, sampling_for(task, k, seed).record()])
-    return models.cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Atomic: written aside, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    return cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
 
 
 def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator]) -> tuple[list[dict], dict]:
@@ -94,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             write_jsonl(a.out / f"{task}.jsonl", rows)
             reports.append(report)
             print(json.dumps(report))
-    (a.out / "report.json").write_text(json.dumps(reports, indent=2))
+    write_text_atomic(a.out / "report.json", json.dumps(reports, indent=2))
 
 
 if __name__ == "__main__":

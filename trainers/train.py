@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import typing
 
 import yaml
@@ -17,17 +19,24 @@ import yaml
 from trainers.trainer import TrainConfig, run
 
 
+def field_docs() -> dict[str, str]:
+    """The trailing comment of each TrainConfig field: one source for the code and for --help."""
+    found = re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", inspect.getsource(TrainConfig), re.M)
+    return dict(found)
+
+
 def parse(argv: list[str] | None = None) -> TrainConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML file with any of the fields below")
-    hints = typing.get_type_hints(TrainConfig)
+    hints, docs = typing.get_type_hints(TrainConfig), field_docs()
     for f in dataclasses.fields(TrainConfig):
         kind = hints[f.name]
-        default = "required" if f.default is dataclasses.MISSING else f.default
+        default = "required" if f.default is dataclasses.MISSING else f"default {f.default}"
+        flag, text = f"--{f.name.replace('_', '-')}", f"{docs.get(f.name, '')} ({default})".strip()
         if kind is bool:
-            ap.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None, help=f"(default {default})")
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            ap.add_argument(f"--{f.name.replace('_', '-')}", type=str if f.name == "ref_cache" else kind, default=None, help=f"(default {default})")
+            ap.add_argument(flag, type=str if f.name == "ref_cache" else kind, default=None, help=text)
     a = vars(ap.parse_args(argv))
     values = yaml.safe_load(open(a.pop("config"))) if a.get("config") else {}
     unknown = set(values) - set(hints)

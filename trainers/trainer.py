@@ -24,20 +24,20 @@ from trainers.losses import SeqLogps, preference_loss
 class TrainConfig:
     model: str                    # local HF checkpoint directory (or hub id when a hub is reachable)
     pairs: str                    # JSONL of {"prompt", "chosen", "rejected"}
-    output_dir: str = "outputs/train"
+    output_dir: str = "outputs/train"  # metrics.jsonl, train.json and checkpoint/ go here
     method: str = "spo"           # dpo | spo (= dpo+spo)
     beta: float = 0.1             # DPO inverse temperature
     spo_lambda: float = 1.0       # weight of the SPO penalty
     spo_delta: float = 0.0        # reference anchor margin: v̂ = ℓ_ref − δ
-    lr: float = 5e-6
-    epochs: int = 1
+    lr: float = 5e-6              # AdamW peak learning rate
+    epochs: int = 1               # passes over the pairs (shuffled each epoch)
     batch_pairs: int = 8          # pairs per optimizer step
     micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
     max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and counted
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
+    weight_decay: float = 0.0     # AdamW weight decay
+    max_grad_norm: float = 1.0    # gradient clipping
+    seed: int = 0                 # python and torch RNGs, data order
     bf16: bool = True             # bf16 autocast (CPU with AVX-512 bf16, or GPU); weights stay fp32
     ref_cache: str | None = None  # where cached reference log-probs live (default: in output_dir)
 
@@ -109,9 +109,7 @@ class Trainer:
         ref = self.reference_logps()
         n = len(self.pairs)
         ref_c, ref_r = SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
-        steps_per_epoch = n // cfg.batch_pairs
-        if steps_per_epoch == 0:
-            raise ValueError(f"{n} usable pairs is fewer than batch_pairs={cfg.batch_pairs}")
+        steps_per_epoch = -(-n // cfg.batch_pairs)  # the last batch of an epoch may be smaller
         total_steps = steps_per_epoch * cfg.epochs
         warmup = max(1, int(cfg.warmup_ratio * total_steps))
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -158,7 +156,9 @@ class Trainer:
         self.save()
         summary = {"config": asdict(cfg), "steps": step, "pairs_used": n, "pairs_skipped": self.skipped,
                    "train_seconds": train_seconds, "final": row}
-        (self.out / "train.json").write_text(json.dumps(summary, indent=2))
+        tmp = self.out / "train.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, self.out / "train.json")
         return summary
 
     def save(self) -> Path:

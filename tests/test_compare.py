@@ -1,0 +1,31 @@
+"""The whole path on the real default model at toy sizes: pairs → dpo & spo → eval → leaderboard."""
+import json
+import math
+import subprocess
+import sys
+
+
+def test_compare_end_to_end_on_the_default_model(tmp_path):
+    cmd = [sys.executable, "-m", "harness.compare", "--methods", "dpo,spo", "--gsm8k-pairs", "6", "--tldr-pairs", "4", "--heldout", "2",
+           "--gsm8k-eval", "4", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4",
+           "--results", str(tmp_path / "results"), "--outputs", str(tmp_path / "outputs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    board = json.loads((tmp_path / "results" / "leaderboard.json").read_text())
+    rows = {r["model"]: r for r in board["rows"]}
+    assert list(rows) == ["reference", "dpo-seed0", "spo-seed0"]
+    for name in ("dpo-seed0", "spo-seed0"):
+        r = rows[name]
+        for key in ("gsm8k_accuracy", "tldr_rougeL", "dlogp_chosen", "dlogp_rejected", "kl", "train_seconds"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]), (name, key)
+        assert (r["gsm8k_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"], r["train_steps"]) == (4, 3, 4, 4, 2)
+        assert r["dlogp_chosen"] != 0.0  # the policy moved away from the reference
+        assert (tmp_path / "outputs" / name / "checkpoint" / "model.safetensors").is_file()
+    assert (rows["reference"]["dlogp_chosen"], rows["reference"]["kl"], rows["reference"]["train_seconds"]) == (0.0, 0.0, None)
+    md = (tmp_path / "results" / "leaderboard.md").read_text()
+    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --methods dpo,spo" in md and "cores" in md
+    # same pairs for both methods, and the pairs come from the on-disk cache the second time
+    pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
+    assert len(pairs) == 6 and {p["task"] for p in pairs} == {"gsm8k", "tldr"}
+    report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
+    assert [r["pairs"] for r in report] == [6, 4]

@@ -1,0 +1,64 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainers.logprobs import encode, score, sequence_logps
+
+
+def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
+    """One unpadded sequence, full logits, summed log-probs of the completion tokens."""
+    ids = torch.tensor([prompt + completion])
+    logp = model(ids).logits[0, :-1].log_softmax(-1)
+    targets = ids[0, 1:]
+    return sum(logp[t, targets[t]].item() for t in range(len(prompt) - 1, len(prompt) + len(completion) - 1))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_batched_logps_equal_unpadded_full_logits(tiny):
+    model, _ = tiny
+    g = torch.Generator().manual_seed(0)
+    shapes = [(5, 3), (2, 9), (11, 1), (7, 7)]  # very different lengths: heavy right padding
+    prompts = [torch.randint(3, 1000, (p,), generator=g).tolist() for p, _ in shapes]
+    completions = [torch.randint(3, 1000, (c,), generator=g).tolist() for _, c in shapes]
+    with torch.no_grad():
+        out = sequence_logps(model, prompts, completions)
+    expected = [naive_logps(model, p, c) for p, c in zip(prompts, completions)]
+    assert out.count.tolist() == [3, 9, 1, 7]
+    assert torch.allclose(out.total, torch.tensor(expected), atol=1e-4)
+    assert torch.all(out.total < 0)
+
+
+def test_score_batches_match_one_batch_and_gradients_flow(tiny):
+    model, _ = tiny
+    prompts, completions = [[5, 6, 7], [8, 9], [10]], [[11, 12], [13], [14, 15, 16]]
+    one = score(model, prompts, completions, batch_size=3)
+    many = score(model, prompts, completions, batch_size=1)
+    assert torch.allclose(one.total, many.total, atol=1e-5)
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    sequence_logps(model, prompts, completions).total.sum().backward()
+    grad, weight.grad = weight.grad.clone(), None
+    expected = 0
+    for p, c in zip(prompts, completions):  # the same objective, unpadded and with full logits
+        ids = torch.tensor([p + c])
+        logp = model(ids).logits[0, :-1].log_softmax(-1)
+        expected = expected + logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), ids[0, len(p):]].sum()
+    expected.backward()
+    assert grad.abs().sum() > 0 and torch.allclose(grad, weight.grad, atol=1e-6)
+    model.zero_grad()
+
+
+def test_encode_uses_chat_template_and_scores_the_end_of_turn(tiny):
+    _, tok = tiny
+    p, c = encode(tok, [{"role": "user", "content": "Hi"}], "Hello there")
+    assert tok.decode(p).endswith("<|im_start|>assistant\n")
+    assert c[-1] == tok.eos_token_id and tok.decode(c[:-1]) == "Hello there"
+
+
+def test_empty_completion_is_an_error(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="empty completion"):
+        sequence_logps(model, [[1, 2]], [[]])

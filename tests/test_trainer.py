@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trainers.train import parse
+from trainers.trainer import TrainConfig, Trainer, read_pairs
+
+PAIRS = [
+    {"prompt": [{"role": "user", "content": f"What is {a}+{b}?"}], "chosen": f"{a}+{b} = {a + b}. #### {a + b}",
+     "rejected": f"The answer is {a * b + 1}."} for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (2, 9), (4, 4), (6, 1), (8, 3)]
+]
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    return str(path)
+
+
+def train_tiny(model_dir, pairs, out, **kw):
+    cfg = TrainConfig(model=model_dir, pairs=pairs, output_dir=str(out), batch_pairs=4, micro_pairs=2, bf16=False, **kw)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(model_dir)).train()
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    return summary, rows, model
+
+
+def test_training_lowers_the_loss_and_writes_a_reloadable_checkpoint(tiny_model_dir, pairs_file, tmp_path):
+    summary, rows, model = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", lr=1e-2, epochs=4)
+    assert summary["steps"] == 8 and summary["pairs_used"] == 8 and summary["pairs_skipped"] == 0
+    assert rows[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1: −log σ(0)
+    assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint", use_safetensors=True)
+    ids = torch.tensor([[1, 5, 9, 13]])
+    assert torch.equal(reloaded(ids).logits, model.eval()(ids).logits)
+
+
+def test_spo_with_lambda_zero_trains_exactly_like_dpo(tiny_model_dir, pairs_file, tmp_path):
+    _, dpo_rows, dpo_model = train_tiny(tiny_model_dir, pairs_file, tmp_path / "dpo", method="dpo", lr=1e-2, epochs=2)
+    _, spo_rows, spo_model = train_tiny(tiny_model_dir, pairs_file, tmp_path / "spo", method="spo", spo_lambda=0.0, lr=1e-2, epochs=2)
+    assert [r["loss"] for r in dpo_rows] == [r["loss"] for r in spo_rows]
+    for a, b in zip(dpo_model.parameters(), spo_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_reference_logps_are_cached_and_reused(tiny_model_dir, pairs_file, tmp_path):
+    train_tiny(tiny_model_dir, pairs_file, tmp_path / "a", method="dpo", ref_cache=str(tmp_path / "ref"))
+    [cache] = list((tmp_path / "ref").glob("ref_logps-*.safetensors"))
+    stamp = cache.stat().st_mtime_ns
+    train_tiny(tiny_model_dir, pairs_file, tmp_path / "b", method="spo", ref_cache=str(tmp_path / "ref"))
+    assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "ref").iterdir())) == 1
+
+
+def test_too_long_pairs_are_skipped_and_counted(tiny_model_dir, pairs_file, tmp_path):
+    long = {"prompt": "x " * 400, "chosen": "a", "rejected": "b"}
+    with open(pairs_file, "a") as f:
+        f.write(json.dumps(long) + "\n")
+    summary, _, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", max_len=128)
+    assert summary["pairs_used"] == 8 and summary["pairs_skipped"] == 1
+
+
+def test_bad_pairs_name_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps({"prompt": "p", "chosen": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'rejected' is missing"):
+        read_pairs(str(path))
+
+
+def test_cli_reads_yaml_and_flags_override_it(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: m\npairs: p.jsonl\nmethod: dpo\nlr: 1.0e-4\nbf16: false\n")
+    parsed = parse(["--config", str(cfg), "--lr", "3e-6", "--spo-lambda", "0.5"])
+    assert (parsed.model, parsed.method, parsed.lr, parsed.spo_lambda, parsed.bf16) == ("m", "dpo", 3e-6, 0.5, False)
+    cfg.write_text("model: m\npairs: p\nbogus: 1\n")
+    with pytest.raises(SystemExit):
+        parse(["--config", str(cfg)])
+
+
+def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path, pairs_file, tmp_path):
+    cfg = TrainConfig(model=default_model_path, pairs=pairs_file, output_dir=str(tmp_path / "real"), method="spo",
+                      lr=2e-5, epochs=3, batch_pairs=8, micro_pairs=8, bf16=True, warmup_ratio=0.0)
+    model = AutoModelForCausalLM.from_pretrained(default_model_path, use_safetensors=True)
+    summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(default_model_path)).train()
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "real" / "metrics.jsonl")]
+    assert summary["steps"] == 3
+    assert losses[0] == pytest.approx(0.6931, abs=0.02)  # bf16: policy ≈ reference at the first step
+    assert losses[2] < losses[0] - 0.02
