@@ -21,6 +21,8 @@ from pathlib import Path
 from harness import leaderboard, models
 from harness.generation import BACKENDS
 from tasks.data import write_jsonl, write_text_atomic
+from trainers.losses import parse_method
+from trainers.train import field_docs
 from trainers.trainer import TrainConfig, read_pairs, run
 
 
@@ -33,10 +35,10 @@ def stage(name: str, timings: dict, cmd: list[str]) -> None:
     timings[name] = round(time.time() - t, 1)
 
 
-def split_pairs(pair_dir: Path, heldout: int) -> tuple[list[dict], list[dict]]:
+def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]]:
     """The last `heldout` pairs of each task are held out for the shift metrics; the rest train."""
     train, held = [], []
-    for f in sorted(pair_dir.glob("*.jsonl")):
+    for f in files:
         rows = read_pairs(str(f))
         if len(rows) <= heldout:
             raise SystemExit(f"{f}: only {len(rows)} pairs, need more than --heldout {heldout}; raise the pair counts")
@@ -63,7 +65,7 @@ def commit() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="dpo,spo", help="comma-separated methods (dpo, spo = dpo+spo)")
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="init and reference: HF checkpoint dir or hub id (default: SmolLM2-135M-Instruct, provisioned offline)")
     ap.add_argument("--seed", type=int, default=0, help="one seed for pairs, data order and sampling (default 0)")
@@ -77,26 +79,29 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--tldr-eval", type=int, default=100, help="TL;DR eval posts evaluated (default 100)")
     g.add_argument("--kl-prompts", type=int, default=32, help="eval prompts sampled for the KL estimate (default 32)")
     t = ap.add_argument_group("training (see python -m trainers.train --help for all fields)")
-    t.add_argument("--lr", type=float, default=1e-5)
-    t.add_argument("--beta", type=float, default=0.1)
-    t.add_argument("--spo-lambda", type=float, default=1.0)
-    t.add_argument("--spo-delta", type=float, default=0.0)
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--batch-pairs", type=int, default=8)
-    t.add_argument("--micro-pairs", type=int, default=4)
+    docs = field_docs()
+    for name in ("lr", "beta", "spo_lambda", "spo_delta", "epochs", "batch_pairs", "micro_pairs"):
+        default = getattr(TrainConfig, name)
+        t.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"{docs[name]} (default {default})")
     t.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32 instead of bf16 autocast")
     o = ap.add_argument_group("output paths")
     o.add_argument("--results", type=Path, default=Path("results"), help="leaderboard and runs/<model>/ eval files (default results/)")
     o.add_argument("--outputs", type=Path, default=Path("outputs"), help="pairs and checkpoints, large, git-ignored (default outputs/)")
     a = ap.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in methods:
+        try:
+            parse_method(m)
+        except ValueError as e:
+            ap.error(str(e))
 
     timings: dict[str, float] = {}
     ref = models.resolve_model(a.model)
     pair_dir = a.outputs / "pairs"
     stage("pairs", timings, ["harness.pairs", "--model", a.model, "--gsm8k", str(a.gsm8k_pairs), "--tldr", str(a.tldr_pairs),
                              "--k", str(a.k), "--seed", str(a.seed), "--backend", a.backend, "--out", str(pair_dir)])
-    train, held = split_pairs(pair_dir, a.heldout)
+    tasks = [t for t, n in (("gsm8k", a.gsm8k_pairs), ("tldr", a.tldr_pairs)) if n > 0]
+    train, held = split_pairs([pair_dir / f"{t}.jsonl" for t in tasks], a.heldout)
     write_jsonl(a.outputs / "train_pairs.jsonl", train)
     write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)

@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from harness import models
 from harness.generation import BACKENDS, Sampling, chat_prompts, make_generator
 from tasks import gsm8k, tldr
 from tasks.data import write_jsonl, write_text_atomic
+from trainers.trainer import read_pairs
 
 GSM8K_SAMPLING = Sampling(max_tokens=256)
 TLDR_SAMPLING = Sampling(max_tokens=64)
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
-
-
-def read_pairs(paths: list[Path]) -> list[dict]:
-    return [json.loads(line) for p in paths for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def shift(policy_path: str, reference_path: str, heldout: list[dict], kl_prompts: list[str], kl_samples, batch_size: int = 16) -> dict:
@@ -46,6 +44,7 @@ def shift(policy_path: str, reference_path: str, heldout: list[dict], kl_prompts
     scores = {}
     for name, path in (("policy", policy_path), ("reference", reference_path)):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
         scores[name] = score(model, prompts, completions, batch_size, progress=f"log-probs ({name})")
         del model
     n = len(heldout)
@@ -98,8 +97,9 @@ def evaluate(model: str, reference: str = models.DEFAULT_MODEL, gsm8k_n: int = 1
     else:
         convs = [gsm8k.prompt(q["question"]) for q in qs[: kl_n // 2]] + [tldr.prompt(p) for p in posts[: kl_n - kl_n // 2]]
         kl_prompts = chat_prompts(tok, convs)
-        kl_samples = [o[0] for o in gen.generate(kl_prompts, KL_SAMPLING, desc="kl samples")]
-        result["shift"] = {**shift(path, ref_path, heldout or [], kl_prompts, kl_samples), "kl_sampling": KL_SAMPLING.record()}
+        kl_sampling = replace(KL_SAMPLING, seed=seed)
+        kl_samples = [o[0] for o in gen.generate(kl_prompts, kl_sampling, desc="kl samples")]
+        result["shift"] = {**shift(path, ref_path, heldout or [], kl_prompts, kl_samples), "kl_sampling": kl_sampling.record()}
     timings["shift"] = time.time() - t
     result["generation"] = gen.stats
     result["seconds"] = timings
@@ -107,7 +107,7 @@ def evaluate(model: str, reference: str = models.DEFAULT_MODEL, gsm8k_n: int = 1
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Evaluate a checkpoint on GSM8K and TL;DR and measure its shift from the reference.")
+    ap = argparse.ArgumentParser(prog="python -m harness.evaluate", description="Evaluate a checkpoint on GSM8K and TL;DR and measure its shift from the reference.")
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="HF checkpoint dir or hub id (default: provisioned SmolLM2-135M-Instruct)")
     ap.add_argument("--reference", default=models.DEFAULT_MODEL, help="reference model for the shift metrics (default: the default model)")
     ap.add_argument("--gsm8k", type=int, default=100, metavar="N", help="GSM8K test questions, from the start (default 100)")
@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True, help="folder for eval.json and samples.jsonl")
     a = ap.parse_args(argv)
-    result, samples = evaluate(a.model, a.reference, a.gsm8k, a.tldr, a.kl_prompts, read_pairs(a.heldout), a.backend, a.seed)
+    if min(a.gsm8k, a.tldr) < 1:
+        ap.error("--gsm8k and --tldr need at least 1 item each")
+    heldout = [p for f in a.heldout for p in read_pairs(str(f))]
+    result, samples = evaluate(a.model, a.reference, a.gsm8k, a.tldr, a.kl_prompts, heldout, a.backend, a.seed)
     write_jsonl(a.out / "samples.jsonl", samples)
     write_text_atomic(a.out / "eval.json", json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("gsm8k", "tldr", "shift")}, default=str))

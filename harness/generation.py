@@ -91,6 +91,7 @@ class HFGenerator:
         t = time.time()
         self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).eval()
+        self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.stats = {"startup_seconds": time.time() - t, "tokens": 0, "seconds": 0.0}
 
@@ -111,7 +112,7 @@ class HFGenerator:
         t = time.time()
         for s in tqdm(range(0, len(order), self.batch_size), desc=desc):
             idx = order[s : s + self.batch_size]
-            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             with torch.no_grad():
                 out = self.model.generate(**enc, **kwargs)
             samples = []

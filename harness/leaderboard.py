@@ -66,7 +66,8 @@ def write(results: Path) -> str:
     runs = results / "runs"
     meta = json.loads((runs / "compare.json").read_text()) if (runs / "compare.json").is_file() else {}
     found = sorted(p.name for p in runs.iterdir() if (p / "eval.json").is_file())
-    order = [n for n in meta.get("order", []) if n in found] + [n for n in found if n not in meta.get("order", [])]
+    # after a compare, only its own runs: older folders may come from other settings
+    order = [n for n in meta["order"] if n in found] if "order" in meta else found
     rows = [row(n, runs / n) for n in order]
     md = render(rows, meta)
     write_text_atomic(results / "leaderboard.md", md)
@@ -75,6 +76,6 @@ def write(results: Path) -> str:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Rebuild the leaderboard from results/runs/*.")
+    ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description="Rebuild the leaderboard from results/runs/*.")
     ap.add_argument("--results", type=Path, default=Path("results"))
     print(write(ap.parse_args().results))

@@ -69,6 +69,6 @@ def load(name: str = DEFAULT_MODEL, dtype=None):
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(description="Print the local checkpoint path of a model name, provisioning the default on first use.")
+    ap = argparse.ArgumentParser(prog="python -m harness.models", description="Print the local checkpoint path of a model name, provisioning the default on first use.")
     ap.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     print(resolve_model(ap.parse_args().name))

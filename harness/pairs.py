@@ -18,7 +18,8 @@ from pathlib import Path
 from harness import models
 from harness.generation import BACKENDS, Generator, Sampling, chat_prompts, make_generator
 from tasks import gsm8k, tldr
-from tasks.data import cache_dir, write_jsonl, write_text_atomic
+from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
+from trainers.trainer import fingerprint
 
 TASKS = ("gsm8k", "tldr")
 
@@ -27,19 +28,11 @@ def sampling_for(task: str, k: int, seed: int) -> Sampling:
     return Sampling(max_tokens=256 if task == "gsm8k" else 64, temperature=1.0, n=k if task == "gsm8k" else 1, seed=seed)
 
 
-def cache_path(model: str, task: str, n: int, k: int, seed: int, backend: str) -> Path:
-    key = json.dumps([model, task, n, k, seed, backend, sampling_for(task, k, seed).record()])
-    return cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
-
-
 def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator]) -> tuple[list[dict], dict]:
     """(pairs, report): up to n pairs from the first n training items; items that give no pair
     (e.g. every GSM8K sample correct) are counted in the report, not padded. `generator()` is
-    called only when the pairs are not cached yet."""
-    cached = cache_path(path, task, n, k, seed, backend)
-    if cached.is_file():
-        rows = [json.loads(line) for line in cached.read_text(encoding="utf-8").splitlines()]
-        return rows, {"task": task, "items": n, "pairs": len(rows), "cached": str(cached)}
+    called only when the pairs are not cached yet. The cache key covers the model weights, the
+    templated prompts, k, seed, backend and sampling settings."""
     from transformers import AutoTokenizer
 
     if task == "gsm8k":
@@ -50,23 +43,29 @@ def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generat
         convs = [tldr.prompt(r) for r in items]
     else:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    prompts = chat_prompts(AutoTokenizer.from_pretrained(path), convs)
+    key = json.dumps([fingerprint(path), task, k, seed, backend, sampling_for(task, k, seed).record(), prompts])
+    cached = cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    report_file = cached.with_suffix(".report.json")
+    if cached.is_file() and report_file.is_file():
+        return read_jsonl(cached), {**json.loads(report_file.read_text()), "cached": str(cached)}
     gen = generator()
-    tok = AutoTokenizer.from_pretrained(path)
-    samples = gen.generate(chat_prompts(tok, convs), sampling_for(task, k, seed), desc=f"pairs {task}")
+    samples = gen.generate(prompts, sampling_for(task, k, seed), desc=f"pairs {task}")
     rows = []
     for i, (item, s) in enumerate(zip(items, samples)):
         texts = [c.text for c in s]
         pair = gsm8k.make_pair(item, texts) if task == "gsm8k" else tldr.make_pair(item, texts[0])
         if pair:
             rows.append({"id": f"{task}-{item.get('instruction_id', i)}", "task": task, **pair})
-    write_jsonl(cached, rows)
     report = {"task": task, "items": n, "pairs": len(rows), "no_pair": n - len(rows),
-              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "generation": gen.stats}
+              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "backend": gen.backend, "generation": gen.stats}
+    write_jsonl(cached, rows)
+    write_text_atomic(report_file, json.dumps(report, indent=2))
     return rows, report
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Sample the reference model on training items and write preference pairs (JSONL).")
+    ap = argparse.ArgumentParser(prog="python -m harness.pairs", description="Sample the reference model on training items and write preference pairs (JSONL).")
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="HF checkpoint dir or hub id (default: provisioned SmolLM2-135M-Instruct)")
     ap.add_argument("--gsm8k", type=int, default=64, metavar="N", help="GSM8K train questions to sample (default 64; 0 = none)")
     ap.add_argument("--tldr", type=int, default=32, metavar="N", help="TL;DR training posts to sample (default 32; 0 = none)")

@@ -58,3 +58,17 @@ def test_spo_penalty_raises_chosen_logprob():
 def test_unknown_method_lists_valid():
     with pytest.raises(ValueError, match="valid: dpo, spo"):
         preference_loss("kto", *(S([-1.0], [1]) for _ in range(4)))
+
+
+def test_spo_on_the_region_boundary_is_plain_dpo():
+    """Policy == reference (the first step): the penalty and its gradient are exactly zero."""
+    def grad(method):
+        pc, pr, rc, rr = S([-10.0, -7.0], [5, 4]), S([-12.0, -9.0], [4, 6]), S([-10.0, -7.0], [5, 4]), S([-12.0, -9.0], [4, 6])
+        loss, terms = preference_loss(method, pc, pr, rc, rr, spo_lambda=5.0)
+        loss.backward()
+        return loss, pc.total.grad, terms
+
+    l_dpo, g_dpo, _ = grad("dpo")
+    l_spo, g_spo, terms = grad("spo")
+    assert terms["outside_safe_region"].tolist() == [0.0, 0.0]
+    assert torch.equal(l_dpo, l_spo) and torch.equal(g_dpo, g_spo)

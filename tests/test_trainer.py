@@ -21,7 +21,7 @@ def pairs_file(tmp_path):
 
 
 def train_tiny(model_dir, pairs, out, **kw):
-    cfg = TrainConfig(model=model_dir, pairs=pairs, output_dir=str(out), batch_pairs=4, micro_pairs=2, bf16=False, **kw)
+    cfg = TrainConfig(**{"model": model_dir, "pairs": pairs, "output_dir": str(out), "batch_pairs": 4, "micro_pairs": 2, "bf16": False, **kw})
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(model_dir)).train()
@@ -34,6 +34,8 @@ def test_training_lowers_the_loss_and_writes_a_reloadable_checkpoint(tiny_model_
     assert summary["steps"] == 8 and summary["pairs_used"] == 8 and summary["pairs_skipped"] == 0
     assert rows[0]["loss"] == pytest.approx(0.693147, abs=1e-4)  # policy == reference at step 1: −log σ(0)
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
+    # the rate each step used: 1 warm-up step, then linear decay to 0 over the other 7
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2, 1e-2] + [1e-2 * k / 7 for k in (6, 5, 4, 3, 2, 1)])
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint", use_safetensors=True)
     ids = torch.tensor([[1, 5, 9, 13]])
     assert torch.equal(reloaded(ids).logits, model.eval()(ids).logits)
@@ -53,6 +55,8 @@ def test_reference_logps_are_cached_and_reused(tiny_model_dir, pairs_file, tmp_p
     stamp = cache.stat().st_mtime_ns
     train_tiny(tiny_model_dir, pairs_file, tmp_path / "b", method="spo", ref_cache=str(tmp_path / "ref"))
     assert cache.stat().st_mtime_ns == stamp and len(list((tmp_path / "ref").iterdir())) == 1
+    train_tiny(tiny_model_dir, pairs_file, tmp_path / "c", method="dpo", ref_cache=str(tmp_path / "ref"), bf16=True)
+    assert len(list((tmp_path / "ref").iterdir())) == 2  # another precision, other log-probs
 
 
 def test_too_long_pairs_are_skipped_and_counted(tiny_model_dir, pairs_file, tmp_path):
@@ -78,6 +82,8 @@ def test_cli_reads_yaml_and_flags_override_it(tmp_path):
     cfg.write_text("model: m\npairs: p\nbogus: 1\n")
     with pytest.raises(SystemExit):
         parse(["--config", str(cfg)])
+    cfg.write_text("")  # an empty YAML is no fields, not a crash
+    assert parse(["--config", str(cfg), "--model", "m", "--pairs", "p"]).lr == 1e-5
 
 
 def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path, pairs_file, tmp_path):

@@ -24,8 +24,8 @@ def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], l
     return p, c
 
 
-def autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+def autocast(bf16: bool, device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]) -> SeqLogps:
@@ -60,7 +60,7 @@ def score(model, prompts: list[list[int]], completions: list[list[int]], batch_s
     totals, counts = [], []
     starts = range(0, len(prompts), batch_size)
     for s in tqdm(starts, desc=progress, disable=progress is None, leave=False):
-        with autocast(bf16):
+        with autocast(bf16, model.device.type):
             out = sequence_logps(model, prompts[s : s + batch_size], completions[s : s + batch_size])
         totals.append(out.total.cpu())
         counts.append(out.count.cpu())

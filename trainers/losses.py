@@ -22,6 +22,9 @@ class SeqLogps:
     def mean(self) -> torch.Tensor:
         return self.total / self.count
 
+    def to(self, device) -> SeqLogps:
+        return SeqLogps(self.total.to(device), self.count.to(device))
+
 
 def dpo(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float) -> tuple[torch.Tensor, dict]:
     """−log σ(β[(s_θ(y_w)−s_ref(y_w)) − (s_θ(y_l)−s_ref(y_l))]) per pair (Rafailov et al. 2023)."""
@@ -37,7 +40,18 @@ def spo_penalty(pc: SeqLogps, rc: SeqLogps, delta: float = 0.0) -> torch.Tensor:
     Zero while the preferred response is at least as likely (per token) as under the reference
     (plus δ); otherwise it pushes its absolute probability back up.
     """
-    return torch.clamp((-pc.mean) - ((-rc.mean) - delta), min=0.0)
+    return F.relu((-pc.mean) - ((-rc.mean) - delta))  # relu, not clamp: clamp passes gradient 1 at exactly 0
+
+
+METHODS = ("dpo", "spo", "dpo+spo")
+
+
+def parse_method(method: str) -> tuple[str, str]:
+    """(upper-level loss, plug-in) for a method name; an unknown name raises an error listing the valid ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    base, _, plug = ("dpo+spo" if method == "spo" else method).partition("+")
+    return base, plug
 
 
 def preference_loss(
@@ -45,9 +59,7 @@ def preference_loss(
     beta: float = 0.1, spo_lambda: float = 1.0, spo_delta: float = 0.0,
 ) -> tuple[torch.Tensor, dict]:
     """Mean loss over the batch for `method` ('dpo', 'spo' = 'dpo+spo'), plus per-pair terms to log."""
-    base, _, plug = ("dpo+spo" if method == "spo" else method).partition("+")
-    if base != "dpo" or plug not in ("", "spo"):
-        raise ValueError(f"unknown method {method!r}; valid: dpo, spo, dpo+spo")
+    _, plug = parse_method(method)
     per_pair, terms = dpo(pc, pr, rc, rr, beta)
     if plug == "spo":
         penalty = spo_penalty(pc, rc, spo_delta)

@@ -26,7 +26,7 @@ def field_docs() -> dict[str, str]:
 
 
 def parse(argv: list[str] | None = None) -> TrainConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m trainers.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML file with any of the fields below")
     hints, docs = typing.get_type_hints(TrainConfig), field_docs()
     for f in dataclasses.fields(TrainConfig):
@@ -38,11 +38,14 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
         else:
             ap.add_argument(flag, type=str if f.name == "ref_cache" else kind, default=None, help=text)
     a = vars(ap.parse_args(argv))
-    values = yaml.safe_load(open(a.pop("config"))) if a.get("config") else {}
+    config = a.pop("config")
+    values = (yaml.safe_load(open(config)) or {}) if config else {}
+    if not isinstance(values, dict):
+        ap.error(f"{config}: expected a mapping of field: value")
     unknown = set(values) - set(hints)
     if unknown:
-        ap.error(f"unknown field(s) in {a.get('config')}: {', '.join(sorted(unknown))}")
-    values.update({k: v for k, v in a.items() if v is not None and k != "config"})
+        ap.error(f"unknown field(s) in {config}: {', '.join(sorted(unknown))}")
+    values.update({k: v for k, v in a.items() if v is not None})
     missing = [f.name for f in dataclasses.fields(TrainConfig) if f.default is dataclasses.MISSING and f.name not in values]
     if missing:
         ap.error(f"missing: {', '.join('--' + m for m in missing)}")

@@ -29,7 +29,7 @@ class TrainConfig:
     beta: float = 0.1             # DPO inverse temperature
     spo_lambda: float = 1.0       # weight of the SPO penalty
     spo_delta: float = 0.0        # reference anchor margin: v̂ = ℓ_ref − δ
-    lr: float = 5e-6              # AdamW peak learning rate
+    lr: float = 1e-5              # AdamW peak learning rate
     epochs: int = 1               # passes over the pairs (shuffled each epoch)
     batch_pairs: int = 8          # pairs per optimizer step
     micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
@@ -45,6 +45,13 @@ class TrainConfig:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def fingerprint(model: str) -> list:
+    """Name plus, for a local checkpoint, the weights' size and mtime: a retrained checkpoint at the
+    same path does not reuse stale cached log-probs."""
+    weights = sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []
+    return [model] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]
 
 
 def read_pairs(path: str) -> list[dict]:
@@ -88,13 +95,13 @@ class Trainer:
         keyed by the model, the tokenised pairs and the precision (so methods share them)."""
         from safetensors.torch import load_file, save_file
 
-        key = hashlib.sha256(json.dumps([self.cfg.model, self.cfg.bf16, self.pairs]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.cfg.bf16, self.pairs]).encode()).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if path.is_file():
             t = load_file(path)
             return SeqLogps(t["total"], t["count"])
         prompts, completions = self._flat(list(range(len(self.pairs))))
-        ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs")
+        ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs").to("cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
@@ -128,12 +135,12 @@ class Trainer:
                 stats: dict[str, float] = {}
                 for m in range(0, len(batch), cfg.micro_pairs):
                     idx = batch[m : m + cfg.micro_pairs]
-                    with autocast(cfg.bf16):
+                    with autocast(cfg.bf16, self.model.device.type):
                         out = sequence_logps(self.model, *self._flat(idx))
                     k = len(idx)
                     pc, pr = SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
-                    rc = SeqLogps(ref_c.total[idx], ref_c.count[idx])
-                    rr = SeqLogps(ref_r.total[idx], ref_r.count[idx])
+                    rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(out.total.device)
+                    rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(out.total.device)
                     loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg.beta, cfg.spo_lambda, cfg.spo_delta)
                     (loss * k / len(batch)).backward()
                     terms = {**terms, "loss": loss.detach().expand(k),
@@ -141,11 +148,12 @@ class Trainer:
                     for name, v in terms.items():
                         stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm).item()
+                lr = opt.param_groups[0]["lr"]  # the rate this step used
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-                row = {"step": step, **stats, "grad_norm": grad_norm, "lr": sched.get_last_lr()[0], "seconds": time.time() - t0}
+                row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "seconds": time.time() - t0}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.update()
@@ -179,4 +187,5 @@ def run(cfg: TrainConfig) -> dict:
     seed_everything(cfg.seed)
     tok = AutoTokenizer.from_pretrained(cfg.model)
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     return Trainer(cfg, model, tok).train()
