@@ -1,7 +1,7 @@
 # Two commands matter: `make run` (the main job on offline defaults) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,cpu
+EXTRAS ?= dev,cpu,eval
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
