@@ -95,3 +95,94 @@ def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path
     assert summary["steps"] == 3
     assert losses[0] == pytest.approx(0.6931, abs=0.02)  # bf16: policy ≈ reference at the first step
     assert losses[2] < losses[0] - 0.02
+
+
+def test_lookahead_anchor_equals_the_loss_after_a_manual_sgd_step(tiny_model_dir):
+    import copy
+
+    from trainers.logprobs import sequence_logps
+    from trainers.trainer import lookahead_anchor
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    prompts, completions = [[5, 6, 7], [8, 9]], [[11, 12, 13], [14, 15]]
+    pc = sequence_logps(model, prompts, completions)
+    v_hat = lookahead_anchor(model, prompts, completions, pc, alpha=0.5)
+    manual = copy.deepcopy(model)
+    sgd = torch.optim.SGD(manual.parameters(), lr=0.5)
+    (-sequence_logps(manual, prompts, completions).mean).mean().backward()
+    sgd.step()
+    with torch.no_grad():
+        expected = -sequence_logps(manual, prompts, completions).mean
+    assert not v_hat.requires_grad
+    assert torch.allclose(v_hat, expected, atol=1e-5)
+    assert torch.all(v_hat < -pc.mean.detach())  # a step of SFT lowers the chosen NLL: v̂ sits below ℓ_θ
+
+
+def test_bad_pairs_are_reported_with_ids_or_raise(tiny_model_dir, pairs_file, tmp_path):
+    with open(pairs_file, "a") as f:
+        f.write(json.dumps({"id": "same", "prompt": "p", "chosen": "a b", "rejected": " a b"}) + "\n")
+    summary, _, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo")
+    assert summary["skipped"] == [{"line": 9, "id": "same", "reason": "chosen == rejected"}]
+    with pytest.raises(ValueError, match="pair 9 \\(id same\\): chosen == rejected"):
+        train_tiny(tiny_model_dir, pairs_file, tmp_path / "strict", method="dpo", bad_pairs="error")
+
+
+def test_probe_set_logs_training_dynamics(tiny_model_dir, pairs_file, tmp_path):
+    _, rows, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", lr=1e-2, epochs=2,
+                            probe_pairs=pairs_file, probe_every=2)
+    probes = [r for r in rows if "probe_dlogp_chosen" in r]
+    assert [r["step"] for r in probes] == [0, 2, 4]
+    first, last = probes[0], probes[-1]
+    assert (first["probe_dlogp_chosen"], first["probe_dlogp_rejected"], first["probe_dlog_combined"], first["probe_margin"]) == (0.0, 0.0, 0.0, 0.0)
+    assert last["probe_margin"] > 0.5 and last["probe_reward_accuracy"] > 0.5  # DPO separated the pairs it trained on
+    assert last["probe_logp_chosen"] == pytest.approx(first["probe_logp_chosen"] + last["probe_dlogp_chosen"], abs=1e-5)
+
+
+def test_non_finite_loss_stops_with_the_last_good_state_kept(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    import trainers.trainer as tr
+
+    calls = {"n": 0}
+    real = tr.sequence_logps
+
+    def faulty(*args, **kw):  # fault injection: the 3rd training forward returns NaN
+        out = real(*args, **kw)
+        calls["n"] += 1
+        return tr.SeqLogps(out.total * float("nan"), out.count) if calls["n"] == 3 else out
+
+    monkeypatch.setattr(tr, "sequence_logps", faulty)
+    with pytest.raises(FloatingPointError, match="non-finite loss .* at step 2"):
+        train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", epochs=2, save_every=1)
+    state = torch.load(tmp_path / "run" / "state" / "trainer.pt", weights_only=True)
+    assert state["step"] == 1 and not (tmp_path / "run" / "checkpoint").exists()
+
+
+TRAIN_CLI = ["-m", "trainers.train", "--method", "spo", "--epochs", "150", "--batch-pairs", "4", "--micro-pairs", "2",
+             "--no-bf16", "--lr", "1e-3", "--save-every", "7"]
+
+
+def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_model_dir, pairs_file, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    base = [sys.executable, *TRAIN_CLI, "--model", tiny_model_dir, "--pairs", pairs_file]
+    subprocess.run(base + ["--output-dir", str(tmp_path / "whole")], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(base + ["--output-dir", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None:  # SIGKILL once a third of the 300 steps are logged
+        log = killed / "metrics.jsonl"
+        if log.exists() and len(log.read_text().splitlines()) >= 100:
+            proc.kill()
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert not (killed / "checkpoint").exists(), "the run finished before it could be killed"
+    subprocess.run(base + ["--output-dir", str(killed), "--resume"], check=True, capture_output=True)
+    whole, resumed = (json.loads((tmp_path / d / "train.json").read_text()) for d in ("whole", "killed"))
+    assert 0 < resumed["resumed_from"] < 300 and resumed["resumed_from"] % 7 == 0
+    assert resumed["final"]["loss"] == pytest.approx(whole["final"]["loss"], rel=1e-6)
+    rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 301))  # no step lost or logged twice
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "whole" / "checkpoint")
+    b = AutoModelForCausalLM.from_pretrained(killed / "checkpoint")
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.parameters(), b.parameters()))

@@ -28,8 +28,9 @@ def autocast(bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]) -> SeqLogps:
-    """Summed log-prob of each completion given its prompt, and its length, in one forward."""
+def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]], params: dict | None = None) -> SeqLogps:
+    """Summed log-prob of each completion given its prompt, and its length, in one forward.
+    `params` (name → tensor) evaluates the model at other weights through `torch.func.functional_call`."""
     if any(len(c) == 0 for c in completions):
         raise ValueError("empty completion: nothing to score")
     device = next(model.parameters()).device
@@ -38,11 +39,16 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids[i, : lengths[i]] = torch.tensor(p + c)
     ids = ids.to(device)
-    hidden = model.base_model(input_ids=ids).last_hidden_state
     # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)]).to(device)
     cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, completions)]).to(device)
-    logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+    if params is None:
+        hidden = model.base_model(input_ids=ids).last_hidden_state
+        logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+    else:
+        start = int(cols.min())
+        out = torch.func.functional_call(model, params, (), {"input_ids": ids, "logits_to_keep": slice(start, None)})
+        logits = out.logits[rows, cols - start].float()
     token_logps = -F.cross_entropy(logits, ids[rows, cols + 1], reduction="none")
     total = torch.zeros(len(completions), device=device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
     count = torch.tensor([len(c) for c in completions], device=device, dtype=total.dtype)

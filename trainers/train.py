@@ -21,8 +21,8 @@ from trainers.trainer import TrainConfig, run
 
 def field_docs() -> dict[str, str]:
     """The trailing comment of each TrainConfig field: one source for the code and for --help."""
-    found = re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", inspect.getsource(TrainConfig), re.M)
-    return dict(found)
+    sources = "".join(inspect.getsource(c) for c in TrainConfig.__mro__ if dataclasses.is_dataclass(c))
+    return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", sources, re.M))
 
 
 def parse(argv: list[str] | None = None) -> TrainConfig:
@@ -36,7 +36,7 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
         if kind is bool:
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            ap.add_argument(flag, type=str if f.name == "ref_cache" else kind, default=None, help=text)
+            ap.add_argument(flag, type=kind if kind in (int, float, str) else str, default=None, help=text)  # str | None → str
     a = vars(ap.parse_args(argv))
     config = a.pop("config")
     values = (yaml.safe_load(open(config)) or {}) if config else {}

@@ -11,35 +11,39 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
 from trainers.logprobs import autocast, encode, score, sequence_logps
-from trainers.losses import SeqLogps, preference_loss
+from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(LossParams):
     model: str                    # local HF checkpoint directory (or hub id when a hub is reachable)
     pairs: str                    # JSONL of {"prompt", "chosen", "rejected"}
-    output_dir: str = "outputs/train"  # metrics.jsonl, train.json and checkpoint/ go here
-    method: str = "spo"           # dpo | spo (= dpo+spo)
-    beta: float = 0.1             # DPO inverse temperature
-    spo_lambda: float = 1.0       # weight of the SPO penalty
-    spo_delta: float = 0.0        # reference anchor margin: v̂ = ℓ_ref − δ
+    output_dir: str = "outputs/train"  # metrics.jsonl, train.json, state/ and checkpoint/ go here
+    method: str = "spo"           # dpo, ipo, simpo, dpop, rpo, or <loss>+spo; spo = dpo+spo
+    spo_anchor: str = "reference"  # v̂ of the SPO penalty: reference (ℓ_ref − δ) or lookahead (ℓ after a virtual SFT step)
+    spo_alpha: float = 1e-3       # α, step size of the lookahead anchor's virtual SGD step on L_SFT
     lr: float = 1e-5              # AdamW peak learning rate
     epochs: int = 1               # passes over the pairs (shuffled each epoch)
     batch_pairs: int = 8          # pairs per optimizer step
     micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
-    max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and counted
+    max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and reported
+    bad_pairs: str = "skip"       # too long or chosen == rejected: skip (reported with ids) or error
     warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0     # AdamW weight decay
     max_grad_norm: float = 1.0    # gradient clipping
     seed: int = 0                 # python and torch RNGs, data order
     bf16: bool = True             # bf16 autocast (CPU with AVX-512 bf16, or GPU); weights stay fp32
     ref_cache: str | None = None  # where cached reference log-probs live (default: in output_dir)
+    save_every: int = 0           # save a resumable state every N steps (0: never)
+    resume: bool = False          # continue from output_dir/state (model, optimizer, schedule, RNG, data position)
+    probe_pairs: str | None = None  # held-out pairs JSONL whose log-probs are logged (training dynamics)
+    probe_every: int = 0          # log the probe set every N steps, and before the first (0: never)
 
 
 def seed_everything(seed: int) -> None:
@@ -72,98 +76,191 @@ def read_pairs(path: str) -> list[dict]:
     return pairs
 
 
+def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int]], pc: SeqLogps, alpha: float) -> torch.Tensor:
+    """v̂ = ℓ_θ'(x, y_w), θ' = θ − α∇_θ L_SFT(θ) with L_SFT = mean over the batch of −a_θ(y_w):
+    one virtual SGD step on the chosen responses, evaluated functionally and detached. `pc` are
+    the chosen log-probs of the current forward (their graph gives ∇L_SFT without another forward)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad((-pc.mean).mean(), [p for _, p in named], retain_graph=True, allow_unused=True)
+    virtual = {n: (p if g is None else p - alpha * g).detach() for (n, p), g in zip(named, grads)}
+    with torch.no_grad():
+        return -sequence_logps(model, prompts, completions, params=virtual).mean
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model, tok):
         if cfg.batch_pairs % cfg.micro_pairs:
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})")
+        if cfg.spo_anchor not in ("reference", "lookahead"):
+            raise ValueError(f"unknown spo_anchor {cfg.spo_anchor!r}; valid: reference, lookahead")
+        if cfg.bad_pairs not in ("skip", "error"):
+            raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error")
+        self.base, self.plug = parse_method(cfg.method)
         self.cfg, self.model, self.tok = cfg, model, tok
         self.out = Path(cfg.output_dir)
-        encoded = [(encode(tok, p["prompt"], p["chosen"]), encode(tok, p["prompt"], p["rejected"])) for p in read_pairs(cfg.pairs)]
-        fits = [max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) <= cfg.max_len for c, r in encoded]
-        self.skipped = fits.count(False)
-        self.pairs = [e for e, ok in zip(encoded, fits) if ok]
+        self.pairs, self.skipped = self._encode(cfg.pairs)
         if not self.pairs:
-            raise ValueError(f"{cfg.pairs}: no pair fits max_len={cfg.max_len} ({self.skipped} skipped)")
+            raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
+        self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
 
-    def _flat(self, idx: list[int]) -> tuple[list[list[int]], list[list[int]]]:
+    def _encode(self, path: str) -> tuple[list, list[dict]]:
+        """Tokenised (chosen, rejected) pairs, and the skipped ones with line, id and reason."""
+        kept, skipped = [], []
+        for line, p in enumerate(read_pairs(path), 1):
+            c, r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])
+            reason = ("chosen == rejected" if p["chosen"].strip() == p["rejected"].strip()
+                      else f"longer than max_len={self.cfg.max_len}" if max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) > self.cfg.max_len
+                      else None)
+            if reason is None:
+                kept.append((c, r))
+            elif self.cfg.bad_pairs == "error":
+                raise ValueError(f"{path}: pair {line} (id {p.get('id', '-')}): {reason}")
+            else:
+                skipped.append({"line": line, "id": p.get("id"), "reason": reason})
+        return kept, skipped
+
+    @staticmethod
+    def _flat(pairs: list, idx: list[int]) -> tuple[list[list[int]], list[list[int]]]:
         """Chosen sequences of the pairs in idx, then their rejected ones: one batch, one forward."""
-        seqs = [self.pairs[i][0] for i in idx] + [self.pairs[i][1] for i in idx]
+        seqs = [pairs[i][0] for i in idx] + [pairs[i][1] for i in idx]
         return [s[0] for s in seqs], [s[1] for s in seqs]
 
-    def reference_logps(self) -> SeqLogps:
-        """Log-probs of every chosen/rejected sequence under the initial model, cached on disk,
-        keyed by the model, the tokenised pairs and the precision (so methods share them)."""
+    def reference_logps(self, pairs: list) -> tuple[SeqLogps, SeqLogps]:
+        """(chosen, rejected) log-probs under the model as it is now (the initial model), cached on
+        disk, keyed by the weights, the tokenised pairs and the precision (so methods share them)."""
         from safetensors.torch import load_file, save_file
 
-        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.cfg.bf16, self.pairs]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.cfg.bf16, pairs]).encode()).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if path.is_file():
             t = load_file(path)
-            return SeqLogps(t["total"], t["count"])
-        prompts, completions = self._flat(list(range(len(self.pairs))))
-        ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs").to("cpu")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
-        os.replace(tmp, path)
-        return ref
+            ref = SeqLogps(t["total"], t["count"])
+        else:
+            prompts, completions = self._flat(pairs, list(range(len(pairs))))
+            ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs").to("cpu")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
+            os.replace(tmp, path)
+        n = len(pairs)
+        return SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
+
+    def probe_metrics(self, ref: tuple[SeqLogps, SeqLogps]) -> dict[str, float]:
+        """Training dynamics on the fixed probe set: absolute and Δ log-probs of chosen and rejected,
+        Δ log of their combined probability, DPO margin and reward accuracy, SPO region activity."""
+        prompts, completions = self._flat(self.probe, list(range(len(self.probe))))
+        now = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16)
+        n = len(self.probe)
+        pc, pr = SeqLogps(now.total[:n], now.count[:n]), SeqLogps(now.total[n:], now.count[n:])
+        rc, rr = ref
+        margin = self.cfg.beta * ((pc.total - rc.total) - (pr.total - rr.total))
+        combined = torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total)
+        values = {"logp_chosen": pc.mean, "logp_rejected": pr.mean, "dlogp_chosen": pc.mean - rc.mean,
+                  "dlogp_rejected": pr.mean - rr.mean, "dlog_combined": combined, "margin": margin,
+                  "reward_accuracy": (margin > 0).float(), "outside_safe_region": (-pc.mean > reference_anchor(rc, self.cfg.spo_delta)).float()}
+        return {f"probe_{k}": v.mean().item() for k, v in values.items()}
+
+    def _save_state(self, step: int, opt, sched) -> None:
+        """Everything a killed run needs to continue, written aside and swapped in atomically."""
+        from safetensors.torch import save_model
+
+        state, partial, old = self.out / "state", self.out / "state.partial", self.out / "state.old"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        save_model(self.model, str(partial / "model.safetensors"))
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, partial / "trainer.pt")
+        shutil.rmtree(old, ignore_errors=True)
+        if state.exists():
+            state.rename(old)
+        partial.rename(state)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_state(self, opt, sched) -> int:
+        from safetensors.torch import load_model
+
+        state = next((d for d in (self.out / "state", self.out / "state.old") if (d / "trainer.pt").is_file()), None)
+        if state is None:
+            return 0
+        load_model(self.model, str(state / "model.safetensors"))
+        t = torch.load(state / "trainer.pt", weights_only=True)
+        opt.load_state_dict(t["optimizer"])
+        sched.load_state_dict(t["scheduler"])
+        torch.set_rng_state(t["torch_rng"])
+        random.setstate(t["python_rng"])
+        return t["step"]
 
     def train(self) -> dict:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
         seed_everything(cfg.seed)
-        ref = self.reference_logps()
+        ref_c, ref_r = self.reference_logps(self.pairs)  # before any resume: the initial weights
+        probe_ref = self.reference_logps(self.probe) if self.probe else None
         n = len(self.pairs)
-        ref_c, ref_r = SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
         steps_per_epoch = -(-n // cfg.batch_pairs)  # the last batch of an epoch may be smaller
-        total_steps = steps_per_epoch * cfg.epochs
-        warmup = max(1, int(cfg.warmup_ratio * total_steps))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        orders = [torch.randperm(n, generator=gen).tolist() for _ in range(cfg.epochs)]
+        batches = [o[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs] for o in orders for s in range(steps_per_epoch)]
+        warmup = max(1, int(cfg.warmup_ratio * len(batches)))
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
+            opt, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
         self.out.mkdir(parents=True, exist_ok=True)
-        log = open(self.out / "metrics.jsonl", "w")
-        gen = torch.Generator().manual_seed(cfg.seed)
+        start = self._load_state(opt, sched) if cfg.resume else 0
+        log_path = self.out / "metrics.jsonl"
+        kept = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["step"] <= start] if start and log_path.exists() else []
+        log = open(log_path, "w")
+        for r in kept:  # a resumed run keeps the rows up to its state and continues after them
+            log.write(json.dumps(r) + "\n")
+        if self.probe and start == 0:
+            log.write(json.dumps({"step": 0, **self.probe_metrics(probe_ref)}) + "\n")
         self.model.train()
-        t0, step = time.time(), 0
-        bar = tqdm(total=total_steps, desc=f"train {cfg.method}")
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=gen).tolist()
-            for s in range(steps_per_epoch):
-                batch = order[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs]
-                stats: dict[str, float] = {}
-                for m in range(0, len(batch), cfg.micro_pairs):
-                    idx = batch[m : m + cfg.micro_pairs]
-                    with autocast(cfg.bf16, self.model.device.type):
-                        out = sequence_logps(self.model, *self._flat(idx))
+        t0, row = time.time(), {}
+        bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}")
+        for step, batch in enumerate(batches[start:], start + 1):
+            t_step, stats = time.time(), {}
+            for m in range(0, len(batch), cfg.micro_pairs):
+                idx = batch[m : m + cfg.micro_pairs]
+                prompts, completions = self._flat(self.pairs, idx)
+                with autocast(cfg.bf16, self.model.device.type):
+                    out = sequence_logps(self.model, prompts, completions)
                     k = len(idx)
                     pc, pr = SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
-                    rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(out.total.device)
-                    rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(out.total.device)
-                    loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg.beta, cfg.spo_lambda, cfg.spo_delta)
-                    (loss * k / len(batch)).backward()
-                    terms = {**terms, "loss": loss.detach().expand(k),
-                             "dlogp_chosen": (pc.mean - rc.mean).detach(), "dlogp_rejected": (pr.mean - rr.mean).detach()}
-                    for name, v in terms.items():
-                        stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm).item()
-                lr = opt.param_groups[0]["lr"]  # the rate this step used
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-                step += 1
-                row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "seconds": time.time() - t0}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                bar.update()
-                bar.set_postfix(loss=f"{stats['loss']:.4f}")
+                    v_hat = None
+                    if self.plug == "spo" and cfg.spo_anchor == "lookahead":
+                        v_hat = lookahead_anchor(self.model, prompts[:k], completions[:k], pc, cfg.spo_alpha)
+                rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(out.total.device)
+                rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(out.total.device)
+                loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, LossParams(**{f.name: getattr(cfg, f.name) for f in fields(LossParams)}), v_hat)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss ({loss.item()}) at step {step}; the last good state is in {self.out / 'state'} "
+                        f"(saved every {cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
+                (loss * k / len(batch)).backward()
+                terms = {**terms, "loss": loss.detach().expand(k),
+                         "dlogp_chosen": (pc.mean - rc.mean).detach(), "dlogp_rejected": (pr.mean - rr.mean).detach()}
+                for name, v in terms.items():
+                    stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm).item()
+            lr = opt.param_groups[0]["lr"]  # the rate this step used
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "step_seconds": time.time() - t_step}
+            if self.probe and (step % cfg.probe_every == 0 or step == len(batches)):
+                row.update(self.probe_metrics(probe_ref))
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if cfg.save_every and step % cfg.save_every == 0:
+                self._save_state(step, opt, sched)
+            bar.update()
+            bar.set_postfix(loss=f"{stats['loss']:.4f}")
         bar.close()
         log.close()
-        train_seconds = time.time() - t0
         self.save()
-        summary = {"config": asdict(cfg), "steps": step, "pairs_used": n, "pairs_skipped": self.skipped,
-                   "train_seconds": train_seconds, "final": row}
+        summary = {"config": asdict(cfg), "steps": len(batches), "resumed_from": start, "pairs_used": n,
+                   "pairs_skipped": len(self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
         tmp = self.out / "train.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.out / "train.json")
