@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -186,3 +187,59 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_model_dir, pai
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "whole" / "checkpoint")
     b = AutoModelForCausalLM.from_pretrained(killed / "checkpoint")
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_plot_draws_the_probe_curves_of_several_runs(tiny_model_dir, pairs_file, tmp_path):
+    from trainers.plot import curves, plot
+
+    for method in ("dpo", "spo"):
+        train_tiny(tiny_model_dir, pairs_file, tmp_path / method, method=method, lr=1e-2, probe_pairs=pairs_file, probe_every=1)
+    steps, values = curves(tmp_path / "dpo")["probe_dlogp_chosen"]
+    assert steps == [0, 1, 2] and values[0] == 0.0
+    plot([tmp_path / "dpo", tmp_path / "spo"], tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="no probe rows"):
+        train_tiny(tiny_model_dir, pairs_file, tmp_path / "plain", method="dpo")
+        plot([tmp_path / "plain"], tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "dpop", "rpo", "dpo+spo", "ipo+spo", "simpo+spo", "dpop+spo", "rpo+spo"])
+def test_every_method_trains_on_the_default_model_from_the_cli(method, default_model_path, pairs_file, tmp_path):
+    from trainers.trainer import run
+
+    cfg = parse(["--model", default_model_path, "--pairs", pairs_file, "--method", method, "--output-dir", str(tmp_path),
+                 "--batch-pairs", "4", "--micro-pairs", "4", "--epochs", "1", "--ref-cache", str(tmp_path.parent / "ref")])
+    summary = run(cfg)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert summary["steps"] == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert ("penalty" in rows[0]) == method.endswith("+spo")
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_spo_lookahead_trains_on_the_default_model_from_the_command_line(default_model_path, pairs_file, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "trainers.train", "--model", default_model_path, "--pairs", pairs_file, "--method", "spo",
+           "--spo-anchor", "lookahead", "--spo-alpha", "1e-3", "--batch-pairs", "4", "--micro-pairs", "2", "--output-dir", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    # the virtual SFT step lowers the chosen NLL, so the lookahead anchor puts pairs outside the region
+    assert len(rows) == 2 and rows[0]["outside_safe_region"] > 0 and rows[0]["penalty"] > 0
+
+
+def test_lora_trains_adapters_only_and_saves_a_merged_plain_checkpoint(tiny_model_dir, pairs_file, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from trainers.trainer import run
+
+    cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path), method="spo", spo_anchor="lookahead", lora_r=4, lr=1e-2,
+                      epochs=3, batch_pairs=4, micro_pairs=2, bf16=False)
+    summary = run(cfg)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert summary["steps"] == 6 and rows[-1]["loss"] < rows[0]["loss"]
+    init = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint", use_safetensors=True)
+    assert type(merged) is LlamaForCausalLM and not any("lora" in n for n, _ in merged.named_parameters())
+    changed = {n for (n, a), (_, b) in zip(init.named_parameters(), merged.named_parameters()) if not torch.equal(a, b)}
+    assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved; embeddings, norms did not

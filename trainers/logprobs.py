@@ -43,8 +43,9 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)]).to(device)
     cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, completions)]).to(device)
     if params is None:
-        hidden = model.base_model(input_ids=ids).last_hidden_state
-        logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
+        hidden = core.base_model(input_ids=ids).last_hidden_state
+        logits = core.get_output_embeddings()(hidden[rows, cols]).float()
     else:
         start = int(cols.min())
         out = torch.func.functional_call(model, params, (), {"input_ids": ids, "logits_to_keep": slice(start, None)})

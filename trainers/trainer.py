@@ -44,6 +44,8 @@ class TrainConfig(LossParams):
     resume: bool = False          # continue from output_dir/state (model, optimizer, schedule, RNG, data position)
     probe_pairs: str | None = None  # held-out pairs JSONL whose log-probs are logged (training dynamics)
     probe_every: int = 0          # log the probe set every N steps, and before the first (0: never)
+    lora_r: int = 0               # LoRA rank on every linear layer via peft (0: full fine-tuning)
+    lora_alpha: float = 16.0      # LoRA scaling; the saved checkpoint has the adapters merged
 
 
 def seed_everything(seed: int) -> None:
@@ -267,9 +269,11 @@ class Trainer:
         return summary
 
     def save(self) -> Path:
-        """HF checkpoint (safetensors + tokenizer), written aside and renamed into place."""
+        """HF checkpoint (safetensors + tokenizer; LoRA adapters merged), written aside and renamed into place."""
         final, partial = self.out / "checkpoint", self.out / "checkpoint.partial"
         shutil.rmtree(partial, ignore_errors=True)
+        if hasattr(self.model, "merge_and_unload"):
+            self.model = self.model.merge_and_unload()
         self.model.save_pretrained(partial)
         self.tok.save_pretrained(partial)
         shutil.rmtree(final, ignore_errors=True)
@@ -285,4 +289,8 @@ def run(cfg: TrainConfig) -> dict:
     tok = AutoTokenizer.from_pretrained(cfg.model)
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"))
     return Trainer(cfg, model, tok).train()
