@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import models
 from tasks.data import write_jsonl, write_text_atomic
-from trainers.trainer import Trainer, TrainConfig, read_pairs
+from trainers.trainer import TrainConfig, Trainer, read_pairs
 
 VARIANTS = [("dpo", "dpo", "reference"), ("spo (reference)", "spo", "reference"), ("spo (lookahead)", "spo", "lookahead")]
 
