@@ -243,3 +243,27 @@ def test_lora_trains_adapters_only_and_saves_a_merged_plain_checkpoint(tiny_mode
     assert type(merged) is LlamaForCausalLM and not any("lora" in n for n, _ in merged.named_parameters())
     changed = {n for (n, a), (_, b) in zip(init.named_parameters(), merged.named_parameters()) if not torch.equal(a, b)}
     assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved; embeddings, norms did not
+
+
+def test_two_process_ddp_run_matches_one_process(tiny_model_dir, pairs_file, tmp_path):
+    """torchrun (or `accelerate launch` on GPUs) → Accelerator → DDP over gloo on this CPU."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["-m", "trainers.train", "--model", tiny_model_dir, "--pairs", pairs_file, "--method", "spo", "--no-bf16",
+            "--batch-pairs", "4", "--micro-pairs", "2", "--epochs", "2", "--lr", "1e-2"]
+    subprocess.run([sys.executable, *args, "--output-dir", str(tmp_path / "one")], check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    proc = subprocess.run(torchrun + args + ["--output-dir", str(tmp_path / "two")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"process": 1' in proc.stdout  # the second rank really ran (and left logging and saving to rank 0)
+    one, two = ([json.loads(line) for line in open(tmp_path / d / "metrics.jsonl")] for d in ("one", "two"))
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], abs=1e-6)
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "checkpoint")
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoint")
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a.parameters(), b.parameters()))

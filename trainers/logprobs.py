@@ -42,13 +42,14 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)]).to(device)
     cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, completions)]).to(device)
-    if params is None:
+    if params is None and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
         core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
         hidden = core.base_model(input_ids=ids).last_hidden_state
         logits = core.get_output_embeddings()(hidden[rows, cols]).float()
-    else:
+    else:  # other weights (functional call), or a DDP wrapper whose own forward must run for gradient sync
         start = int(cols.min())
-        out = torch.func.functional_call(model, params, (), {"input_ids": ids, "logits_to_keep": slice(start, None)})
+        kwargs = {"input_ids": ids, "logits_to_keep": slice(start, None)}
+        out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
         logits = out.logits[rows, cols - start].float()
     token_logps = -F.cross_entropy(logits, ids[rows, cols + 1], reduction="none")
     total = torch.zeros(len(completions), device=device, dtype=token_logps.dtype).index_add(0, rows, token_logps)

@@ -97,8 +97,14 @@ class Trainer:
             raise ValueError(f"unknown spo_anchor {cfg.spo_anchor!r}; valid: reference, lookahead")
         if cfg.bad_pairs not in ("skip", "error"):
             raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error")
+        from accelerate import Accelerator
+
         self.base, self.plug = parse_method(cfg.method)
-        self.cfg, self.model, self.tok = cfg, model, tok
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())  # one process: a no-op; under a launcher: DDP (gloo on CPU)
+        if self.acc.num_processes > 1 and cfg.batch_pairs % (self.acc.num_processes * cfg.micro_pairs):
+            raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
+                             f"({self.acc.num_processes} × {cfg.micro_pairs})")
+        self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.out = Path(cfg.output_dir)
         self.pairs, self.skipped = self._encode(cfg.pairs)
         if not self.pairs:
@@ -134,16 +140,16 @@ class Trainer:
 
         key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.cfg.bf16, pairs]).encode()).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
-        if path.is_file():
-            t = load_file(path)
-            ref = SeqLogps(t["total"], t["count"])
-        else:
+        if not path.is_file() and self.acc.is_main_process:
             prompts, completions = self._flat(pairs, list(range(len(pairs))))
             ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs").to("cpu")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
             os.replace(tmp, path)
+        self.acc.wait_for_everyone()
+        t = load_file(path)
+        ref = SeqLogps(t["total"], t["count"])
         n = len(pairs)
         return SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
 
@@ -199,8 +205,9 @@ class Trainer:
         seed_everything(cfg.seed)
         ref_c, ref_r = self.reference_logps(self.pairs)  # before any resume: the initial weights
         probe_ref = self.reference_logps(self.probe) if self.probe else None
-        n = len(self.pairs)
-        steps_per_epoch = -(-n // cfg.batch_pairs)  # the last batch of an epoch may be smaller
+        n, world, main = len(self.pairs), self.acc.num_processes, self.acc.is_main_process
+        # the last batch of an epoch may be smaller; across processes only full batches (equal shares)
+        steps_per_epoch = -(-n // cfg.batch_pairs) if world == 1 else n // cfg.batch_pairs
         gen = torch.Generator().manual_seed(cfg.seed)
         orders = [torch.randperm(n, generator=gen).tolist() for _ in range(cfg.epochs)]
         batches = [o[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs] for o in orders for s in range(steps_per_epoch)]
@@ -212,21 +219,23 @@ class Trainer:
         start = self._load_state(opt, sched) if cfg.resume else 0
         log_path = self.out / "metrics.jsonl"
         kept = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["step"] <= start] if start and log_path.exists() else []
-        log = open(log_path, "w")
-        for r in kept:  # a resumed run keeps the rows up to its state and continues after them
+        log = open(log_path, "w") if main else None
+        for r in kept if main else []:  # a resumed run keeps the rows up to its state and continues after them
             log.write(json.dumps(r) + "\n")
-        if self.probe and start == 0:
+        if self.probe and start == 0 and main:
             log.write(json.dumps({"step": 0, **self.probe_metrics(probe_ref)}) + "\n")
+        ddp = self.acc.prepare_model(self.model) if world > 1 else self.model
         self.model.train()
         t0, row = time.time(), {}
-        bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}")
+        bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}", disable=not main)
         for step, batch in enumerate(batches[start:], start + 1):
             t_step, stats = time.time(), {}
-            for m in range(0, len(batch), cfg.micro_pairs):
-                idx = batch[m : m + cfg.micro_pairs]
+            mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
+            for m in range(0, len(mine), cfg.micro_pairs):
+                idx = mine[m : m + cfg.micro_pairs]
                 prompts, completions = self._flat(self.pairs, idx)
                 with autocast(cfg.bf16, self.model.device.type):
-                    out = sequence_logps(self.model, prompts, completions)
+                    out = sequence_logps(ddp, prompts, completions)
                     k = len(idx)
                     pc, pr = SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
                     v_hat = None
@@ -239,26 +248,35 @@ class Trainer:
                     raise FloatingPointError(
                         f"non-finite loss ({loss.item()}) at step {step}; the last good state is in {self.out / 'state'} "
                         f"(saved every {cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
-                (loss * k / len(batch)).backward()
+                (loss * k / len(batch) * world).backward()  # DDP averages gradients over processes
                 terms = {**terms, "loss": loss.detach().expand(k),
                          "dlogp_chosen": (pc.mean - rc.mean).detach(), "dlogp_rejected": (pr.mean - rr.mean).detach()}
                 for name, v in terms.items():
                     stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
+            if world > 1:
+                summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
+                stats = dict(zip(stats, summed.tolist()))
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm).item()
             lr = opt.param_groups[0]["lr"]  # the rate this step used
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "step_seconds": time.time() - t_step}
-            if self.probe and (step % cfg.probe_every == 0 or step == len(batches)):
+            if main and self.probe and (step % cfg.probe_every == 0 or step == len(batches)):
                 row.update(self.probe_metrics(probe_ref))
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+            if main:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
             if cfg.save_every and step % cfg.save_every == 0:
-                self._save_state(step, opt, sched)
+                if main:
+                    self._save_state(step, opt, sched)
+                self.acc.wait_for_everyone()
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
         bar.close()
+        self.acc.wait_for_everyone()
+        if not main:
+            return {"steps": len(batches), "process": self.acc.process_index}
         log.close()
         self.save()
         summary = {"config": asdict(cfg), "steps": len(batches), "resumed_from": start, "pairs_used": n,
@@ -287,8 +305,7 @@ def run(cfg: TrainConfig) -> dict:
 
     seed_everything(cfg.seed)
     tok = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)  # device: Trainer
     if cfg.lora_r:
         from peft import LoraConfig, get_peft_model
 
