@@ -267,3 +267,15 @@ def test_two_process_ddp_run_matches_one_process(tiny_model_dir, pairs_file, tmp
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "checkpoint")
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoint")
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_metrics_also_go_to_tensorboard_when_installed(tiny_model_dir, pairs_file, tmp_path):
+    pytest.importorskip("tensorboard", reason="optional: TensorBoard logging is on when tensorboard is installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, rows, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo", probe_pairs=pairs_file, probe_every=1)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("loss")
+    assert [e.step for e in loss] == [1, 2] and loss[1].value == pytest.approx(rows[-1]["loss"], rel=1e-6)
+    assert [e.step for e in events.Scalars("probe_dlogp_chosen")] == [0, 1, 2]

@@ -78,6 +78,36 @@ def read_pairs(path: str) -> list[dict]:
     return pairs
 
 
+class MetricsLog:
+    """metrics.jsonl (always) and TensorBoard scalars (when tensorboard is installed), rank 0 only."""
+
+    def __init__(self, out: Path, keep_until: int):
+        path = out / "metrics.jsonl"
+        kept = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until] if keep_until and path.exists() else []
+        self.file = open(path, "w")
+        for r in kept:  # a resumed run keeps the rows up to its state and continues after them
+            self.write(r, tensorboard=False)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, row: dict, tensorboard: bool = True) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if tensorboard and self.tb:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
 def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int]], pc: SeqLogps, alpha: float) -> torch.Tensor:
     """v̂ = ℓ_θ'(x, y_w), θ' = θ − α∇_θ L_SFT(θ) with L_SFT = mean over the batch of −a_θ(y_w):
     one virtual SGD step on the chosen responses, evaluated functionally and detached. `pc` are
@@ -217,13 +247,9 @@ class Trainer:
             opt, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
-        log_path = self.out / "metrics.jsonl"
-        kept = [r for r in map(json.loads, log_path.read_text().splitlines()) if r["step"] <= start] if start and log_path.exists() else []
-        log = open(log_path, "w") if main else None
-        for r in kept if main else []:  # a resumed run keeps the rows up to its state and continues after them
-            log.write(json.dumps(r) + "\n")
+        log = MetricsLog(self.out, start) if main else None
         if self.probe and start == 0 and main:
-            log.write(json.dumps({"step": 0, **self.probe_metrics(probe_ref)}) + "\n")
+            log.write({"step": 0, **self.probe_metrics(probe_ref)})
         ddp = self.acc.prepare_model(self.model) if world > 1 else self.model
         self.model.train()
         t0, row = time.time(), {}
@@ -265,8 +291,7 @@ class Trainer:
             if main and self.probe and (step % cfg.probe_every == 0 or step == len(batches)):
                 row.update(self.probe_metrics(probe_ref))
             if main:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                log.write(row)
             if cfg.save_every and step % cfg.save_every == 0:
                 if main:
                     self._save_state(step, opt, sched)
