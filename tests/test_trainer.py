@@ -279,3 +279,13 @@ def test_metrics_also_go_to_tensorboard_when_installed(tiny_model_dir, pairs_fil
     loss = events.Scalars("loss")
     assert [e.step for e in loss] == [1, 2] and loss[1].value == pytest.approx(rows[-1]["loss"], rel=1e-6)
     assert [e.step for e in events.Scalars("probe_dlogp_chosen")] == [0, 1, 2]
+
+
+def test_truncate_policy_keeps_long_pairs_with_cut_completions(tiny_model_dir, pairs_file, tmp_path):
+    with open(pairs_file, "a") as f:
+        f.write(json.dumps({"id": "long", "prompt": "short prompt", "chosen": "yes " * 300, "rejected": "no " * 300}) + "\n")
+    cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path), max_len=64, bad_pairs="truncate", bf16=False)
+    trainer = Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir))
+    (chosen, rejected) = trainer.pairs[-1]
+    assert len(trainer.pairs) == 9 and len(chosen[0]) + len(chosen[1]) == 64 and len(rejected[0]) + len(rejected[1]) == 64
+    assert trainer.skipped == [{"line": 9, "id": "long", "reason": "longer than max_len=64: completions truncated, kept"}]

@@ -33,7 +33,7 @@ class TrainConfig(LossParams):
     batch_pairs: int = 8          # pairs per optimizer step
     micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
     max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and reported
-    bad_pairs: str = "skip"       # too long or chosen == rejected: skip (reported with ids) or error
+    bad_pairs: str = "skip"       # too long or chosen == rejected: skip or error; truncate cuts long completions (all reported with ids)
     warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0     # AdamW weight decay
     max_grad_norm: float = 1.0    # gradient clipping
@@ -125,8 +125,8 @@ class Trainer:
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})")
         if cfg.spo_anchor not in ("reference", "lookahead"):
             raise ValueError(f"unknown spo_anchor {cfg.spo_anchor!r}; valid: reference, lookahead")
-        if cfg.bad_pairs not in ("skip", "error"):
-            raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error")
+        if cfg.bad_pairs not in ("skip", "error", "truncate"):
+            raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error, truncate")
         from accelerate import Accelerator
 
         self.base, self.plug = parse_method(cfg.method)
@@ -142,13 +142,18 @@ class Trainer:
         self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
 
     def _encode(self, path: str) -> tuple[list, list[dict]]:
-        """Tokenised (chosen, rejected) pairs, and the skipped ones with line, id and reason."""
+        """Tokenised (chosen, rejected) pairs, and the skipped or truncated ones with line, id and reason."""
         kept, skipped = [], []
+        limit = self.cfg.max_len
         for line, p in enumerate(read_pairs(path), 1):
             c, r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])
             reason = ("chosen == rejected" if p["chosen"].strip() == p["rejected"].strip()
-                      else f"longer than max_len={self.cfg.max_len}" if max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) > self.cfg.max_len
+                      else f"longer than max_len={limit}" if max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) > limit
                       else None)
+            if reason and reason.startswith("longer") and self.cfg.bad_pairs == "truncate" and len(c[0]) < limit:
+                c, r = (c[0], c[1][: limit - len(c[0])]), (r[0], r[1][: limit - len(r[0])])  # the prompt stays whole
+                skipped.append({"line": line, "id": p.get("id"), "reason": reason + ": completions truncated, kept"})
+                reason = None
             if reason is None:
                 kept.append((c, r))
             elif self.cfg.bad_pairs == "error":
@@ -305,7 +310,8 @@ class Trainer:
         log.close()
         self.save()
         summary = {"config": asdict(cfg), "steps": len(batches), "resumed_from": start, "pairs_used": n,
-                   "pairs_skipped": len(self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
+                   "pairs_skipped": sum(not s["reason"].endswith("kept") for s in self.skipped),
+                   "pairs_truncated": sum(s["reason"].endswith("kept") for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
         tmp = self.out / "train.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.out / "train.json")
