@@ -60,7 +60,8 @@ def machine() -> str:
 
 def commit() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)results"],
+                           capture_output=True, text=True, cwd=Path(__file__).parent)  # results/ is this run's own output
     return (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else "unknown"
 
 
