@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -274,7 +274,7 @@ class Trainer:
                         v_hat = lookahead_anchor(self.model, prompts[:k], completions[:k], pc, cfg.spo_alpha)
                 rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(out.total.device)
                 rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(out.total.device)
-                loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, LossParams(**{f.name: getattr(cfg, f.name) for f in fields(LossParams)}), v_hat)
+                loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg, v_hat)  # TrainConfig is a LossParams
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"non-finite loss ({loss.item()}) at step {step}; the last good state is in {self.out / 'state'} "
