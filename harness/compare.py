@@ -3,23 +3,24 @@ reference, and write the leaderboard.
 
     python -m harness.compare --methods dpo,spo
 
-Stages (each generating stage runs in its own process: one vLLM engine per process):
-pairs (sampled from the reference, cached) → training per method (same seed) → evaluation of the
-reference and of every checkpoint → results/leaderboard.md and .json.
+Stages: pairs (sampled from the reference, cached; own process) → training per method (same seed
+and pairs) → one evaluation process for the reference and every checkpoint (one vLLM engine, each
+checkpoint's weights loaded into it) → results/leaderboard.md and .json.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from harness import leaderboard, models
+from harness.evaluate import TASKS
 from harness.generation import BACKENDS
+from harness.judge import JUDGE_KINDS
+from harness.runinfo import commit, machine
 from tasks.data import write_jsonl, write_text_atomic
 from trainers.losses import parse_method
 from trainers.train import field_docs
@@ -47,36 +48,21 @@ def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]
     return train, held
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}"
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)results"],
-                           capture_output=True, text=True, cwd=Path(__file__).parent)  # results/ is this run's own output
-    return (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="dpo,spo", help="comma-separated methods (dpo, spo = dpo+spo)")
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="init and reference: HF checkpoint dir or hub id (default: SmolLM2-135M-Instruct, provisioned offline)")
     ap.add_argument("--seed", type=int, default=0, help="one seed for pairs, data order and sampling (default 0)")
     ap.add_argument("--backend", choices=BACKENDS, default="auto", help="generation backend (auto: vLLM if installed, else HF generate)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"evaluation tasks, from {', '.join(TASKS)} (default all)")
+    ap.add_argument("--judge", choices=("none", *JUDGE_KINDS), default="offline", help="TL;DR win-rate judge (default offline: embedding similarity)")
     g = ap.add_argument_group("sizes")
     g.add_argument("--gsm8k-pairs", type=int, default=56, help="GSM8K train questions sampled for pairs (default 56)")
     g.add_argument("--tldr-pairs", type=int, default=24, help="TL;DR training posts sampled for pairs (default 24)")
     g.add_argument("--k", type=int, default=2, help="reference samples per GSM8K question (default 2)")
     g.add_argument("--heldout", type=int, default=8, help="pairs per task held out of training for Δ log-prob (default 8)")
     g.add_argument("--gsm8k-eval", type=int, default=100, help="GSM8K test questions evaluated (default 100)")
+    g.add_argument("--math-eval", type=int, default=100, help="MATH-500 problems evaluated (default 100)")
     g.add_argument("--tldr-eval", type=int, default=100, help="TL;DR eval posts evaluated (default 100)")
     g.add_argument("--kl-prompts", type=int, default=32, help="eval prompts sampled for the KL estimate (default 32)")
     t = ap.add_argument_group("training (see python -m trainers.train --help for all fields)")
@@ -108,11 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
 
     runs = a.results / "runs"
-    eval_args = ["--reference", a.model, "--gsm8k", str(a.gsm8k_eval), "--tldr", str(a.tldr_eval), "--kl-prompts", str(a.kl_prompts),
-                 "--heldout", str(a.outputs / "heldout_pairs.jsonl"), "--backend", a.backend, "--seed", str(a.seed)]
-    stage("eval reference", timings, ["harness.evaluate", "--model", a.model, "--out", str(runs / "reference"), *eval_args])
-    for method in methods:
-        label = f"{method}-seed{a.seed}"
+    labels = [f"{m}-seed{a.seed}" for m in methods]
+    for method, label in zip(methods, labels):
         cfg = TrainConfig(model=ref, pairs=str(a.outputs / "train_pairs.jsonl"), output_dir=str(a.outputs / label), method=method,
                           beta=a.beta, spo_lambda=a.spo_lambda, spo_delta=a.spo_delta, lr=a.lr, epochs=a.epochs,
                           batch_pairs=a.batch_pairs, micro_pairs=a.micro_pairs, seed=a.seed, bf16=a.bf16,
@@ -123,11 +106,15 @@ def main(argv: list[str] | None = None) -> None:
         timings[f"train {label}"] = round(time.time() - t0, 1)
         write_text_atomic(runs / label / "train.json", json.dumps(summary, indent=2))
         write_text_atomic(runs / label / "metrics.jsonl", (a.outputs / label / "metrics.jsonl").read_text())
-        stage(f"eval {label}", timings, ["harness.evaluate", "--model", str(a.outputs / label / "checkpoint"), "--out", str(runs / label), *eval_args])
+    checkpoints = [str(a.outputs / label / "checkpoint") for label in labels]
+    stage("eval", timings, ["harness.evaluate", "--model", a.model, *checkpoints, "--out", *(str(runs / n) for n in ["reference", *labels]),
+                            "--reference", a.model, "--tasks", a.tasks, "--gsm8k", str(a.gsm8k_eval), "--math", str(a.math_eval),
+                            "--tldr", str(a.tldr_eval), "--kl-prompts", str(a.kl_prompts), "--heldout", str(a.outputs / "heldout_pairs.jsonl"),
+                            "--backend", a.backend, "--seed", str(a.seed), "--judge", a.judge])
 
     meta = {"command": "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "order": ["reference"] + [f"{m}-seed{a.seed}" for m in methods], "stage_seconds": timings,
+            "order": ["reference", *labels], "stage_seconds": timings,
             "pairs": {"train": len(train), "heldout": len(held)}}
     write_text_atomic(runs / "compare.json", json.dumps(meta, indent=2))
     md = leaderboard.write(a.results)

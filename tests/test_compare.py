@@ -11,7 +11,7 @@ def test_compare_end_to_end_on_the_default_model(tmp_path, default_model_path):
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "smollm2-135m-instruct").symlink_to(default_model_path)
     cmd = [sys.executable, "-m", "harness.compare", "--methods", "dpo,spo", "--gsm8k-pairs", "6", "--tldr-pairs", "4", "--heldout", "2",
-           "--gsm8k-eval", "4", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4",
+           "--gsm8k-eval", "4", "--math-eval", "2", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4",
            "--results", str(tmp_path / "results"), "--outputs", str(tmp_path / "outputs")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SPO_CACHE_DIR": str(cache)})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -22,10 +22,14 @@ def test_compare_end_to_end_on_the_default_model(tmp_path, default_model_path):
         r = rows[name]
         for key in ("gsm8k_accuracy", "tldr_rougeL", "dlogp_chosen", "dlogp_rejected", "kl", "train_seconds"):
             assert isinstance(r[key], float) and math.isfinite(r[key]), (name, key)
-        assert (r["gsm8k_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"], r["train_steps"]) == (4, 3, 4, 4, 2)
+        assert (r["gsm8k_n"], r["math_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"], r["train_steps"]) == (4, 2, 3, 4, 4, 2)
+        assert r["judge_vs_reference_n"] == 3 and 0 <= r["judge_vs_reference"] <= 100 and r["judge"].startswith("embedding")
         assert r["dlogp_chosen"] != 0.0  # the policy moved away from the reference
         assert (tmp_path / "outputs" / name / "checkpoint" / "model.safetensors").is_file()
     assert rows["reference"]["train_seconds"] is None
+    ev = json.loads((tmp_path / "results" / "runs" / "spo-seed0" / "eval.json").read_text())
+    assert ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one engine for the three models
+    assert (tmp_path / "results" / "report.html").stat().st_size > 1000
     md = (tmp_path / "results" / "leaderboard.md").read_text()
     assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --methods dpo,spo" in md and "cores" in md
     # the pairs both methods trained on: sampled now (not from a cache), graded, split

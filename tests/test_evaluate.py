@@ -1,15 +1,20 @@
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from harness.evaluate import shift
+from harness.evaluate import EvalConfig, evaluate
 from harness.generation import Completion
+from harness.shift import ShiftScorer, distinct_n, output_stats
 from trainers.logprobs import encode, sequence_logps
 
 HELDOUT = [{"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
            {"prompt": "plain prompt", "chosen": "yes indeed", "rejected": "no"}]
+SAMPLES = [Completion("ab", [300, 301], True), Completion("cd", [302, 303, 304], False)]
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +30,99 @@ def other_model_dir(tiny_model_dir, tmp_path_factory):
 
 def test_shift_is_zero_for_a_copy_of_the_reference(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
-    samples = [Completion("ab", [300, 301], True), Completion("cd", [302, 303, 304], False)]
-    out = shift(str(copy), tiny_model_dir, HELDOUT, ["p1", "p2"], samples)
-    assert (out["dlogp_chosen"], out["dlogp_rejected"], out["kl"]) == (0.0, 0.0, 0.0)
-    assert (out["heldout_pairs"], out["kl_samples"], out["kl_finished_share"]) == (2, 2, 0.5)
+    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(str(copy), ["p1", "p2"], SAMPLES)
+    assert (out["dlogp_chosen"], out["dlogp_rejected"], out["dlog_combined"], out["kl"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (out["heldout_pairs"], out["kl_samples"], out["kl_finished_share"], out["both_fell_share"]) == (2, 2, 0.5, 0.0)
 
 
 def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    samples = [Completion("ab", [300, 301], True), Completion("cd", [302, 303, 304], False)]
-    out = shift(other_model_dir, tiny_model_dir, HELDOUT, ["p1", "p2"], samples)
+    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(other_model_dir, ["p1", "p2"], SAMPLES)
     pol, ref = (AutoModelForCausalLM.from_pretrained(p).eval() for p in (other_model_dir, tiny_model_dir))
 
-    def mean_delta(field):
+    def logps(model, field):
         enc = [encode(tok, p["prompt"], p[field]) for p in HELDOUT]
         with torch.no_grad():
-            a, b = (sequence_logps(m, [e[0] for e in enc], [e[1] for e in enc]) for m in (pol, ref))
-        return (a.mean - b.mean).mean().item()
+            return sequence_logps(model, [e[0] for e in enc], [e[1] for e in enc])
 
+    pc, pr, rc, rr = logps(pol, "chosen"), logps(pol, "rejected"), logps(ref, "chosen"), logps(ref, "rejected")
+    combined = torch.log(pc.total.exp() + pr.total.exp()) - torch.log(rc.total.exp() + rr.total.exp())
+    both = ((pc.mean < rc.mean) & (pr.mean < rr.mean)).float().mean().item()
     # the finished sample is scored with its end-of-turn token, the cut one without
     prompts = [tok("p1", add_special_tokens=False)["input_ids"], tok("p2", add_special_tokens=False)["input_ids"]]
     completions = [[300, 301, tok.eos_token_id], [302, 303, 304]]
     with torch.no_grad():
         kl = (sequence_logps(pol, prompts, completions).total - sequence_logps(ref, prompts, completions).total).mean().item()
-    assert out["dlogp_chosen"] == pytest.approx(mean_delta("chosen"), abs=1e-5)
-    assert out["dlogp_rejected"] == pytest.approx(mean_delta("rejected"), abs=1e-5)
+    assert out["dlogp_chosen"] == pytest.approx((pc.mean - rc.mean).mean().item(), abs=1e-5)
+    assert out["dlogp_rejected"] == pytest.approx((pr.mean - rr.mean).mean().item(), abs=1e-5)
+    assert out["dlog_combined"] == pytest.approx(combined.mean().item(), abs=1e-4)
+    assert out["both_fell_share"] == both
     assert out["kl"] == pytest.approx(kl, abs=1e-4) and out["kl"] != 0.0
+
+
+def test_distinct_n_and_output_stats():
+    assert distinct_n([[1, 2, 1, 2], [1, 2]], 1) == 2 / 6
+    assert distinct_n([[1, 2, 1, 2], [1, 2]], 2) == 2 / 4  # (1,2) ×3, (2,1) ×1
+    assert distinct_n([[1]], 2) is None
+    stats = output_stats([Completion("a", [1, 2, 3], True), Completion("b", [4], False)], [True, False])
+    assert stats == {"mean_length": 2.0, "finished_share": 0.5, "format_rate": 50.0, "distinct_1": 1.0, "distinct_2": 1.0}
+    assert output_stats([Completion("a", [1], True)], None)["format_rate"] is None
+
+
+def test_evaluate_several_checkpoints_with_one_generator(tiny_model_dir, other_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPO_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = EvalConfig(reference=tiny_model_dir, gsm8k=3, math=2, tldr=3, kl_prompts=3, heldout=HELDOUT, backend="hf",
+                     judge="rouge", max_tokens=8, seed=1)
+    outs = [tmp_path / "policy", tmp_path / "ref"]
+    policy, ref = evaluate([other_model_dir, tiny_model_dir], outs, cfg)  # the reference runs first
+    assert ref["model"] == tiny_model_dir and policy["model"] == other_model_dir
+    assert ref["shift"]["kl"] == 0.0 and policy["shift"]["kl_samples"] == 3 and policy["shift"]["heldout_pairs"] == 2
+    assert (policy["gsm8k"]["n"], policy["math"]["n"], policy["tldr"]["n"]) == (3, 2, 3)
+    assert set(policy["math"]["by_level"]) <= {"1", "2", "3", "4", "5"} and policy["math"]["by_subject"]
+    assert policy["gsm8k"]["sampling"] == {"max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "n": 1, "seed": 1, "stop": ()}
+    assert "judge" not in ref["tldr"] and set(policy["tldr"]["judge"]) == {"human", "reference"}
+    assert policy["tldr"]["judge"]["reference"]["n"] == 3 and policy["tldr"]["judge"]["reference"]["judge"] == "rouge"
+    assert ref["generation"]["startup_seconds"] > 0 and not ref["generation"]["engine_reused"]
+    assert policy["generation"]["startup_seconds"] == 0 and policy["generation"]["load_seconds"] > 0  # one generator, weights swapped
+    assert policy["generation"]["engine_reused"] and policy["generation"]["tokens"] > 0
+    assert policy["versions"]["torch"] == torch.__version__
+    saved = json.loads((outs[0] / "eval.json").read_text())
+    assert saved["config"]["heldout_pairs"] == 2 and saved["commit"]
+    rows = [json.loads(line) for line in open(outs[0] / "samples.jsonl")]
+    assert [r["task"] for r in rows] == ["gsm8k"] * 3 + ["math"] * 2 + ["tldr"] * 3
+    assert {"prompt", "output", "extracted", "correct", "gold"} <= set(rows[0]) and {"rougeL", "judge_vs_human", "judge_vs_reference"} <= set(rows[-1])
+    assert policy["gsm8k"]["correct"] == sum(r["correct"] for r in rows[:3])
+
+
+@pytest.fixture(scope="module")
+def perturbed_default(default_model_path, tmp_path_factory):
+    """The default model with small weight noise: a second real checkpoint whose greedy outputs differ."""
+    model = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02 * p.std())
+    path = tmp_path_factory.mktemp("perturbed") / "model"
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(default_model_path).save_pretrained(path)
+    return str(path)
+
+
+def _evaluate_cli(backend: str, models: list[str], tmp_path) -> list[list[str]]:
+    outs = [str(tmp_path / f"{backend}-{i}") for i in range(len(models))]
+    cmd = [sys.executable, "-m", "harness.evaluate", "--model", *models, "--out", *outs, "--backend", backend, "--dtype", "float32",
+           "--tasks", "gsm8k,math,tldr", "--gsm8k", "11", "--math", "11", "--tldr", "10", "--max-tokens", "48", "--kl-prompts", "0", "--judge", "rouge"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [[json.loads(line)["output"] for line in open(f"{o}/samples.jsonl")] for o in outs]
+
+
+def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(default_model_path, perturbed_default, tmp_path):
+    """32 prompts (GSM8K, MATH, TL;DR), greedy fp32: vLLM == HF for the reference, and for a second
+    checkpoint whose weights were loaded into the running vLLM engine."""
+    pytest.importorskip("vllm", reason="vLLM not installed (make install EXTRAS=dev,cpu)")
+    vllm = _evaluate_cli("vllm", [default_model_path, perturbed_default], tmp_path)
+    hf = _evaluate_cli("hf", [default_model_path, perturbed_default], tmp_path)
+    assert len(vllm[0]) == 32 and vllm[0] == hf[0]
+    assert vllm[1] == hf[1]
+    assert sum(a != b for a, b in zip(hf[0], hf[1])) >= 8  # the second checkpoint really generates differently

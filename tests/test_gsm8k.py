@@ -12,6 +12,16 @@ def test_extraction_on_hand_written_outputs():
     assert not gsm8k.is_correct("#### 72\nthen 3", "3")
 
 
+def test_numeric_equivalence_of_answers():
+    """Commas, currency, trailing zeros and a sentence-final period do not change the number; sign and value do."""
+    for pred, gold in [("1,000", "1000"), ("$1,000.00", "1000"), ("18.0", "18"), ("18.", "18"), ("0.50", ".5"), ("-$3", "-3"), ("1,234,567", "1234567")]:
+        assert gsm8k.to_number(pred) == gsm8k.to_number(gold), (pred, gold)
+    for pred, gold in [("-3", "3"), ("18.01", "18"), ("1,001", "1000"), ("12", "1.2")]:
+        assert gsm8k.to_number(pred) != gsm8k.to_number(gold), (pred, gold)
+    assert gsm8k.to_number("abc") is None and gsm8k.to_number(None) is None
+    assert gsm8k.is_correct("so she pays $1,000.00.", "1000") and gsm8k.is_correct("#### 18.0", "18")
+
+
 def test_real_data_gold_and_cleaning():
     path = resolve("gsm8k", "train.jsonl")
     rows = gsm8k.load("train")

@@ -1,14 +1,19 @@
 import json
 
-from harness import leaderboard
+from harness import leaderboard, report
 
 
-def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None):
+def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None, samples=()):
     d = runs / name
     d.mkdir(parents=True)
-    ev = {"backend": "hf", "gsm8k": {"accuracy": acc, "n": 100}, "tldr": {"rouge1": 30.0, "rouge2": 10.0, "rougeL": rougeL, "n": 50},
-          "shift": {"dlogp_chosen": dc, "dlogp_rejected": dr, "heldout_pairs": 16, "kl": kl, "kl_samples": 32}}
+    judge = {"judge": {"reference": {"win_rate": win, "ci95": [win - 10, win + 10], "n": 50, "judge": "rouge", "position_consistency": 100.0},
+                       "human": {"win_rate": 20.0, "ci95": [12.5, 27.25], "n": 50, "judge": "rouge", "position_consistency": 100.0}}} if win else {}
+    ev = {"backend": "hf", "gsm8k": {"accuracy": acc, "n": 100, "outputs": {"mean_length": 120.4, "format_rate": 35.0, "distinct_2": 0.5}},
+          "tldr": {"rouge1": 30.0, "rouge2": 10.0, "rougeL": rougeL, "n": 50, "outputs": {"mean_length": 30.0, "distinct_2": 0.8125}, **judge},
+          "generation": {"startup_seconds": 0.0 if win else 14.25, "load_seconds": 3.5 if win else 0.0, "tokens_per_second": 480.4},
+          "shift": {"dlogp_chosen": dc, "dlogp_rejected": dr, "dlog_combined": dc, "both_fell_share": 0.25, "heldout_pairs": 16, "kl": kl, "kl_samples": 32}}
     (d / "eval.json").write_text(json.dumps(ev))
+    (d / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     if train_seconds is not None:
         (d / "train.json").write_text(json.dumps({"train_seconds": train_seconds, "steps": 8}))
 
@@ -16,17 +21,35 @@ def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None):
 def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path):
     runs = tmp_path / "runs"
     write_run(runs, "reference", 1.0, 12.4118, 0.0, 0.0, 0.0)
-    write_run(runs, "spo-seed0", 2.0, 13.5, 0.01234, -0.2, 0.5, 301.4)
-    write_run(runs, "dpo-seed0", 3.0, 11.25, -0.05, -0.4, 1.25, 299.6)
+    write_run(runs, "spo-seed0", 2.0, 13.5, 0.01234, -0.2, 0.5, 301.4, win=55.5)
+    write_run(runs, "dpo-seed0", 3.0, 11.25, -0.05, -0.4, 1.25, 299.6, win=40.0)
     (runs / "compare.json").write_text(json.dumps({"order": ["reference", "dpo-seed0", "spo-seed0"], "command": "python -m harness.compare",
                                                    "machine": "test cpu", "date": "today", "stage_seconds": {"pairs": 1.5}}))
     md = leaderboard.write(tmp_path)
-    table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert table[1] == "| reference | 1.0 (100) | 12.41 (50) | +0.0000 | +0.0000 | +0.0000 | — |"
-    assert table[2] == "| dpo-seed0 | 3.0 (100) | 11.25 (50) | -0.0500 | -0.4000 | +1.2500 | 300 s (8 steps) |"
-    assert table[3] == "| spo-seed0 | 2.0 (100) | 13.50 (50) | +0.0123 | -0.2000 | +0.5000 | 301 s (8 steps) |"
+    tables = [line for line in md.splitlines() if line.startswith("| ")]
+    assert tables[1] == "| reference | 1.0 | — | 12.41 | — | — | — |"  # MATH not evaluated in these runs
+    assert tables[2] == "| dpo-seed0 | 3.0 | — | 11.25 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] | 300 s (8 steps) |"
+    assert tables[3] == "| spo-seed0 | 2.0 | — | 13.50 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] | 301 s (8 steps) |"
+    assert tables[6] == "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | — / — | 30 / 0.812 |"
     assert "- command: `python -m harness.compare`" in md and "- machine: test cpu" in md and "pairs 1.5" in md
+    assert "- generation (hf): engine start-up reference 14.2 s, dpo-seed0 0.0 s, spo-seed0 0.0 s; weight loads into the running engine " \
+           "reference 0.0 s, dpo-seed0 3.5 s, spo-seed0 3.5 s; tokens/s reference 480, dpo-seed0 480, spo-seed0 480" in md
+    assert "judge `rouge`" in md and "[report.html](report.html)" in md
     data = json.loads((tmp_path / "leaderboard.json").read_text())
     assert [r["model"] for r in data["rows"]] == ["reference", "dpo-seed0", "spo-seed0"]
-    assert data["rows"][1]["kl"] == 1.25 and data["rows"][2]["train_seconds"] == 301.4
-    assert (tmp_path / "leaderboard.md").read_text() == md
+    assert data["rows"][1]["kl"] == 1.25 and data["rows"][2]["train_seconds"] == 301.4 and data["rows"][2]["judge_vs_reference"] == 55.5
+    assert data["rows"][0]["math_accuracy"] is None and data["rows"][0]["math_n"] is None
+    assert (tmp_path / "leaderboard.md").read_text() == md and (tmp_path / "report.html").is_file()
+
+
+def test_report_tags_fixed_broken_and_judge_outcomes(tmp_path):
+    ref = [{"task": "gsm8k", "id": "q0", "prompt": "1+1?", "output": "3", "correct": False, "extracted": "3", "gold": "2"},
+           {"task": "gsm8k", "id": "q1", "prompt": "2+2?", "output": "4", "correct": True, "extracted": "4", "gold": "4"},
+           {"task": "tldr", "id": "p0", "prompt": "post <b>", "output": "sum", "rougeL": 10.0}]
+    spo = [dict(ref[0], output="2", correct=True), dict(ref[1]), dict(ref[2], judge_vs_reference=0.75)]
+    dpo = [dict(ref[0]), dict(ref[1], output="5", correct=False), dict(ref[2], judge_vs_reference=0.5)]
+    assert report.tags(ref[0], spo[0], "spo") == ["fixed:spo"] and report.tags(ref[1], dpo[1], "dpo") == ["broken:dpo"]
+    assert report.tags(ref[1], spo[1], "spo") == [] and report.tags(ref[2], spo[2], "spo") == ["won:spo"] and report.tags(ref[2], dpo[2], "dpo") == []
+    html = report.render({"reference": ref, "spo": spo, "dpo": dpo})
+    assert html.count("<tr data-task") == 3 and 'data-tags="fixed:spo"' in html and 'data-tags="broken:dpo"' in html
+    assert "post &lt;b&gt;" in html and "<option value=\"fixed:spo\">fixed by spo</option>" in html

@@ -63,6 +63,8 @@ def score(model, prompts: list[list[int]], completions: list[list[int]], batch_s
     """`sequence_logps` over many sequences in batches, without gradients (eval mode)."""
     from tqdm.auto import tqdm
 
+    if not prompts:
+        return SeqLogps(torch.empty(0), torch.empty(0))
     was_training = model.training
     model.eval()
     totals, counts = [], []
@@ -74,3 +76,12 @@ def score(model, prompts: list[list[int]], completions: list[list[int]], batch_s
         counts.append(out.count.cpu())
     model.train(was_training)
     return SeqLogps(torch.cat(totals), torch.cat(counts))
+
+
+def pair_shift(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps) -> dict[str, torch.Tensor]:
+    """Per-pair movement from the reference (rc, rr) to the policy (pc, pr): Δ token-mean
+    log-prob of the chosen and of the rejected response, and Δ log of their combined probability
+    log(π(y_w)+π(y_l)). Both falling means the mass went to other responses. Shared by the
+    training probes and the evaluator, so both report the same quantities."""
+    return {"dlogp_chosen": pc.mean - rc.mean, "dlogp_rejected": pr.mean - rr.mean,
+            "dlog_combined": torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total)}

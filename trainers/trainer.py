@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.logprobs import autocast, encode, score, sequence_logps
+from trainers.logprobs import autocast, encode, pair_shift, score, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 
 
@@ -197,9 +197,7 @@ class Trainer:
         pc, pr = SeqLogps(now.total[:n], now.count[:n]), SeqLogps(now.total[n:], now.count[n:])
         rc, rr = ref
         margin = self.cfg.beta * ((pc.total - rc.total) - (pr.total - rr.total))
-        combined = torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total)
-        values = {"logp_chosen": pc.mean, "logp_rejected": pr.mean, "dlogp_chosen": pc.mean - rc.mean,
-                  "dlogp_rejected": pr.mean - rr.mean, "dlog_combined": combined, "margin": margin,
+        values = {"logp_chosen": pc.mean, "logp_rejected": pr.mean, **pair_shift(pc, pr, rc, rr), "margin": margin,
                   "reward_accuracy": (margin > 0).float(), "outside_safe_region": (-pc.mean > reference_anchor(rc, self.cfg.spo_delta)).float()}
         return {f"probe_{k}": v.mean().item() for k, v in values.items()}
 
