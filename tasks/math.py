@@ -1,0 +1,92 @@
+"""MATH-500: loading, prompt, \\boxed{} answer extraction and equivalence scoring with math-verify."""
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+
+from math_verify import parse, verify
+from math_verify.errors import TimeoutException
+
+from tasks.data import read_jsonl, resolve
+
+TIMEOUT_S = 5  # per math-verify parse / comparison; its timeout is signal.alarm, so it only runs on the main thread
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BARE = re.compile(r"\s+([^\s$]+)")  # `\boxed 5`: the argument is the next token
+
+
+def load(split: str = "test") -> list[dict]:
+    if split != "test":
+        raise ValueError(f"MATH-500 has only a 'test' split (got {split!r}); MATH train is not available offline")
+    return read_jsonl(resolve("math", "math500_test.jsonl"))
+
+
+def prompt(problem: str) -> list[dict]:
+    return [{"role": "user", "content": f"{problem}\nSolve it step by step and put the final answer in \\boxed{{}}."}]
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} / \\fbox{...} (nested and escaped braces respected), or of `\\boxed 5`;
+    None when there is none or the last one is cut off (an unfinished answer is no answer)."""
+    found = list(_BOX.finditer(text))
+    if not found:
+        return None
+    start = found[-1].end()
+    if not text.startswith("{", start):
+        bare = _BARE.match(text, start)
+        return bare.group(1) if bare else None
+    depth, i = 0, start
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            i += 2  # \{ and \} are literal braces, not grouping
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i]
+        i += 1
+    return None
+
+
+def _timeout() -> int | None:
+    # math-verify's signal-based timeout raises ValueError off the main thread; there it runs without one
+    return TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+def is_correct(output: str, gold: str) -> bool:
+    """Whether the last boxed answer of `output` (else whatever math-verify extracts from the whole text) is
+    mathematically equivalent to `gold`. Never raises: a parse error or timeout counts as wrong."""
+    try:
+        timeout = _timeout()
+        target = parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout)
+        boxed = extract_boxed(output)
+        pred = parse(output if boxed is None else f"\\boxed{{{boxed}}}", parsing_timeout=timeout)
+        return bool(target and pred) and verify(target, pred, timeout_seconds=timeout)
+    except (Exception, TimeoutException):
+        return False
+
+
+def grade(output: str, gold: str) -> dict:
+    """Per-item record for samples: the extracted boxed answer and its verdict."""
+    return {"extracted": extract_boxed(output), "correct": is_correct(output, gold)}
+
+
+def aggregate(rows: list[dict], correct: list[bool]) -> dict:
+    """Accuracy (%) overall, by subject and by level, from per-item verdicts."""
+    def summary(flags: list[bool]) -> dict:
+        return {"accuracy": 100 * sum(flags) / max(1, len(flags)), "correct": sum(flags), "n": len(flags)}
+
+    by_subject: dict[str, list[bool]] = defaultdict(list)
+    by_level: dict[str, list[bool]] = defaultdict(list)
+    for row, ok in zip(rows, correct, strict=True):
+        by_subject[row["subject"]].append(ok)
+        by_level[str(row["level"])].append(ok)
+    return {**summary(correct), "by_subject": {k: summary(v) for k, v in sorted(by_subject.items())},
+            "by_level": {k: summary(v) for k, v in sorted(by_level.items())}}
+
+
+def score(rows: list[dict], outputs: list[str]) -> dict:
+    return aggregate(rows, [is_correct(o, r["answer"]) for r, o in zip(rows, outputs, strict=True)])
