@@ -69,6 +69,14 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def _retie(model) -> None:
+    head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embed is None:
+        raise RuntimeError(f"{type(model).__name__}: tied LM head not found; evaluate this checkpoint in a separate call")
+    head.tie_weights(embed)
+    head.quant_method.process_weights_after_loading(head)  # CPU: a new GEMM handle packed from the new weights
+
+
 class VLLMGenerator:
     backend = "vllm"
 
@@ -86,9 +94,16 @@ class VLLMGenerator:
 
     def load(self, path: str) -> None:
         """Reload the weights in place (vLLM's layer-wise reload, which redoes the CPU kernels'
-        weight packing) and drop the prefix cache, whose KV entries came from the old weights."""
+        weight packing) and drop the prefix cache, whose KV entries came from the old weights.
+        A tied LM head has no tensor of its own in the checkpoint, and the reload puts back its old
+        tensor and its old packed GEMM handle (vLLM 0.32): it is tied to the new embeddings and
+        re-processed, else the logits still come from the previous checkpoint's embeddings."""
+        from transformers import AutoConfig
+
         t = time.time()
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        if AutoConfig.from_pretrained(path).get_text_config().tie_word_embeddings:
+            self.llm.apply_model(_retie)
         self.llm.reset_prefix_cache()
         self.stats["load_seconds"] += time.time() - t
 
