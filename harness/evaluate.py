@@ -81,7 +81,7 @@ def grade(task: str, items: list[dict], outs: list[Completion]) -> tuple[dict, l
     if task == "math":
         rows = [{"id": q["unique_id"], "gold": q["answer"], "subject": q["subject"], "level": q["level"], **mathtask.grade(t, q["answer"])}
                 for q, t in zip(items, texts)]
-        return mathtask.aggregate(items, [r["correct"] for r in rows]), rows, [r["extracted"] is not None for r in rows]
+        return mathtask.aggregate(items, [r["correct"] for r in rows]), rows, [r["boxed"] for r in rows]
     scores = tldr.rouge_each(texts, [p["gold_response"] for p in items])
     rows = [{"id": p["instruction_id"], "gold": p["gold_response"], **s} for p, s in zip(items, scores)]
     return {**tldr.mean_rouge(scores), "n": len(rows)}, rows, None

@@ -13,6 +13,7 @@ from tasks.data import read_jsonl, resolve
 TIMEOUT_S = 5  # per math-verify parse / comparison; its timeout is signal.alarm, so it only runs on the main thread
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BARE = re.compile(r"\s+([^\s$]+)")  # `\boxed 5`: the argument is the next token
+_SAID = re.compile(r"answer(?:\s+is\s*:?|\s*:)[ \t]*", re.IGNORECASE)  # "the answer is X", "Final answer: X"
 
 
 def load(split: str = "test") -> list[dict]:
@@ -56,22 +57,44 @@ def _timeout() -> int | None:
     return TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
 
+def extract_answer(text: str) -> str | None:
+    """The final answer: the last \\boxed{} content, else what follows the last "answer is" / "answer:"
+    (to the end of its $...$ or sentence). Nothing else: math-verify's own whole-text extraction
+    accepts any matching expression in the text, which scored unboxed ramblings as correct (e.g. gold
+    10 against "... = 10 + 3 + 4 = 14 ... the final answer is 28")."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    said = list(_SAID.finditer(text))
+    if not said:
+        return None
+    rest = text[said[-1].end() :].split("\n", 1)[0].strip()
+    if rest.startswith("$"):
+        end = rest.find("$", 1)
+        rest = rest[1:end] if end > 0 else rest[1:]
+    else:
+        rest = re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]
+    return rest.strip().rstrip(".").strip() or None
+
+
 def is_correct(output: str, gold: str) -> bool:
-    """Whether the last boxed answer of `output` (else whatever math-verify extracts from the whole text) is
-    mathematically equivalent to `gold`. Never raises: a parse error or timeout counts as wrong."""
+    """Whether the extracted final answer (extract_answer) is mathematically equivalent to `gold`
+    by math-verify. Never raises: a parse error or timeout counts as wrong."""
+    answer = extract_answer(output)
+    if answer is None:
+        return False
     try:
         timeout = _timeout()
         target = parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout)
-        boxed = extract_boxed(output)
-        pred = parse(output if boxed is None else f"\\boxed{{{boxed}}}", parsing_timeout=timeout)
+        pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=timeout)
         return bool(target and pred) and verify(target, pred, timeout_seconds=timeout)
     except (Exception, TimeoutException):
         return False
 
 
 def grade(output: str, gold: str) -> dict:
-    """Per-item record for samples: the extracted boxed answer and its verdict."""
-    return {"extracted": extract_boxed(output), "correct": is_correct(output, gold)}
+    """Per-item record for samples: the extracted answer, whether it was boxed (the asked format), the verdict."""
+    return {"extracted": extract_answer(output), "boxed": extract_boxed(output) is not None, "correct": is_correct(output, gold)}
 
 
 def aggregate(rows: list[dict], correct: list[bool]) -> dict:

@@ -21,7 +21,9 @@ EQUIVALENT = [
     (r"\boxed{x^2+2x+1}", r"(x+1)^2"),
     (r"\boxed{C}", r"\text{(C)}"),
     (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
-    (r"The answer is $\frac{3}{4}$.", r"\frac34"),  # no box: math-verify's own extraction
+    (r"The answer is $\frac{3}{4}$.", r"\frac34"),  # no box: what follows "answer is"
+    (r"So, the answer is $x=1.$", r"1"),
+    (r"Final answer: 240. Done", r"240"),
     (r"first \boxed{2}, finally \boxed{3}", r"3"),
 ]
 WRONG = [
@@ -34,6 +36,10 @@ WRONG = [
     (r"first \boxed{2}, finally \boxed{3}", r"2"),  # only the last box counts
     (r"\boxed{}", r"3"),
     (r"I do not know.", r"3"),
+    # real SmolLM2 outputs that math-verify's whole-text extraction accepted: only the stated final answer counts
+    (r"$= 10 + 3 + 4 = 14.$ ... So, the final answer is $10 + 14 + 20 = 28.$", r"10"),
+    (r"the sphere is V = (4/3)πr^3 = (4/3)π cubic units. So, the answer is (4/3)π cubic units.", r"3"),
+    (r"which is 4. So, M = 4. This is the maximum possible value.", r"4"),  # no final-answer statement at all
 ]
 
 
@@ -45,6 +51,13 @@ def test_equivalent_forms_are_accepted(output, gold):
 @pytest.mark.parametrize("output,gold", WRONG)
 def test_wrong_answers_are_rejected(output, gold):
     assert not math.is_correct(output, gold)
+
+
+def test_extract_answer_prefers_the_last_box_then_the_stated_answer():
+    assert math.extract_answer(r"the answer is 3, so \boxed{4}") == "4"
+    assert math.extract_answer("The answer is 2. Later: the answer is: $\\frac{1}{2}$ indeed") == r"\frac{1}{2}"
+    assert math.extract_answer("Final Answer: 12.5.") == "12.5"
+    assert math.extract_answer("I answered 5") is None and math.extract_answer("the answer is") is None
 
 
 def test_extract_boxed():
@@ -89,7 +102,8 @@ def test_aggregation_by_subject_and_level():
     assert s["by_subject"] == {"Algebra": {"accuracy": 50.0, "correct": 1, "n": 2}, "Geometry": {"accuracy": 50.0, "correct": 1, "n": 2}}
     assert s["by_level"] == {"1": {"accuracy": 100.0, "correct": 1, "n": 1}, "2": {"accuracy": 50.0, "correct": 1, "n": 2},
                              "5": {"accuracy": 0.0, "correct": 0, "n": 1}}
-    assert [math.grade(o, r["answer"]) for r, o in zip(rows, outputs)][2:] == [{"extracted": "0.5", "correct": True}, {"extracted": None, "correct": False}]
+    assert [math.grade(o, r["answer"]) for r, o in zip(rows, outputs)][2:] == [{"extracted": "0.5", "boxed": True, "correct": True},
+                                                                                     {"extracted": None, "boxed": False, "correct": False}]
 
 
 def test_real_data_gold_solutions_verify():
