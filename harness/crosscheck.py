@@ -46,7 +46,7 @@ def _vllm_model() -> None:
 
 def run_lm_eval(model_path: str, tasks: list[str], limit: int | None, batch_size: int = 16, backend: str = "hf",
                 dtype: str = "bfloat16", log_samples: bool = False) -> dict:
-    """{task: {metric: value, metric_stderr: ..., "n": items, ["samples": [{prompt, output, target, metrics}]]},
+    """{task: {metric: value, metric_stderr: ..., "n": items, ["samples": [{doc_id, prompt, output, target, metrics}] in doc order]},
     "lm_eval_version", "seconds"}; accuracy in %, ROUGE ×100, the units of harness.evaluate."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -78,8 +78,8 @@ def run_lm_eval(model_path: str, tasks: list[str], limit: int | None, batch_size
         metrics = {k.split(",")[0]: v for k, v in out["results"][name].items() if "," in k}  # "accuracy,none" → "accuracy"
         result[t] = {**metrics, "n": out["n-samples"][name]["effective"]}
         if log_samples:
-            result[t]["samples"] = [{"prompt": s["arguments"][0][0], "output": s["filtered_resps"][0], "target": s["target"],
-                                     **{m: s[m] for m in s["metrics"]}} for s in out["samples"][name]]
+            result[t]["samples"] = [{"doc_id": s["doc_id"], "prompt": s["arguments"][0][0], "output": s["filtered_resps"][0], "target": s["target"],
+                                     **{m: s[m] for m in s["metrics"]}} for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
     return result
 
 

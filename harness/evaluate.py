@@ -170,12 +170,14 @@ class Evaluator:
         from harness.crosscheck import run_lm_eval
 
         limit = self.cfg.cross_check_limit or max(len(v) for v in self.items.values())
-        lm = run_lm_eval(path, list(self.cfg.tasks), limit, dtype=self.cfg.dtype)
+        lm = run_lm_eval(path, list(self.cfg.tasks), limit, dtype=self.cfg.dtype, log_samples=True)
         out: dict = {"lm_eval_version": lm["lm_eval_version"], "seconds": lm["seconds"], "limit": limit}
         for task in self.cfg.tasks:
             mine = [s for s in samples if s["task"] == task][:limit]
+            theirs = lm[task].pop("samples")
             ours = sum(s["rougeL"] if task == "tldr" else 100 * s["correct"] for s in mine) / len(mine)
-            out[task] = {"ours": ours, "n": len(mine), "lm_eval": lm[task]}
+            out[task] = {"ours": ours, "n": len(mine), "lm_eval": lm[task],
+                         "same_output": sum(a["output"].strip() == b["output"].strip() for a, b in zip(mine, theirs))}  # both in item order
         return out
 
 
