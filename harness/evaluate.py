@@ -113,13 +113,13 @@ class Evaluator:
             self.gen.load(path)
         return self.gen
 
-    def _judge(self, items: list[dict], summaries: list[str]) -> tuple[dict, list[dict]]:
-        """TL;DR win rates: vs the human summary (anchor: the post) and vs the reference model's summary (anchor: the human one)."""
+    def _judge(self, items: list[dict], summaries: list[str], vs_reference: bool) -> tuple[dict, list[dict]]:
+        """TL;DR win rates: vs the human summary (anchor: the post) and, for a policy, vs the reference model's summary (anchor: the human one)."""
         cache = cache_dir() / "judge" / f"{self.judge.name.replace('/', '_').replace(':', '_')}.jsonl"
         post = [conv[0]["content"] for conv in self.convs["tldr"]]
         vs = {"human": [{"id": p["instruction_id"], "prompt": x, "output": s, "baseline": p["gold_response"]}
                         for p, x, s in zip(items, post, summaries)]}
-        if self.ref_summaries is not None:
+        if vs_reference and self.ref_summaries is not None:
             vs["reference"] = [{"id": p["instruction_id"], "prompt": x, "output": s, "baseline": b, "reference": p["gold_response"]}
                                for p, x, s, b in zip(items, post, summaries, self.ref_summaries)]
         result = {name: judges.win_rate(self.judge, rows, cache, progress=f"judge vs {name}") for name, rows in vs.items()}
@@ -138,8 +138,8 @@ class Evaluator:
             outs = [o[0] for o in gen.generate(self.prompts[task], sampling, desc=task)]
             metrics, rows, formatted = grade(task, items, outs)
             result[task] = {**metrics, "outputs": output_stats(outs, formatted), "sampling": sampling.record()}
-            if task == "tldr" and self.judge is not None and not is_ref:
-                result[task]["judge"], verdicts = self._judge(items, [o.text for o in outs])
+            if task == "tldr" and self.judge is not None:
+                result[task]["judge"], verdicts = self._judge(items, [o.text for o in outs], vs_reference=not is_ref)
                 rows = [{**r, **v} for r, v in zip(rows, verdicts)]
             if task == "tldr" and is_ref:
                 self.ref_summaries = [o.text for o in outs]
