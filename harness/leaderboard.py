@@ -67,9 +67,9 @@ TASK_COLUMNS = [  # (header, cell)
 ]
 SHIFT_COLUMNS = [
     ("model", lambda r: r["model"]),
-    ("Δ logp chosen", lambda r: _num(r["dlogp_chosen"], "+.4f")),
-    ("Δ logp rejected", lambda r: _num(r["dlogp_rejected"], "+.4f")),
-    ("Δ log(π_c+π_r)", lambda r: _num(r["dlog_combined"], "+.4f")),
+    ("Δ logp chosen /token", lambda r: _num(r["dlogp_chosen"], "+.4f")),
+    ("Δ logp rejected /token", lambda r: _num(r["dlogp_rejected"], "+.4f")),
+    ("Δ log(π_c+π_r) /seq", lambda r: _num(r["dlog_combined"], "+.4f")),
     ("both fell %", lambda r: _num(None if r["both_fell_share"] is None else 100 * r["both_fell_share"], ".0f")),
     ("KL to ref", lambda r: _num(r["kl"], "+.4f")),
     ("GSM8K len / format %", lambda r: f"{_num(r['gsm8k_mean_length'], '.0f')} / {_num(r['gsm8k_format_rate'], '.0f')}"),
@@ -84,12 +84,11 @@ def table(columns: list, rows: list[dict]) -> list[str]:
 
 
 def render(rows: list[dict], meta: dict) -> str:
-    first = rows[0] if rows else {}
-    n = {k: first.get(k) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
+    n = {k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
     judge = next((r["judge"] for r in rows if r["judge"]), None)
     lines = ["# Leaderboard", "", "## Tasks", "", *table(TASK_COLUMNS, rows), "",
              f"Greedy decoding. GSM8K: first {n['gsm8k_n']} test questions, final number vs gold. MATH-500: first {n['math_n']} problems, "
-             f"last \\boxed{{}} answer, equivalence by math-verify. TL;DR: first {n['tldr_n']} eval posts, ROUGE-L F×100 against the human "
+             f"last \\boxed{{}} (else the stated 'answer is …'), equivalence by math-verify. TL;DR: first {n['tldr_n']} eval posts, ROUGE-L F×100 against the human "
              f"summary; win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; "
              "vs ref = against the reference model's summary, vs human = against the human summary. Single seed.",
              "", "## Distribution shift from the reference", "", *table(SHIFT_COLUMNS, rows), "",
