@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="dpo,spo", help="comma-separated methods (dpo, spo = dpo+spo)")
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="init and reference: HF checkpoint dir or hub id (default: SmolLM2-135M-Instruct, provisioned offline)")
-    ap.add_argument("--seed", type=int, default=0, help="one seed for pairs, data order and sampling (default 0)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the pairs and of evaluation sampling (default 0)")
+    ap.add_argument("--seeds", help="comma-separated training seeds, one run per method and seed (default: --seed); "
+                                    "the leaderboard pools a method's seeds in its paired comparisons")
     ap.add_argument("--backend", choices=BACKENDS, default="auto", help="generation backend (auto: vLLM if installed, else HF generate)")
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"evaluation tasks, from {', '.join(TASKS)} (default all)")
     ap.add_argument("--judge", choices=("none", *JUDGE_KINDS), default="offline", help="TL;DR win-rate judge (default offline: embedding similarity)")
@@ -76,6 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--outputs", type=Path, default=Path("outputs"), help="pairs and checkpoints, large, git-ignored (default outputs/)")
     a = ap.parse_args(argv)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    try:
+        seeds = [int(x) for x in a.seeds.split(",") if x.strip()] if a.seeds else [a.seed]
+    except ValueError:
+        ap.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
     for m in methods:
         try:
             parse_method(m)
@@ -94,11 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
 
     runs = a.results / "runs"
-    labels = [f"{m}-seed{a.seed}" for m in methods]
-    for method, label in zip(methods, labels):
+    runs_todo = [(m, s, f"{m}-seed{s}") for m in methods for s in seeds]
+    labels = [label for *_, label in runs_todo]
+    for method, seed, label in runs_todo:
         cfg = TrainConfig(model=ref, pairs=str(a.outputs / "train_pairs.jsonl"), output_dir=str(a.outputs / label), method=method,
                           beta=a.beta, spo_lambda=a.spo_lambda, spo_delta=a.spo_delta, lr=a.lr, epochs=a.epochs,
-                          batch_pairs=a.batch_pairs, micro_pairs=a.micro_pairs, seed=a.seed, bf16=a.bf16,
+                          batch_pairs=a.batch_pairs, micro_pairs=a.micro_pairs, seed=seed, bf16=a.bf16,
                           ref_cache=str(a.outputs))  # every method reuses the same reference log-probs
         print(f"\n== train {label}", flush=True)
         t0 = time.time()
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
     meta = {"command": "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
             "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "order": ["reference", *labels], "stage_seconds": timings,
+            "order": ["reference", *labels], "seeds": seeds, "stage_seconds": timings,
             "pairs": {"train": len(train), "heldout": len(held)}}
     write_text_atomic(runs / "compare.json", json.dumps(meta, indent=2))
     md = leaderboard.write(a.results)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from harness import report
+from harness.stats import paired_diff_ci
 from tasks.data import write_text_atomic
 
 
@@ -43,6 +45,57 @@ def row(name: str, run: Path) -> dict:
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
         r[f"gen_{k}"] = _get(ev, "generation", k)
     return r
+
+
+ITEM_SCORES = {"gsm8k": ("correct", 100.0), "math": ("correct", 100.0), "tldr": ("rougeL", 1.0)}  # per-item field and scale
+
+
+def method_of(name: str) -> str:
+    """'spo-seed1' → 'spo': the seeds of one method are pooled in the paired comparisons."""
+    return re.sub(r"-seed\d+$", "", name)
+
+
+def item_scores(run: Path) -> dict[str, list[float]]:
+    """Per-item scores by task from samples.jsonl, in item order (accuracy items as 0/100, ROUGE-L ×100)."""
+    out: dict[str, list[float]] = {}
+    path = run / "samples.jsonl"
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        s = json.loads(line)
+        if s["task"] in ITEM_SCORES:
+            field, scale = ITEM_SCORES[s["task"]]
+            out.setdefault(s["task"], []).append(scale * float(s[field]))
+    return out
+
+
+def paired(runs: Path, order: list[str]) -> list[dict]:
+    """Each method (its seeds averaged per item) minus the reference and minus dpo, on the same items:
+    mean difference and 95% paired-bootstrap interval per task."""
+    groups: dict[str, list[dict]] = {}
+    for name in order:
+        groups.setdefault(method_of(name), []).append(item_scores(runs / name))
+    pooled = {m: {t: [sum(v) / len(v) for v in zip(*(r[t] for r in rs))] for t in ITEM_SCORES if all(t in r for r in rs)}
+              for m, rs in groups.items()}
+    out = []
+    for method in (m for m in pooled if m != "reference"):
+        for base in ("reference", "dpo"):
+            if base == method or base not in pooled:
+                continue
+            diffs = {}
+            for task in ITEM_SCORES:
+                a, b = pooled[method].get(task), pooled[base].get(task)
+                if a and b and len(a) == len(b):
+                    mean, lo, hi = paired_diff_ci(a, b)
+                    diffs[task] = {"diff": mean, "ci95": [lo, hi], "n": len(a), "significant": lo > 0 or hi < 0}
+            out.append({"method": method, "seeds": len(groups[method]), "vs": base, "tasks": diffs})
+    return out
+
+
+def _diff(p: dict, task: str) -> str:
+    d = p["tasks"].get(task)
+    if d is None:
+        return "—"
+    lo, hi = d["ci95"]
+    return f"{d['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}]" + (" *" if d["significant"] else "")
 
 
 def _num(v, fmt: str) -> str:
@@ -83,7 +136,7 @@ def table(columns: list, rows: list[dict]) -> list[str]:
             *("| " + " | ".join(f(r) for _, f in columns) + " |" for r in rows)]
 
 
-def render(rows: list[dict], meta: dict) -> str:
+def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None) -> str:
     n = {k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
     judge = next((r["judge"] for r in rows if r["judge"]), None)
     lines = ["# Leaderboard", "", "## Tasks", "", *table(TASK_COLUMNS, rows), "",
@@ -91,6 +144,11 @@ def render(rows: list[dict], meta: dict) -> str:
              f"last \\boxed{{}} (else the stated 'answer is …'), equivalence by math-verify. TL;DR: first {n['tldr_n']} eval posts, ROUGE-L F×100 against the human "
              f"summary; win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; "
              "vs ref = against the reference model's summary, vs human = against the human summary. Single seed.",
+             "", "## Paired differences on the same items", "",
+             "| method (seeds) | vs | GSM8K acc Δ | MATH-500 acc Δ | TL;DR ROUGE-L Δ |", "|---|---|---|---|---|",
+             *(f"| {p['method']} ({p['seeds']}) | {p['vs']} | {_diff(p, 'gsm8k')} | {_diff(p, 'math')} | {_diff(p, 'tldr')} |" for p in diffs or []),
+             "", "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, with a 95% paired "
+             "bootstrap interval over the items (2000 resamples); * = the interval excludes 0.",
              "", "## Distribution shift from the reference", "", *table(SHIFT_COLUMNS, rows), "",
              f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change; Δ log(π_c+π_r): change of the "
              "pair's combined sequence probability; both fell: pairs whose chosen and rejected both lost probability (mass moved elsewhere). "
@@ -116,9 +174,10 @@ def write(results: Path) -> str:
     # after a compare, only its own runs: older folders may come from other settings
     order = [n for n in meta["order"] if n in found] if "order" in meta else found
     rows = [row(n, runs / n) for n in order]
-    md = render(rows, meta)
+    diffs = paired(runs, order)
+    md = render(rows, meta, diffs)
     write_text_atomic(results / "leaderboard.md", md)
-    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows, "paired": diffs}, indent=2))
     report.write(results, order)
     return md
 

@@ -30,7 +30,8 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     assert tables[1] == "| reference | 1.0 | — | 12.41 | — | — | — |"  # MATH not evaluated in these runs
     assert tables[2] == "| dpo-seed0 | 3.0 | — | 11.25 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] | 300 s (8 steps) |"
     assert tables[3] == "| spo-seed0 | 2.0 | — | 13.50 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] | 301 s (8 steps) |"
-    assert tables[6] == "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | — / — | 30 / 0.812 |"
+    assert tables[5] == "| dpo (1) | reference | — | — | — |"  # no samples.jsonl rows in these runs
+    assert tables[10] == "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | — / — | 30 / 0.812 |"
     assert "- command: `python -m harness.compare`" in md and "- machine: test cpu" in md and "pairs 1.5" in md
     assert "- generation (hf): engine start-up reference 14.2 s, dpo-seed0 0.0 s, spo-seed0 0.0 s; weight loads into the running engine " \
            "reference 0.0 s, dpo-seed0 3.5 s, spo-seed0 3.5 s; tokens/s reference 480, dpo-seed0 480, spo-seed0 480" in md
@@ -53,3 +54,28 @@ def test_report_tags_fixed_broken_and_judge_outcomes(tmp_path):
     html = report.render({"reference": ref, "spo": spo, "dpo": dpo})
     assert html.count("<tr data-task") == 3 and 'data-tags="fixed:spo"' in html and 'data-tags="broken:dpo"' in html
     assert "post &lt;b&gt;" in html and "<option value=\"fixed:spo\">fixed by spo</option>" in html
+
+
+def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_zero(tmp_path):
+    runs = tmp_path / "runs"
+
+    def samples(correct, rouge):
+        return ([{"task": "gsm8k", "prompt": "q", "output": "a", "correct": c} for c in correct]
+                + [{"task": "tldr", "prompt": "p", "output": "s", "rougeL": r} for r in rouge])
+
+    write_run(runs, "reference", 0.0, 10.0, 0.0, 0.0, 0.0, samples=samples([0, 0, 0, 0], [10, 20, 30, 40]))
+    write_run(runs, "dpo-seed0", 0.0, 10.0, 0.0, 0.0, 0.0, 1.0, win=50.0, samples=samples([0, 0, 0, 0], [10, 20, 30, 40]))
+    write_run(runs, "spo-seed0", 0.0, 10.0, 0.0, 0.0, 0.0, 1.0, win=50.0, samples=samples([1, 1, 1, 1], [11, 21, 31, 41]))
+    write_run(runs, "spo-seed1", 0.0, 10.0, 0.0, 0.0, 0.0, 1.0, win=50.0, samples=samples([1, 1, 0, 0], [13, 23, 33, 43]))
+    order = ["reference", "dpo-seed0", "spo-seed0", "spo-seed1"]
+    diffs = {(d["method"], d["vs"]): d for d in leaderboard.paired(runs, order)}
+    assert set(diffs) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")}
+    spo = diffs[("spo", "reference")]
+    assert spo["seeds"] == 2 and spo["tasks"]["gsm8k"]["diff"] == 75.0 and spo["tasks"]["gsm8k"]["n"] == 4  # per item: 100, 100, 50, 50
+    assert spo["tasks"]["tldr"]["diff"] == 2.0 and spo["tasks"]["tldr"]["ci95"] == [2.0, 2.0] and spo["tasks"]["tldr"]["significant"]
+    assert 50.0 <= spo["tasks"]["gsm8k"]["ci95"][0] and spo["tasks"]["gsm8k"]["ci95"][1] == 100.0
+    assert diffs[("dpo", "reference")]["tasks"]["gsm8k"] == {"diff": 0.0, "ci95": [0.0, 0.0], "n": 4, "significant": False}
+    (runs / "compare.json").write_text(json.dumps({"order": order}))
+    md = leaderboard.write(tmp_path)
+    assert "| spo (2) | reference | +75.0 [+50.0, +100.0] * | — | +2.0 [+2.0, +2.0] * |" in md
+    assert json.loads((tmp_path / "leaderboard.json").read_text())["paired"][1]["method"] == "spo"
