@@ -90,6 +90,31 @@ def paired(runs: Path, order: list[str]) -> list[dict]:
     return out
 
 
+SEED_METRICS = [("GSM8K acc %", "gsm8k_accuracy"), ("MATH-500 acc %", "math_accuracy"), ("TL;DR ROUGE-L", "tldr_rougeL"),
+                ("TL;DR win % vs ref", "judge_vs_reference"), ("Δ logp chosen /token", "dlogp_chosen"), ("KL to ref", "kl")]
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation over each method's seeds (None where a metric is missing)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(method_of(r["model"]), []).append(r)
+    out = []
+    for method, rs in groups.items():
+        stats = {"method": method, "seeds": len(rs)}
+        for _, key in SEED_METRICS:
+            v = [r[key] for r in rs if r[key] is not None]
+            mean = sum(v) / len(v) if v else None
+            std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else None
+            stats[key] = {"mean": mean, "std": std}
+        out.append(stats)
+    return out
+
+
+def _mean_std(m: dict) -> str:
+    return "—" if m["mean"] is None else f"{m['mean']:.3g}" if m["std"] is None else f"{m['mean']:.3g} ± {m['std']:.2g}"
+
+
 def _diff(p: dict, task: str) -> str:
     d = p["tasks"].get(task)
     if d is None:
@@ -137,6 +162,7 @@ def table(columns: list, rows: list[dict]) -> list[str]:
 
 
 def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None) -> str:
+    seeds = over_seeds(rows)
     n = {k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
     judge = next((r["judge"] for r in rows if r["judge"]), None)
     lines = ["# Leaderboard", "", "## Tasks", "", *table(TASK_COLUMNS, rows), "",
@@ -144,6 +170,10 @@ def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None) -> str
              f"last \\boxed{{}} (else the stated 'answer is …'), equivalence by math-verify. TL;DR: first {n['tldr_n']} eval posts, ROUGE-L F×100 against the human "
              f"summary; win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; "
              "vs ref = against the reference model's summary, vs human = against the human summary. Single seed.",
+             *(["", "## Mean ± std over seeds", "", "| method (seeds) | " + " | ".join(h for h, _ in SEED_METRICS) + " |",
+                "|" + "---|" * (len(SEED_METRICS) + 1),
+                *(f"| {g['method']} ({g['seeds']}) | " + " | ".join(_mean_std(g[k]) for _, k in SEED_METRICS) + " |" for g in seeds)]
+               if any(g["seeds"] > 1 for g in seeds) else []),
              "", "## Paired differences on the same items", "",
              "| method (seeds) | vs | GSM8K acc Δ | MATH-500 acc Δ | TL;DR ROUGE-L Δ |", "|---|---|---|---|---|",
              *(f"| {p['method']} ({p['seeds']}) | {p['vs']} | {_diff(p, 'gsm8k')} | {_diff(p, 'math')} | {_diff(p, 'tldr')} |" for p in diffs or []),
@@ -177,7 +207,7 @@ def write(results: Path) -> str:
     diffs = paired(runs, order)
     md = render(rows, meta, diffs)
     write_text_atomic(results / "leaderboard.md", md)
-    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows, "paired": diffs}, indent=2))
+    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs}, indent=2))
     report.write(results, order)
     return md
 

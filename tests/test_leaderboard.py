@@ -79,3 +79,19 @@ def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_
     md = leaderboard.write(tmp_path)
     assert "| spo (2) | reference | +75.0 [+50.0, +100.0] * | — | +2.0 [+2.0, +2.0] * |" in md
     assert json.loads((tmp_path / "leaderboard.json").read_text())["paired"][1]["method"] == "spo"
+
+
+def test_mean_and_std_over_seeds_appear_only_with_several_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "reference", 1.0, 12.0, 0.0, 0.0, 0.0)
+    write_run(runs, "spo-seed0", 2.0, 13.0, 0.1, -0.2, 0.5, 1.0, win=50.0)
+    write_run(runs, "spo-seed1", 4.0, 15.0, 0.3, -0.2, 0.7, 1.0, win=60.0)
+    groups = {g["method"]: g for g in leaderboard.over_seeds([leaderboard.row(n, runs / n) for n in ("reference", "spo-seed0", "spo-seed1")])}
+    assert groups["spo"]["seeds"] == 2 and groups["spo"]["gsm8k_accuracy"] == {"mean": 3.0, "std": 2 ** 0.5}
+    assert groups["spo"]["judge_vs_reference"]["mean"] == 55.0 and groups["reference"]["kl"] == {"mean": 0.0, "std": None}
+    assert groups["reference"]["judge_vs_reference"] == {"mean": None, "std": None}
+    (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0", "spo-seed1"]}))
+    md = leaderboard.write(tmp_path)
+    assert "| spo (2) | 3 ± 1.4 | — | 14 ± 1.4 | 55 ± 7.1 | 0.2 ± 0.14 | 0.6 ± 0.14 |" in md
+    (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0"]}))
+    assert "Mean ± std over seeds" not in leaderboard.write(tmp_path)
