@@ -1,4 +1,4 @@
-"""Build results/leaderboard.md and .json, and the HTML sample report, from results/runs/* alone.
+"""Build results/leaderboard.md and .json, the figures and the HTML sample report from results/runs/* alone.
 
     python -m harness.leaderboard [--results results]
 
@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from harness import report
+from harness import figures, report
 from harness.stats import paired_diff_ci
 from tasks.data import write_text_atomic
 
@@ -161,7 +161,7 @@ def table(columns: list, rows: list[dict]) -> list[str]:
             *("| " + " | ".join(f(r) for _, f in columns) + " |" for r in rows)]
 
 
-def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None) -> str:
+def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None, training_figure: bool = False) -> str:
     seeds = over_seeds(rows)
     n = {k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in ("gsm8k_n", "math_n", "tldr_n", "heldout_pairs", "kl_samples")}
     judge = next((r["judge"] for r in rows if r["judge"]), None)
@@ -184,7 +184,9 @@ def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None) -> str
              "pair's combined sequence probability; both fell: pairs whose chosen and rejected both lost probability (mass moved elsewhere). "
              f"KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, one temperature-1 sample on each of {n['kl_samples']} eval prompts. "
              "len: mean greedy output tokens; format: share with '####' (GSM8K) or \\boxed{} (MATH).",
-             "", "Per-prompt outputs side by side: [report.html](report.html).", ""]
+             "", "## Figures", "", "![main metrics per method, mean ± std over seeds](figures/metrics.png)", "",
+             *(["![training curves of every run](figures/training.png)", ""] if training_figure else []),
+             "Per-prompt outputs side by side: [report.html](report.html).", ""]
     for key in ("command", "commit", "machine", "date"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`" if key == "command" else f"- {key}: {meta[key]}")
@@ -205,7 +207,9 @@ def write(results: Path) -> str:
     order = [n for n in meta["order"] if n in found] if "order" in meta else found
     rows = [row(n, runs / n) for n in order]
     diffs = paired(runs, order)
-    md = render(rows, meta, diffs)
+    figures.metrics_chart(over_seeds(rows), results / "figures" / "metrics.png")
+    trained = figures.training_chart({n: runs / n for n in order}, results / "figures" / "training.png")
+    md = render(rows, meta, diffs, training_figure=trained is not None)
     write_text_atomic(results / "leaderboard.md", md)
     write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs}, indent=2))
     report.write(results, order)

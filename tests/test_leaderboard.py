@@ -41,6 +41,8 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     assert data["rows"][1]["kl"] == 1.25 and data["rows"][2]["train_seconds"] == 301.4 and data["rows"][2]["judge_vs_reference"] == 55.5
     assert data["rows"][0]["math_accuracy"] is None and data["rows"][0]["math_n"] is None
     assert (tmp_path / "leaderboard.md").read_text() == md and (tmp_path / "report.html").is_file()
+    assert (tmp_path / "figures" / "metrics.png").read_bytes()[:4] == b"\x89PNG" and "figures/metrics.png" in md
+    assert not (tmp_path / "figures" / "training.png").exists() and "training.png" not in md  # no metrics.jsonl in these runs
 
 
 def test_report_tags_fixed_broken_and_judge_outcomes(tmp_path):
@@ -91,7 +93,11 @@ def test_mean_and_std_over_seeds_appear_only_with_several_seeds(tmp_path):
     assert groups["spo"]["judge_vs_reference"]["mean"] == 55.0 and groups["reference"]["kl"] == {"mean": 0.0, "std": None}
     assert groups["reference"]["judge_vs_reference"] == {"mean": None, "std": None}
     (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0", "spo-seed1"]}))
+    for name in ("spo-seed0", "spo-seed1"):
+        (runs / name / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.7 - s / 10, "margin": s / 10, "dlogp_chosen": 0.01 * s,
+                                                                       "dlogp_rejected": -0.01 * s}) + "\n" for s in (1, 2, 3)))
     md = leaderboard.write(tmp_path)
+    assert (tmp_path / "figures" / "training.png").read_bytes()[:4] == b"\x89PNG" and "figures/training.png" in md
     assert "| spo (2) | 3 ± 1.4 | — | 14 ± 1.4 | 55 ± 7.1 | 0.2 ± 0.14 | 0.6 ± 0.14 |" in md
     (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0"]}))
     assert "Mean ± std over seeds" not in leaderboard.write(tmp_path)
