@@ -74,8 +74,9 @@ def grade(task: str, items: list[dict], outs: list[Completion]) -> tuple[dict, l
     """(metrics, per-item sample rows, answer-format flags) for one task's greedy outputs."""
     texts = [o.text for o in outs]
     if task == "gsm8k":
-        rows = [{"id": f"gsm8k-{i}", "gold": gsm8k.gold_answer(q["answer"]), "extracted": gsm8k.extract_answer(t),
-                 "correct": gsm8k.is_correct(t, gsm8k.gold_answer(q["answer"]))} for i, (q, t) in enumerate(zip(items, texts))]
+        golds = [gsm8k.gold_answer(q["answer"]) for q in items]
+        rows = [{"id": f"gsm8k-{i}", "gold": g, "extracted": gsm8k.extract_answer(t), "correct": gsm8k.is_correct(t, g)}
+                for i, (g, t) in enumerate(zip(golds, texts))]
         correct = sum(r["correct"] for r in rows)
         return {"accuracy": 100 * correct / len(rows), "correct": correct, "n": len(rows)}, rows, ["####" in t for t in texts]
     if task == "math":
