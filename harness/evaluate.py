@@ -27,8 +27,8 @@ from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
 from tasks import gsm8k, tldr
 from tasks import math as mathtask
-from tasks.data import cache_dir, write_jsonl, write_text_atomic
-from trainers.trainer import read_pairs
+from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
+from trainers.trainer import fingerprint, read_pairs
 
 SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
@@ -54,6 +54,8 @@ class EvalConfig:
     judge_key_env: str = "OPENAI_API_KEY"  # endpoint: env var holding the key (never written anywhere)
     cross_check: bool = False              # also run lm-eval on the same tasks and prompts
     cross_check_limit: int | None = None   # items per task for lm-eval (default: the same N as ours)
+    reference_run: str | None = None       # the reference's run folder: its TL;DR summaries are the judge's baseline when it is not evaluated in this call
+    run_key: str | None = None             # the caller's tag for these settings, stored with the config (compare --resume matches it)
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "heldout"} | {"heldout_pairs": len(self.heldout)}
@@ -102,7 +104,11 @@ class Evaluator:
         self.gen: Generator | None = None
         self.scorer: ShiftScorer | None = None
         self.judge = None if cfg.judge == "none" else judges.make_judge(cfg.judge, cfg.judge_url, cfg.judge_model, cfg.judge_key_env)
-        self.ref_summaries: list[str] | None = None  # the reference's TL;DR outputs, once evaluated
+        self.ref_summaries: list[str] | None = None  # the reference's TL;DR outputs, once evaluated (or from an earlier call)
+        earlier = Path(cfg.reference_run or "") / "samples.jsonl"
+        if cfg.reference_run and earlier.is_file() and "tldr" in self.items:
+            summaries = [s["output"] for s in read_jsonl(earlier) if s["task"] == "tldr"]
+            self.ref_summaries = summaries if len(summaries) == len(self.items["tldr"]) else None
 
     def _sampling(self, base: Sampling) -> Sampling:
         return replace(base, seed=self.cfg.seed, max_tokens=min(base.max_tokens, self.cfg.max_tokens or base.max_tokens))
@@ -151,7 +157,7 @@ class Evaluator:
         result["generation"] = {**stats, "tokens_per_second": stats["tokens"] / max(stats["seconds"], 1e-9), "engine_reused": bool(before)}
         if cfg.cross_check:
             result["cross_check"] = self._cross_check(path, samples)
-        result |= {"config": cfg.record(), "seconds": seconds, "versions": versions(), "commit": commit()}
+        result |= {"config": cfg.record(), "fingerprint": fingerprint(path), "seconds": seconds, "versions": versions(), "commit": commit()}
         write_jsonl(out / "samples.jsonl", samples)
         write_text_atomic(out / "eval.json", json.dumps(result, indent=2))
         return result
@@ -218,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="generation precision (default bfloat16)")
     ap.add_argument("--max-tokens", type=int, metavar="N", help="cap every task's generation length (default: 256 GSM8K, 512 MATH, 64 TL;DR)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference-run", help="the reference's earlier run folder: its TL;DR summaries are the judge baseline when --model omits the reference")
+    ap.add_argument("--run-key", help="a tag for these settings, stored in eval.json (compare --resume uses it)")
     j = ap.add_argument_group("judge (TL;DR win rate vs the human summary and vs the reference model)")
     j.add_argument("--judge", choices=("none", *judges.JUDGE_KINDS), default="offline",
                    help="offline: embedding similarity (ROUGE-L without the embedding package); hf: local model; endpoint: OpenAI-compatible")
@@ -236,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = EvalConfig(reference=a.reference, tasks=tasks, gsm8k=a.gsm8k, math=a.math, tldr=a.tldr, kl_prompts=a.kl_prompts,
                      heldout=[p for f in a.heldout for p in read_pairs(str(f))], backend=a.backend, dtype=a.dtype, max_tokens=a.max_tokens, seed=a.seed,
                      judge=a.judge, judge_model=a.judge_model, judge_url=a.judge_url, judge_key_env=a.judge_key_env,
-                     cross_check=a.cross_check == "lm-eval", cross_check_limit=a.cross_check_limit)
+                     cross_check=a.cross_check == "lm-eval", cross_check_limit=a.cross_check_limit, reference_run=a.reference_run, run_key=a.run_key)
     try:
         check_models(a.model, a.out)
     except ValueError as e:

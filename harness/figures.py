@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-BARS = [("gsm8k_accuracy", "GSM8K acc %"), ("math_accuracy", "MATH-500 acc %"), ("tldr_rougeL", "TL;DR ROUGE-L"),
+BARS = [("arith_accuracy", "arith acc %"), ("gsm8k_accuracy", "GSM8K acc %"), ("math_accuracy", "MATH-500 acc %"), ("tldr_rougeL", "TL;DR ROUGE-L"),
         ("judge_vs_reference", "TL;DR win % vs reference")]
 CURVES = [("loss", "training loss (batch)"), ("margin", "reward margin (batch)"),
           ("dlogp_chosen", "Δ log-prob chosen vs ref (batch)"), ("dlogp_rejected", "Δ log-prob rejected vs ref (batch)")]
@@ -32,9 +32,10 @@ def _pyplot():
 def metrics_chart(groups: list[dict], out: Path) -> Path:
     """`groups`: leaderboard.over_seeds rows. A metric a method lacks (e.g. the reference's win rate) is left out."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(BARS), figsize=(3.6 * len(BARS), 3.4))
+    bars = [(k, t) for k, t in BARS if any(g[k]["mean"] is not None for g in groups)] or BARS[:1]  # panels of evaluated metrics
+    fig, axes = plt.subplots(1, len(bars), figsize=(3.6 * len(bars), 3.4), squeeze=False)
     color = {g["method"]: f"C{i}" for i, g in enumerate(groups)}  # one colour per method in every panel
-    for ax, (key, title) in zip(axes, BARS):
+    for ax, (key, title) in zip(axes[0], bars):
         shown = [g for g in groups if g[key]["mean"] is not None]
         ax.bar(range(len(shown)), [g[key]["mean"] for g in shown], yerr=[g[key]["std"] or 0.0 for g in shown], capsize=4,
                color=[color[g["method"]] for g in shown])

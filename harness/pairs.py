@@ -24,11 +24,13 @@ from trainers.trainer import fingerprint
 TASKS = ("gsm8k", "tldr")
 
 
-def sampling_for(task: str, k: int, seed: int) -> Sampling:
-    return Sampling(max_tokens=256 if task == "gsm8k" else 64, temperature=1.0, n=k if task == "gsm8k" else 1, seed=seed)
+def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) -> Sampling:
+    length = 256 if task == "gsm8k" else 64
+    return Sampling(max_tokens=min(length, max_tokens or length), temperature=1.0, n=k if task == "gsm8k" else 1, seed=seed)
 
 
-def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator]) -> tuple[list[dict], dict]:
+def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator],
+          max_tokens: int | None = None) -> tuple[list[dict], dict]:
     """(pairs, report): up to n pairs from the first n training items; items that give no pair
     (e.g. every GSM8K sample correct) are counted in the report, not padded. `generator()` is
     called only when the pairs are not cached yet. The cache key covers the model weights, the
@@ -44,13 +46,14 @@ def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generat
     else:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     prompts = chat_prompts(AutoTokenizer.from_pretrained(path), convs)
-    key = json.dumps([fingerprint(path), task, k, seed, backend, sampling_for(task, k, seed).record(), prompts])
+    sampling = sampling_for(task, k, seed, max_tokens)
+    key = json.dumps([fingerprint(path), task, k, seed, backend, sampling.record(), prompts])
     cached = cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
     report_file = cached.with_suffix(".report.json")
     if cached.is_file() and report_file.is_file():
         return read_jsonl(cached), {**json.loads(report_file.read_text()), "cached": str(cached)}
     gen = generator()
-    samples = gen.generate(prompts, sampling_for(task, k, seed), desc=f"pairs {task}")
+    samples = gen.generate(prompts, sampling, desc=f"pairs {task}")
     rows = []
     for i, (item, s) in enumerate(zip(items, samples)):
         texts = [c.text for c in s]
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=2, help="samples per GSM8K question (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=BACKENDS, default="auto")
+    ap.add_argument("--max-tokens", type=int, metavar="N", help="cap on sample length (default: 256 GSM8K, 64 TL;DR)")
     ap.add_argument("--out", type=Path, required=True, help="folder for <task>.jsonl and report.json")
     a = ap.parse_args(argv)
     path = models.resolve_model(a.model)
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     reports = []
     for task, n in (("gsm8k", a.gsm8k), ("tldr", a.tldr)):
         if n > 0:
-            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator)
+            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator, a.max_tokens)
             write_jsonl(a.out / f"{task}.jsonl", rows)
             reports.append(report)
             print(json.dumps(report))

@@ -27,11 +27,14 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
                                                    "machine": "test cpu", "date": "today", "stage_seconds": {"pairs": 1.5}}))
     md = leaderboard.write(tmp_path)
     tables = [line for line in md.splitlines() if line.startswith("| ")]
-    assert tables[1] == "| reference | 1.0 | — | 12.41 | — | — | — |"  # MATH not evaluated in these runs
-    assert tables[2] == "| dpo-seed0 | 3.0 | — | 11.25 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] | 300 s (8 steps) |"
-    assert tables[3] == "| spo-seed0 | 2.0 | — | 13.50 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] | 301 s (8 steps) |"
-    assert tables[5] == "| dpo (1) | reference | — | — | — |"  # no samples.jsonl rows in these runs
-    assert tables[10] == "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | — / — | 30 / 0.812 |"
+    # reasoning: MATH and arith not evaluated in these runs, so no columns for them; no samples.jsonl, so no intervals
+    assert tables[0] == "| model | GSM8K acc % [95% CI] | train time |"
+    assert tables[1:4] == ["| reference | 1.0 | — |", "| dpo-seed0 | 3.0 | 300 s (8 steps) |", "| spo-seed0 | 2.0 | 301 s (8 steps) |"]
+    assert tables[6] == "| dpo-seed0 | 11.25 | 30.00 / 10.00 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] |"  # summarization
+    assert tables[7] == "| spo-seed0 | 13.50 | 30.00 / 10.00 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] |"
+    assert "| dpo (1) | reference | — | — |" in tables  # paired: no per-item rows
+    assert "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | 30 / 0.812 |" in tables  # shift
+    assert "- **GSM8K**: highest dpo (3); vs reference —" in md and "dpo fell (-0.0500), spo rose (+0.0123)" in md  # the verdict
     assert "- command: `python -m harness.compare`" in md and "- machine: test cpu" in md and "pairs 1.5" in md
     assert "- generation (hf): engine start-up reference 14.2 s, dpo-seed0 0.0 s, spo-seed0 0.0 s; weight loads into the running engine " \
            "reference 0.0 s, dpo-seed0 3.5 s, spo-seed0 3.5 s; tokens/s reference 480, dpo-seed0 480, spo-seed0 480" in md
@@ -79,7 +82,10 @@ def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_
     assert diffs[("dpo", "reference")]["tasks"]["gsm8k"] == {"diff": 0.0, "ci95": [0.0, 0.0], "n": 4, "significant": False}
     (runs / "compare.json").write_text(json.dumps({"order": order}))
     md = leaderboard.write(tmp_path)
-    assert "| spo (2) | reference | +75.0 [+50.0, +100.0] * | — | +2.0 [+2.0, +2.0] * |" in md
+    assert "| spo (2) | reference | +75.0 [+50.0, +100.0] * | +2.0 [+2.0, +2.0] * |" in md
+    assert "| spo-seed0 | 0.0 [100.0, 100.0] | 1 s (8 steps) |" in md  # the fixture's eval.json accuracy, the interval from its samples
+    rows = {r["model"]: r for r in json.loads((tmp_path / "leaderboard.json").read_text())["rows"]}
+    assert rows["spo-seed1"]["gsm8k_accuracy_ci95"][1] == 100.0 and rows["spo-seed0"]["tldr_rougeL_ci95"][0] >= 11.0
     assert json.loads((tmp_path / "leaderboard.json").read_text())["paired"][1]["method"] == "spo"
 
 
@@ -98,6 +104,6 @@ def test_mean_and_std_over_seeds_appear_only_with_several_seeds(tmp_path):
                                                                        "dlogp_rejected": -0.01 * s}) + "\n" for s in (1, 2, 3)))
     md = leaderboard.write(tmp_path)
     assert (tmp_path / "figures" / "training.png").read_bytes()[:4] == b"\x89PNG" and "figures/training.png" in md
-    assert "| spo (2) | 3 ± 1.4 | — | 14 ± 1.4 | 55 ± 7.1 | 0.2 ± 0.14 | 0.6 ± 0.14 |" in md
+    assert "| spo (2) | 3 ± 1.4 | 14 ± 1.4 | 55 ± 7.1 | 0.2 ± 0.14 | 0.6 ± 0.14 |" in md  # no MATH/arith column: not evaluated
     (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0"]}))
     assert "Mean ± std over seeds" not in leaderboard.write(tmp_path)

@@ -25,11 +25,12 @@ def field_docs() -> dict[str, str]:
     return dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.+)$", sources, re.M))
 
 
-def parse(argv: list[str] | None = None) -> TrainConfig:
-    ap = argparse.ArgumentParser(prog="python -m trainers.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="YAML file with any of the fields below")
+def add_config_flags(ap: argparse._ActionsContainer, exclude: tuple[str, ...] = ()) -> None:
+    """One --flag per TrainConfig field (default None: unset), help from the field's comment."""
     hints, docs = typing.get_type_hints(TrainConfig), field_docs()
     for f in dataclasses.fields(TrainConfig):
+        if f.name in exclude:
+            continue
         kind = hints[f.name]
         default = "required" if f.default is dataclasses.MISSING else f"default {f.default}"
         flag, text = f"--{f.name.replace('_', '-')}", f"{docs.get(f.name, '')} ({default})".strip()
@@ -37,6 +38,13 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             ap.add_argument(flag, type=kind if kind in (int, float, str) else str, default=None, help=text)  # str | None → str
+
+
+def parse(argv: list[str] | None = None) -> TrainConfig:
+    ap = argparse.ArgumentParser(prog="python -m trainers.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="YAML file with any of the fields below")
+    add_config_flags(ap)
+    hints = typing.get_type_hints(TrainConfig)
     a = vars(ap.parse_args(argv))
     config = a.pop("config")
     values = (yaml.safe_load(open(config)) or {}) if config else {}
