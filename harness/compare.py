@@ -36,7 +36,7 @@ from trainers.trainer import TrainConfig, fingerprint, read_pairs, run
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 SET_BY_COMPARE = ("model", "pairs", "output_dir", "method", "seed", "ref_cache", "resume", "probe_pairs")  # per run, not options
-SIZES = ("gsm8k_pairs", "tldr_pairs", "k", "heldout", "gsm8k_eval", "math_eval", "tldr_eval", "kl_prompts")
+SIZES = ("gsm8k_pairs", "arith_pairs", "tldr_pairs", "k", "heldout", "gsm8k_eval", "math_eval", "arith_eval", "arith_level", "tldr_eval", "kl_prompts")
 
 
 def digest(*parts) -> str:
@@ -85,11 +85,15 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--judge", choices=("none", *JUDGE_KINDS), help="TL;DR win-rate judge (offline: embedding similarity)")
     g = ap.add_argument_group("sizes")
     g.add_argument("--gsm8k-pairs", type=int, help="GSM8K train questions sampled for pairs")
+    g.add_argument("--arith-pairs", type=int, help="arith train problems sampled for pairs (chosen and rejected both sampled)")
+    g.add_argument("--arith-gold-chosen", action=argparse.BooleanOptionalAction, help="arith: gold solution as chosen when no sample is correct")
     g.add_argument("--tldr-pairs", type=int, help="TL;DR training posts sampled for pairs")
-    g.add_argument("--k", type=int, help="reference samples per GSM8K question")
+    g.add_argument("--k", type=int, help="reference samples per GSM8K and arith question")
     g.add_argument("--heldout", type=int, help="pairs per task held out of training for Δ log-prob")
     g.add_argument("--gsm8k-eval", type=int, help="GSM8K test questions evaluated")
     g.add_argument("--math-eval", type=int, help="MATH-500 problems evaluated")
+    g.add_argument("--arith-eval", type=int, help="arith test problems evaluated")
+    g.add_argument("--arith-level", type=int, help="arith difficulty level, pairs and evaluation (see results/calibration/arith.md)")
     g.add_argument("--tldr-eval", type=int, help="TL;DR eval posts evaluated")
     g.add_argument("--kl-prompts", type=int, help="eval prompts sampled for the KL estimate")
     g.add_argument("--max-tokens", type=int, help="cap on every generation's length, pairs and evaluation (quick runs; default: per task)")
@@ -196,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     timings: dict[str, float] = json.loads(earlier.read_text())["stage_seconds"] if a.resume and earlier.is_file() else {}  # kept stages keep theirs
     cap = ["--max-tokens", str(a.max_tokens)] if a.max_tokens else []
     stage("pairs", timings, ["harness.pairs", "--model", a.model, "--gsm8k", str(a.gsm8k_pairs), "--tldr", str(a.tldr_pairs),
+                             "--arith", str(a.arith_pairs), "--arith-level", str(a.arith_level), *(["--arith-gold-chosen"] if a.arith_gold_chosen else []),
                              "--k", str(a.k), "--seed", str(a.seed), "--backend", a.backend, "--out", str(pair_dir), *cap])
-    tasks = [t for t, n in (("gsm8k", a.gsm8k_pairs), ("tldr", a.tldr_pairs)) if n > 0]
+    tasks = [t for t, n in (("gsm8k", a.gsm8k_pairs), ("arith", a.arith_pairs), ("tldr", a.tldr_pairs)) if n > 0]
     train, held = split_pairs([pair_dir / f"{t}.jsonl" for t in tasks], a.heldout)
     write_jsonl(a.outputs / "train_pairs.jsonl", train)
     write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     kept = {"train": train_all(a, ref, runs, timings)}
     labels = [f"{m}-seed{s}" for m in a.methods for s in a.seeds]
     eval_args = ["--reference", a.model, "--tasks", a.tasks, "--gsm8k", str(a.gsm8k_eval), "--math", str(a.math_eval), "--tldr", str(a.tldr_eval),
+                 "--arith", str(a.arith_eval), "--arith-level", str(a.arith_level),
                  "--kl-prompts", str(a.kl_prompts), "--backend", a.backend, "--seed", str(a.seed), "--judge", a.judge, *cap]
     run_key = digest(eval_args, file_digest(a.outputs / "heldout_pairs.jsonl"))
     todo = [(m, runs / n) for m, n in [(a.model, "reference"), *((str(a.outputs / n / "checkpoint"), n) for n in labels)]

@@ -1,4 +1,4 @@
-"""Score checkpoints on GSM8K, MATH-500 and TL;DR, judge their summaries, and measure their shift
+"""Score checkpoints on GSM8K, MATH-500, arith (generated, calibrated word problems) and TL;DR, judge their summaries, and measure their shift
 from the reference model.
 
     python -m harness.evaluate --model PATH --tasks gsm8k,math,tldr --out results/runs/x
@@ -25,12 +25,12 @@ from harness import models
 from harness.generation import BACKENDS, Completion, Generator, Sampling, chat_prompts, make_generator, same_architecture
 from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
-from tasks import gsm8k, tldr
+from tasks import arith, gsm8k, tldr
 from tasks import math as mathtask
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
 from trainers.trainer import fingerprint, read_pairs
 
-SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "tldr": Sampling(max_tokens=64)}
+SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=256), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
 TASKS = tuple(SAMPLING)
 
@@ -41,6 +41,8 @@ class EvalConfig:
     tasks: tuple[str, ...] = TASKS
     gsm8k: int = 100                       # first N GSM8K test questions
     math: int = 100                        # first N MATH-500 problems
+    arith: int = 300                       # first N generated arith test problems
+    arith_level: int = 3                   # arith difficulty (tasks.arith.LEVELS; results/calibration/arith.md)
     tldr: int = 100                        # first N TL;DR eval posts
     kl_prompts: int = 32                   # eval prompts sampled at temperature 1 for the KL estimate
     heldout: list[dict] = field(default_factory=list)  # held-out pairs for Δ log-prob
@@ -63,24 +65,25 @@ class EvalConfig:
 
 def load_items(cfg: EvalConfig) -> dict[str, list[dict]]:
     loaders = {"gsm8k": lambda: gsm8k.load("test")[: cfg.gsm8k], "math": lambda: mathtask.load("test")[: cfg.math],
-               "tldr": lambda: tldr.split(tldr.load())[0][: cfg.tldr]}
+               "arith": lambda: arith.load("test", cfg.arith, cfg.arith_level), "tldr": lambda: tldr.split(tldr.load())[0][: cfg.tldr]}
     return {t: loaders[t]() for t in cfg.tasks}
 
 
 def conversation(task: str, item: dict) -> list[dict]:
-    return {"gsm8k": lambda: gsm8k.prompt(item["question"]), "math": lambda: mathtask.prompt(item["problem"]),
+    return {"gsm8k": lambda: gsm8k.prompt(item["question"]), "arith": lambda: arith.prompt(item["question"]), "math": lambda: mathtask.prompt(item["problem"]),
             "tldr": lambda: tldr.prompt(item)}[task]()
 
 
 def grade(task: str, items: list[dict], outs: list[Completion]) -> tuple[dict, list[dict], list[bool] | None]:
     """(metrics, per-item sample rows, answer-format flags) for one task's greedy outputs."""
     texts = [o.text for o in outs]
-    if task == "gsm8k":
+    if task in ("gsm8k", "arith"):  # arith shares GSM8K's extraction and numeric equivalence
         golds = [gsm8k.gold_answer(q["answer"]) for q in items]
-        rows = [{"id": f"gsm8k-{i}", "gold": g, "extracted": gsm8k.extract_answer(t), "correct": gsm8k.is_correct(t, g)}
-                for i, (g, t) in enumerate(zip(golds, texts))]
+        rows = [{"id": q.get("id", f"gsm8k-{i}"), "gold": g, "extracted": gsm8k.extract_answer(t), "correct": gsm8k.is_correct(t, g)}
+                for i, (q, g, t) in enumerate(zip(items, golds, texts))]
         correct = sum(r["correct"] for r in rows)
-        return {"accuracy": 100 * correct / len(rows), "correct": correct, "n": len(rows)}, rows, ["####" in t for t in texts]
+        level = {"level": items[0]["level"]} if task == "arith" and items else {}
+        return {"accuracy": 100 * correct / len(rows), "correct": correct, "n": len(rows), **level}, rows, ["####" in t for t in texts]
     if task == "math":
         rows = [{"id": q["unique_id"], "gold": q["answer"], "subject": q["subject"], "level": q["level"], **mathtask.grade(t, q["answer"])}
                 for q, t in zip(items, texts)]
@@ -174,12 +177,14 @@ class Evaluator:
 
     def _cross_check(self, path: str, samples: list[dict]) -> dict:
         """lm-eval's numbers on the first `limit` items of each task, beside ours on the same items."""
+        from harness.crosscheck import TASKS as LM_EVAL_TASKS
         from harness.crosscheck import run_lm_eval
 
-        limit = self.cfg.cross_check_limit or max(len(v) for v in self.items.values())
-        lm = run_lm_eval(path, list(self.cfg.tasks), limit, dtype=self.cfg.dtype, log_samples=True)
+        tasks = [t for t in self.cfg.tasks if t in LM_EVAL_TASKS]  # arith has no lm-eval task
+        limit = self.cfg.cross_check_limit or max(len(self.items[t]) for t in tasks)
+        lm = run_lm_eval(path, tasks, limit, dtype=self.cfg.dtype, log_samples=True)
         out: dict = {"lm_eval_version": lm["lm_eval_version"], "seconds": lm["seconds"], "limit": limit}
-        for task in self.cfg.tasks:
+        for task in tasks:
             mine = [s for s in samples if s["task"] == task][:limit]
             theirs = lm[task].pop("samples")
             ours = sum(s["rougeL"] if task == "tldr" else 100 * s["correct"] for s in mine) / len(mine)
@@ -217,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)} (default all)")
     ap.add_argument("--gsm8k", type=int, default=100, metavar="N", help="GSM8K test questions, from the start (default 100)")
     ap.add_argument("--math", type=int, default=100, metavar="N", help="MATH-500 problems, from the start (default 100)")
+    ap.add_argument("--arith", type=int, default=300, metavar="N", help="generated arith test problems (default 300)")
+    ap.add_argument("--arith-level", type=int, default=3, help="arith difficulty level (default 3; see results/calibration/arith.md)")
     ap.add_argument("--tldr", type=int, default=100, metavar="N", help="TL;DR eval posts, from the start (default 100)")
     ap.add_argument("--kl-prompts", type=int, default=32, metavar="N", help="eval prompts sampled for the KL estimate (default 32)")
     ap.add_argument("--heldout", type=Path, nargs="*", default=[], help="held-out pair JSONL files for Δ log-prob")
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown task(s) {', '.join(bad)}; valid: {', '.join(TASKS)}")
     if any(getattr(a, t) < 1 for t in tasks):
         ap.error("each evaluated task needs at least 1 item")
-    cfg = EvalConfig(reference=a.reference, tasks=tasks, gsm8k=a.gsm8k, math=a.math, tldr=a.tldr, kl_prompts=a.kl_prompts,
+    cfg = EvalConfig(reference=a.reference, tasks=tasks, gsm8k=a.gsm8k, math=a.math, arith=a.arith, arith_level=a.arith_level, tldr=a.tldr, kl_prompts=a.kl_prompts,
                      heldout=[p for f in a.heldout for p in read_pairs(str(f))], backend=a.backend, dtype=a.dtype, max_tokens=a.max_tokens, seed=a.seed,
                      judge=a.judge, judge_model=a.judge_model, judge_url=a.judge_url, judge_key_env=a.judge_key_env,
                      cross_check=a.cross_check == "lm-eval", cross_check_limit=a.cross_check_limit, reference_run=a.reference_run, run_key=a.run_key)

@@ -1,21 +1,87 @@
-"""The whole path on the real default model at toy sizes: pairs → dpo & spo × 2 seeds → eval → leaderboard."""
+"""compare end to end: the smoke preset and the real default model at toy sizes, held to the committed
+regression baselines (results/baselines/); presets and --config; --resume."""
 import json
 import math
 import os
-import subprocess
-import sys
+
+import pytest
+
+from harness import baseline, compare
 
 
-def test_compare_end_to_end_on_the_default_model(tmp_path, default_model_path):
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke")
+    return work, baseline.run("smoke", work, dict(os.environ))
+
+
+def test_smoke_preset_reproduces_its_baseline(smoke_run):
+    _, results = smoke_run
+    bad = baseline.compare(baseline.metrics(results), json.loads((baseline.DIR / "smoke.json").read_text())["metrics"])
+    assert not bad, "smoke numbers moved (refresh deliberately with python -m harness.baseline --refresh smoke):\n" + "\n".join(bad)
+    board = json.loads((results / "leaderboard.json").read_text())
+    assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"]["preset"] == "smoke"
+
+
+def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run):
+    work, results = smoke_run
+    args = ["--preset", "smoke", "--results", str(results), "--outputs", str(work / "outputs"), "--resume"]
+    before = (results / "runs" / "spo-seed0" / "eval.json").read_text()
+    compare.main(args)
+    meta = json.loads((results / "runs" / "compare.json").read_text())
+    assert meta["kept_from_earlier"] == {"train": ["dpo-seed0", "spo-seed0"], "eval": ["reference", "dpo-seed0", "spo-seed0"]}
+    assert (results / "runs" / "spo-seed0" / "eval.json").read_text() == before  # not re-evaluated
+    assert set(meta["stage_seconds"]) == {"pairs", "train dpo-seed0", "train spo-seed0", "eval"}  # the kept stages keep their times
+    compare.main([*args, "--methods", "spo", "--lr", "2e-3"])  # another config hash: retrain spo; the reference's evaluation stays
+    meta = json.loads((results / "runs" / "compare.json").read_text())
+    assert meta["kept_from_earlier"] == {"train": [], "eval": ["reference"]} and meta["order"] == ["reference", "spo-seed0"]
+    ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
+    assert ev["fingerprint"] != json.loads(before)["fingerprint"] and ev["config"]["run_key"] == json.loads(before)["config"]["run_key"]
+    assert ev["tldr"]["judge"]["reference"]["n"] == 6  # judged against the reference summaries kept from the first call
+    assert json.loads((results / "runs" / "spo-seed0" / "train.json").read_text())["config"]["lr"] == 2e-3
+
+
+def test_presets_config_and_flags_override_in_that_order(tmp_path):
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("lr: 0.5\nseeds: [3, 4]\ngsm8k-eval: 7\n")
+    a = compare.parse(["--preset", "smoke", "--config", str(cfg), "--lr", "0.25"])
+    assert (a.model, a.lr, a.seeds, a.gsm8k_eval, a.tldr_eval, a.bf16) == ("tiny-random-llama", 0.25, [3, 4], 7, 6, False)
+    a = compare.parse([])
+    assert (a.model, a.methods, a.seeds, a.gsm8k_eval, a.lr, a.spo_anchor) == ("smollm2-135m-instruct", ["dpo", "spo"], [0], 100, 1e-5, None)
+    cfg.write_text("lr: 0.5\nlearning_rate: 1\n")
+    with pytest.raises(SystemExit):
+        compare.parse(["--config", str(cfg)])
+
+
+def test_unknown_config_key_names_the_file_and_the_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("learning_rate: 1\n")
+    with pytest.raises(SystemExit):
+        compare.parse(["--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert f"{cfg}: unknown key(s) learning_rate" in err and "valid keys:" in err
+    with pytest.raises(SystemExit):
+        compare.parse(["--preset", "nope"])
+    assert "no preset 'nope': presets are cpu, paper, smoke" in capsys.readouterr().err
+
+
+def test_baseline_check_flags_moved_missing_and_new_metrics():
+    base = {"a/loss": 0.5, "a/kl": None, "a/acc": 10.0}
+    assert baseline.compare({"a/loss": 0.5 + 4e-5, "a/kl": None, "a/acc": 10.0}, base) == []  # within 1e-6 + 1e-4·0.5
+    bad = baseline.compare({"a/loss": 0.5001, "a/kl": 0.1, "b/new": 1.0}, base)
+    assert bad[0] == "a/acc: missing now" and bad[1] == "a/kl: baseline None, now 0.1"
+    assert bad[2].startswith("a/loss: baseline 0.5, now 0.5001 (Δ +0.0001") and bad[3] == "b/new: not in the baseline"
+
+
+def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, default_model_path):
+    """The real default model at toy sizes, two seeds: pairs sampled fresh (no cache), dpo & spo × 2 → eval → leaderboard."""
     cache = tmp_path / "cache"  # fresh pair cache; the provisioned model is shared
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "smollm2-135m-instruct").symlink_to(default_model_path)
-    cmd = [sys.executable, "-m", "harness.compare", "--methods", "dpo,spo", "--seeds", "0,1", "--gsm8k-pairs", "6", "--tldr-pairs", "4", "--heldout", "2",
-           "--gsm8k-eval", "4", "--math-eval", "2", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4",
-           "--results", str(tmp_path / "results"), "--outputs", str(tmp_path / "outputs")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "SPO_CACHE_DIR": str(cache)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    board = json.loads((tmp_path / "results" / "leaderboard.json").read_text())
+    results = baseline.run("cpu-short", tmp_path, {**os.environ, "SPO_CACHE_DIR": str(cache)})
+    bad = baseline.compare(baseline.metrics(results), json.loads((baseline.DIR / "cpu-short.json").read_text())["metrics"])
+    assert not bad, "cpu-short numbers moved (refresh deliberately with python -m harness.baseline --refresh cpu-short):\n" + "\n".join(bad)
+    board = json.loads((results / "leaderboard.json").read_text())
     rows = {r["model"]: r for r in board["rows"]}
     names = ["dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]
     assert list(rows) == ["reference", *names]
@@ -32,11 +98,13 @@ def test_compare_end_to_end_on_the_default_model(tmp_path, default_model_path):
     paired = {(p["method"], p["vs"]): p for p in board["paired"]}
     assert set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")} and paired[("spo", "dpo")]["seeds"] == 2
     assert paired[("spo", "reference")]["tasks"]["gsm8k"]["n"] == 4 and paired[("spo", "reference")]["tasks"]["tldr"]["n"] == 3
-    ev = json.loads((tmp_path / "results" / "runs" / "spo-seed0" / "eval.json").read_text())
+    assert [g["method"] for g in board["over_seeds"]] == ["reference", "dpo", "spo"] and board["over_seeds"][1]["kl"]["std"] > 0
+    ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
     assert ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one engine for all five models
-    assert (tmp_path / "results" / "report.html").stat().st_size > 1000
-    md = (tmp_path / "results" / "leaderboard.md").read_text()
-    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --methods dpo,spo" in md and "cores" in md
+    assert (results / "report.html").stat().st_size > 1000
+    md = (results / "leaderboard.md").read_text()
+    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --seeds 0,1" in md and "cores" in md
+    assert "## Mean ± std over seeds" in md and "## Reasoning" in md and "## Summarization (TL;DR)" in md
     # the pairs both methods trained on: sampled now (not from a cache), graded, split
     pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
     assert len(pairs) == 6 and {p["task"] for p in pairs} == {"gsm8k", "tldr"}

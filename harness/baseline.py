@@ -1,0 +1,103 @@
+"""CI regression gate: re-run `compare` at fixed small settings and hold its numbers to a committed baseline.
+
+    python -m harness.baseline --check                 # every baseline; exit 1 when a metric moved beyond its tolerance
+    python -m harness.baseline --refresh smoke         # deliberate: re-run and overwrite results/baselines/smoke.json
+
+Baselines (results/baselines/<name>.json): `smoke` (the smoke preset: tiny random model, fp32, HF
+generation) and `cpu-short` (the real default model on the cpu preset at toy sizes, two seeds).
+Everything they run is seeded and single-machine deterministic, so the same code gives the same
+numbers here; the tolerance only absorbs float noise. Refresh a baseline only when a change of the
+numbers is intended, and say why in the commit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tasks.data import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+DIR = ROOT / "results" / "baselines"
+BASELINES = {
+    "smoke": ["--preset", "smoke"],
+    "cpu-short": ["--preset", "cpu", "--seeds", "0,1", "--gsm8k-pairs", "6", "--tldr-pairs", "4", "--heldout", "2", "--gsm8k-eval", "4",
+                  "--math-eval", "2", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4"],
+}
+RTOL, ATOL = 1e-4, 1e-6  # |now − baseline| ≤ ATOL + RTOL·|baseline|
+ROW_METRICS = ("gsm8k_accuracy", "math_accuracy", "arith_accuracy", "tldr_rougeL", "judge_vs_reference", "judge_vs_human",
+               "dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "kl")
+TRAIN_SKIP = ("step", "lr", "step_seconds")  # timing and schedule: not results
+
+
+def run(name: str, workdir: Path, env: dict | None = None) -> Path:
+    """Run the baseline's compare into workdir; returns its results folder."""
+    results = workdir / "results"
+    cmd = [sys.executable, "-m", "harness.compare", *BASELINES[name], "--results", str(results), "--outputs", str(workdir / "outputs")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline {name}: compare failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return results
+
+
+def metrics(results: Path) -> dict[str, float | None]:
+    """Flat `<run>/<metric>` numbers: the leaderboard's task and shift metrics, and each run's last training step."""
+    board = json.loads((results / "leaderboard.json").read_text())
+    out: dict[str, float | None] = {}
+    for r in board["rows"]:
+        out |= {f"{r['model']}/{k}": r[k] for k in ROW_METRICS}
+        train = results / "runs" / r["model"] / "train.json"
+        if train.is_file():
+            final = json.loads(train.read_text())["final"]
+            out |= {f"{r['model']}/train_{k}": v for k, v in final.items() if k not in TRAIN_SKIP}
+    return out
+
+
+def compare(now: dict, base: dict, rtol: float = RTOL, atol: float = ATOL) -> list[str]:
+    """Every metric outside its tolerance, missing, or new, as a readable line (empty: the baseline holds)."""
+    bad = []
+    for key in sorted(set(base) | set(now)):
+        if key not in now or key not in base:
+            bad.append(f"{key}: {'missing now' if key not in now else 'not in the baseline'}")
+            continue
+        a, b = now[key], base[key]
+        if a is None or b is None:
+            if a is not b:
+                bad.append(f"{key}: baseline {b}, now {a}")
+        elif not math.isclose(a, b, rel_tol=rtol, abs_tol=atol):
+            bad.append(f"{key}: baseline {b!r}, now {a!r} (Δ {a - b:+.3g}; tolerance {atol} + {rtol}·|baseline|)")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.baseline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="re-run and compare with the committed baselines")
+    mode.add_argument("--refresh", action="store_true", help="re-run and overwrite the baseline files (a deliberate change of the numbers)")
+    ap.add_argument("names", nargs="*", default=list(BASELINES), help=f"baselines (default all: {', '.join(BASELINES)})")
+    a = ap.parse_args(argv)
+    if unknown := [n for n in a.names if n not in BASELINES]:
+        ap.error(f"unknown baseline(s) {', '.join(unknown)}; valid: {', '.join(BASELINES)}")
+    failed = False
+    for name in a.names:
+        with tempfile.TemporaryDirectory() as tmp:
+            now = metrics(run(name, Path(tmp), dict(os.environ)))
+        path = DIR / f"{name}.json"
+        if a.refresh:
+            write_text_atomic(path, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
+                                                "metrics": now}, indent=2) + "\n")
+            print(f"{name}: wrote {len(now)} metrics to {path}")
+            continue
+        bad = compare(now, json.loads(path.read_text())["metrics"])
+        failed |= bool(bad)
+        print(f"{name}: {'FAILED' if bad else 'ok'} ({len(now)} metrics)" + "".join(f"\n  {line}" for line in bad))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
