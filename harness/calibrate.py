@@ -30,7 +30,7 @@ def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str
 
     path = models.resolve_model(model)
     tok = AutoTokenizer.from_pretrained(path)
-    sampling = SAMPLING["gsm8k"]
+    sampling = SAMPLING["arith"]
     t0 = time.time()
     gen = make_generator(path, backend, dtype, seed=seed)
     result: dict = {"model": model, "seed": seed, "n": n, "backend": gen.backend, "dtype": dtype, "sampling": sampling.record(), "levels": {}}
@@ -41,6 +41,7 @@ def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str
         scores = [float(arith.is_correct(o.text, arith.gold_answer(r["answer"]))) for r, o in zip(rows, outs)]
         mean, lo, hi = mean_ci(scores, seed=seed)
         result["levels"][str(level)] = {"definition": vars(arith.LEVELS[level]), "n": n, "correct": int(sum(scores)),
+                                        "distinct_equations": len({r["equation"] for r in rows}),
                                         "accuracy": 100 * mean, "ci95": [100 * lo, 100 * hi],
                                         "with_final_marker": sum("####" in o.text for o in outs),
                                         "unfinished": sum(not o.finished for o in outs)}
@@ -52,11 +53,11 @@ def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str
 def table(result: dict) -> str:
     head = (f"Arith calibration: {result['model']}, greedy, max_tokens {result['sampling']['max_tokens']}, {result['dtype']}, "
             f"{result['backend']}, seed {result['seed']}, commit {result['commit']}, {result['date']}\n\n")
-    lines = ["| level | steps | max number | ops | distractors | n | correct | accuracy % | 95% CI | '####' | cut off |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| level | steps | max number | ops | distractors | n | distinct equations | correct | accuracy % | 95% CI | '####' | cut off |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for level, r in result["levels"].items():
         d = r["definition"]
-        lines.append(f"| {level} | {d['steps']} | {d['max_number']} | {d['ops']} | {d['distractors']} | {r['n']} | {r['correct']} | "
+        lines.append(f"| {level} | {d['steps']} | {d['max_number']} | {d['ops']} | {d['distractors']} | {r['n']} | {r['distinct_equations']} | {r['correct']} | "
                      f"{r['accuracy']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {r['with_final_marker']} | {r['unfinished']} |")
     return head + "\n".join(lines) + "\n"
 

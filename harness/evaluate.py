@@ -30,7 +30,7 @@ from tasks import math as mathtask
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
 from trainers.trainer import fingerprint, read_pairs
 
-SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=256), "tldr": Sampling(max_tokens=64)}
+SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=128), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
 TASKS = tuple(SAMPLING)
 

@@ -28,7 +28,7 @@ REASONING = ("gsm8k", "arith")  # k graded samples per question
 
 
 def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) -> Sampling:
-    length = 256 if task in REASONING else 64
+    length = {"gsm8k": 256, "arith": 128}.get(task, 64)
     return Sampling(max_tokens=min(length, max_tokens or length), temperature=1.0, n=k if task in REASONING else 1, seed=seed)
 
 

@@ -6,7 +6,7 @@ sentences (level 5); harness.calibrate measures a model on each level (results/c
 to find where its own samples are sometimes right and sometimes wrong: on-policy pairs. Rows are
 deterministic in (n, level, split, seed); train and test are split by a hash of the underlying
 computation, so no test problem's arithmetic is trained on, whatever its wording. Prompting and
-scoring are GSM8K's own (imported).
+scoring are GSM8K's own (imported); the prompt asks for the number alone (see prompt()).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from tasks.gsm8k import extract_answer, gold_answer, is_correct, prompt
+from tasks.gsm8k import extract_answer, gold_answer, is_correct
 
 __all__ = ["LEVELS", "Level", "generate", "load", "split_of", "make_pair", "prompt", "gold_answer", "extract_answer", "is_correct"]
 
@@ -30,15 +30,19 @@ class Level:
 
 
 # Level 0 has nothing to compute (the answer is stated): it tells arithmetic errors from invented
-# computations. Numbers reach 100 from level 1 on, else a level holds too few distinct equations
-# for thousands of test rows (single digits hold 81 sums, 16 of them in test).
+# computations. The default 135M model gets two-digit arithmetic mostly wrong, so the easy levels use
+# numbers up to 10 or 20; their few equations recur in many wordings (the split is by equation, so a
+# test equation is never trained on in any wording). results/calibration/arith.md has each level's accuracy.
 LEVELS: dict[int, Level] = {
     0: Level(0, 20000, "", 0),
-    1: Level(1, 100, "+-", 0),
-    2: Level(1, 100, "+-*/", 0),
-    3: Level(2, 100, "+-*/", 0),
-    4: Level(2, 500, "+-*/", 1),
-    5: Level(3, 500, "+-*/", 2),
+    1: Level(1, 10, "+-", 0),
+    2: Level(1, 10, "+-*/", 0),
+    3: Level(1, 20, "+-", 0),
+    4: Level(1, 100, "+-", 0),
+    5: Level(1, 100, "+-*/", 0),
+    6: Level(2, 100, "+-*/", 0),
+    7: Level(2, 500, "+-*/", 1),
+    8: Level(3, 500, "+-*/", 2),
 }
 
 FEMALE = ("Ava", "Dana", "Fatima", "Grace", "Ines", "Kira", "Maya", "Olga", "Priya", "Rosa", "Uma", "Wen", "Zoe", "Lena")
@@ -75,6 +79,12 @@ TOGETHER = ("How many {noun} do {N} and {F} have together?", "How many {noun} do
 DISTRACT = ("{F2} has {d} {noun}.", "{F} is {d} years old.", "The shop is {d} km away.", "It is {d} degrees outside.",
             "{F2} had {d} {noun} last year.")
 PRONOUNS = {FEMALE: ("She", "she", "her", "herself", "her"), MALE: ("He", "he", "him", "himself", "his")}
+
+
+def prompt(question: str) -> list[dict]:
+    """Not GSM8K's "solve it step by step": on these problems the 135M model then keeps inventing
+    operations after the right value (level 1: 24/150 correct with GSM8K's prompt, 49/150 with this one)."""
+    return [{"role": "user", "content": f"{question}\nAnswer with a single number."}]
 
 
 def split_of(equation: str) -> str:
@@ -132,8 +142,8 @@ def _problem(rng: random.Random, lv: Level, start: int, steps: list[tuple[str, i
 
 
 def generate(n: int, level: int, split: str = "test", seed: int = 0) -> list[dict]:
-    """n problems of one level from one split, each a distinct equation; rejection-sampled from an
-    RNG seeded by (seed, level, split) alone, so the same call always gives the same rows."""
+    """n distinct problems (by wording) of one level from one split; rejection-sampled from an RNG
+    seeded by (seed, level, split) alone, so the same call always gives the same rows."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if level not in LEVELS:
@@ -146,15 +156,17 @@ def generate(n: int, level: int, split: str = "test", seed: int = 0) -> list[dic
             return rows
         start, steps = _steps(rng, lv)
         equation = ";".join(f"{a}{op}{b}={y}" for op, a, b, y in steps) or str(start)
-        if equation in seen or split_of(equation) != split:
+        if split_of(equation) != split:
             continue
-        seen.add(equation)
         question, answer = _problem(rng, lv, start, steps)
+        if question in seen:
+            continue
+        seen.add(question)
         rows.append({"id": f"arith-l{level}-{split}-s{seed}-{len(rows)}", "question": question, "answer": answer,
                      "level": level, "equation": equation})
     if len(rows) == n:
         return rows
-    raise ValueError(f"level {level} holds too few distinct {split} equations for n={n}")
+    raise ValueError(f"level {level} holds too few distinct {split} problems for n={n}")
 
 
 def load(split: str, n: int, level: int, seed: int = 0) -> list[dict]:

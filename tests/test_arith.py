@@ -34,8 +34,8 @@ def test_generation_ignores_global_random_state():
 def test_train_and_test_share_no_equation(level):
     train, test = arith.generate(2000, level, "train"), arith.generate(2000, level, "test")
     tr, te = {r["equation"] for r in train}, {r["equation"] for r in test}
-    assert len(tr) == len(train) == 2000 and len(te) == len(test) == 2000  # no duplicates within a split
-    assert not tr & te
+    assert len({r["question"] for r in train}) == len({r["question"] for r in test}) == 2000  # no repeated problem within a split
+    assert not tr & te  # the same equation never lands in both, in any wording
     assert all(arith.split_of(e) == "test" for e in te) and all(arith.split_of(e) == "train" for e in tr)
     assert {r["level"] for r in train + test} == {level} and len({r["id"] for r in train + test}) == 4000
 
@@ -70,15 +70,15 @@ def test_levels_dial_steps_and_distractors():
     counts = {lv: {len(steps_of(r["answer"])) for r in arith.generate(200, lv)} for lv in arith.LEVELS}
     assert counts == {lv: {arith.LEVELS[lv].steps} for lv in arith.LEVELS}
     assert sorted({lv.steps for lv in arith.LEVELS.values()}) == [0, 1, 2, 3]
-    hard = arith.generate(200, 5)
-    easy = arith.generate(200, 3)
+    hard = arith.generate(200, 8)
+    easy = arith.generate(200, 6)
     sentences = lambda rows: sum(r["question"].count(". ") + 1 for r in rows) / len(rows)  # noqa: E731
     assert sentences(hard) > sentences(easy) + 2  # a third step and two distractor sentences
 
 
 def test_surface_forms_vary():
     """Many names, items and wordings: no single surface form dominates."""
-    rows = arith.generate(300, 3)
+    rows = arith.generate(300, 6)
     names = Counter(r["question"].split()[0] for r in rows)
     nouns = Counter(r["answer"].split()[-3] for r in rows)
     verbs = Counter(r["question"].split(". ")[1].split()[1] for r in rows)  # the verb of the first step's sentence
@@ -94,9 +94,9 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="level"):
         arith.generate(5, 99)
     with pytest.raises(ValueError, match="too few"):
-        arith.LEVELS[-1] = arith.Level(1, 3, "+", 0)
+        arith.LEVELS[-1] = arith.Level(0, 2, "", 0)  # one equation, "2": none in the other split
         try:
-            arith.generate(50, -1)
+            arith.generate(50, -1, "train" if arith.split_of("2") == "test" else "test")
         finally:
             del arith.LEVELS[-1]
 
@@ -113,7 +113,8 @@ def test_scoring_on_hand_written_outputs():
     assert not arith.is_correct("1200 + 34 = 1244\n#### 1244", gold)          # wrong number
     assert not arith.is_correct("#### 1234\nthen 5 more", "1239") and arith.is_correct("#### 1234\nthen 5 more", gold)
     assert not arith.is_correct("She has a lot of stamps.", gold) and arith.extract_answer("no number") is None
-    assert arith.prompt is gsm8k.prompt and arith.is_correct is gsm8k.is_correct  # GSM8K's code, not a copy
+    assert arith.is_correct is gsm8k.is_correct and arith.extract_answer is gsm8k.extract_answer  # GSM8K's code, not a copy
+    assert arith.prompt("Q?") == [{"role": "user", "content": "Q?\nAnswer with a single number."}]
 
 
 ROW = {"question": "Ben has 5 cards. He finds 3 more cards. How many cards does Ben have now?",
@@ -122,7 +123,7 @@ ROW = {"question": "Ben has 5 cards. He finds 3 more cards. How many cards does 
 
 def test_make_pair_needs_a_correct_and_an_incorrect_sample():
     pair = arith.make_pair(ROW, ["", "5 + 3 = 9\n#### 9", "5 + 3 = 8\n#### 8", "#### 7"])
-    assert pair == {"prompt": gsm8k.prompt(ROW["question"]), "chosen": "5 + 3 = 8\n#### 8", "rejected": "5 + 3 = 9\n#### 9",
+    assert pair == {"prompt": arith.prompt(ROW["question"]), "chosen": "5 + 3 = 8\n#### 8", "rejected": "5 + 3 = 9\n#### 9",
                     "chosen_source": "sample"}
     assert arith.make_pair(ROW, ["#### 9", "#### 7", "  "]) is None       # none correct
     assert arith.make_pair(ROW, ["#### 8", "so 8", ""]) is None           # all correct (the empty one is skipped)

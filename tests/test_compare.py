@@ -2,7 +2,6 @@
 regression baselines (results/baselines/); presets and --config; --resume."""
 import json
 import math
-import os
 
 import pytest
 
@@ -12,7 +11,7 @@ from harness import baseline, compare
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("smoke")
-    return work, baseline.run("smoke", work, dict(os.environ))
+    return work, baseline.run("smoke", work)
 
 
 def test_smoke_preset_reproduces_its_baseline(smoke_run):
@@ -74,22 +73,30 @@ def test_baseline_check_flags_moved_missing_and_new_metrics():
 
 
 def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, default_model_path):
-    """The real default model at toy sizes, two seeds: pairs sampled fresh (no cache), dpo & spo × 2 → eval → leaderboard."""
-    cache = tmp_path / "cache"  # fresh pair cache; the provisioned model is shared
-    (cache / "models").mkdir(parents=True)
-    (cache / "models" / "smollm2-135m-instruct").symlink_to(default_model_path)
-    results = baseline.run("cpu-short", tmp_path, {**os.environ, "SPO_CACHE_DIR": str(cache)})
+    """The real default model at toy sizes, two seeds, HF generation: pairs sampled fresh (no cache), dpo & spo × 2 → eval → leaderboard."""
+    results = baseline.run("cpu-short", tmp_path)  # an empty cache in tmp_path: pairs sampled afresh
+    cache = tmp_path / "cache"
     bad = baseline.compare(baseline.metrics(results), json.loads((baseline.DIR / "cpu-short.json").read_text())["metrics"])
     assert not bad, "cpu-short numbers moved (refresh deliberately with python -m harness.baseline --refresh cpu-short):\n" + "\n".join(bad)
     board = json.loads((results / "leaderboard.json").read_text())
     rows = {r["model"]: r for r in board["rows"]}
     names = ["dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]
     assert list(rows) == ["reference", *names]
+    # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones on-policy (both sides sampled)
+    report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
+    assert [r["task"] for r in report] == ["gsm8k", "arith", "tldr"] and not any("cached" in r for r in report)
+    made = [r["pairs"] for r in report]
+    assert made[0] == 6 and made[2] == 4 and made[1] >= 3 and report[1]["pairs"] + report[1]["no_pair"] == 40 and report[1]["chosen_from_gold"] == 0
+    pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
+    assert len(pairs) == sum(made) - 3 * 2 and {p["task"] for p in pairs} == {"gsm8k", "arith", "tldr"}
+    assert all(p["chosen_source"] == "sample" for p in pairs if p["task"] == "arith")
+    assert len(list((cache / "pairs").glob("*.jsonl"))) == 3
     for name in names:
         r = rows[name]
-        for key in ("gsm8k_accuracy", "tldr_rougeL", "dlogp_chosen", "dlogp_rejected", "kl", "train_seconds"):
+        for key in ("gsm8k_accuracy", "arith_accuracy", "tldr_rougeL", "dlogp_chosen", "dlogp_rejected", "kl", "train_seconds"):
             assert isinstance(r[key], float) and math.isfinite(r[key]), (name, key)
-        assert (r["gsm8k_n"], r["math_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"], r["train_steps"]) == (4, 2, 3, 4, 4, 2)
+        assert (r["gsm8k_n"], r["math_n"], r["arith_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"]) == (4, 2, 6, 3, 6, 4)
+        assert r["train_steps"] == math.ceil(len(pairs) / 4) and r["arith_level"] == 2
         assert r["judge_vs_reference_n"] == 3 and 0 <= r["judge_vs_reference"] <= 100 and r["judge"].startswith("embedding")
         assert r["dlogp_chosen"] != 0.0  # the policy moved away from the reference
         assert (tmp_path / "outputs" / name / "checkpoint" / "model.safetensors").is_file()
@@ -97,17 +104,11 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
     assert rows["dpo-seed0"]["dlogp_chosen"] != rows["dpo-seed1"]["dlogp_chosen"]  # another seed, another data order
     paired = {(p["method"], p["vs"]): p for p in board["paired"]}
     assert set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")} and paired[("spo", "dpo")]["seeds"] == 2
-    assert paired[("spo", "reference")]["tasks"]["gsm8k"]["n"] == 4 and paired[("spo", "reference")]["tasks"]["tldr"]["n"] == 3
+    assert [paired[("spo", "reference")]["tasks"][t]["n"] for t in ("gsm8k", "math", "arith", "tldr")] == [4, 2, 6, 3]
     assert [g["method"] for g in board["over_seeds"]] == ["reference", "dpo", "spo"] and board["over_seeds"][1]["kl"]["std"] > 0
     ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
-    assert ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one engine for all five models
+    assert ev["backend"] == "hf" and ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one generator, reloaded
     assert (results / "report.html").stat().st_size > 1000
     md = (results / "leaderboard.md").read_text()
-    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --seeds 0,1" in md and "cores" in md
-    assert "## Mean ± std over seeds" in md and "## Reasoning" in md and "## Summarization (TL;DR)" in md
-    # the pairs both methods trained on: sampled now (not from a cache), graded, split
-    pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
-    assert len(pairs) == 6 and {p["task"] for p in pairs} == {"gsm8k", "tldr"}
-    report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
-    assert [r["pairs"] for r in report] == [6, 4] and not any("cached" in r for r in report)
-    assert len(list((cache / "pairs").glob("*.jsonl"))) == 2
+    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --seeds 0,1" in md and "cores" in md
+    assert "## Mean ± std over seeds" in md and "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md
