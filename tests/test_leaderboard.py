@@ -107,3 +107,16 @@ def test_mean_and_std_over_seeds_appear_only_with_several_seeds(tmp_path):
     assert "| spo (2) | 3 ± 1.4 | 14 ± 1.4 | 55 ± 7.1 | 0.2 ± 0.14 | 0.6 ± 0.14 |" in md  # no MATH/arith column: not evaluated
     (runs / "compare.json").write_text(json.dumps({"order": ["reference", "spo-seed0"]}))
     assert "Mean ± std over seeds" not in leaderboard.write(tmp_path)
+
+
+def test_committed_leaderboard_rebuilds_byte_for_byte_from_its_runs(tmp_path):
+    """`python -m harness.leaderboard` on the committed results/runs reproduces the committed leaderboard exactly."""
+    import shutil
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    shutil.copytree(results / "runs", tmp_path / "runs")
+    leaderboard.write(tmp_path)
+    assert (tmp_path / "leaderboard.md").read_text() == (results / "leaderboard.md").read_text()
+    assert (tmp_path / "leaderboard.json").read_text() == (results / "leaderboard.json").read_text()
+    assert (tmp_path / "report.html").read_text() == (results / "report.html").read_text()
