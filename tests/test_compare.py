@@ -22,8 +22,9 @@ def test_smoke_preset_reproduces_its_baseline(smoke_run):
     assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"]["preset"] == "smoke"
 
 
-def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run):
+def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
     work, results = smoke_run
+    monkeypatch.setenv("SPO_CACHE_DIR", str(work / "cache"))  # the cache the first run used (the model path is part of the config hash)
     args = ["--preset", "smoke", "--results", str(results), "--outputs", str(work / "outputs"), "--resume"]
     before = (results / "runs" / "spo-seed0" / "eval.json").read_text()
     compare.main(args)
