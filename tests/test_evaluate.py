@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from harness.evaluate import EvalConfig, evaluate
 from harness.generation import Completion
 from harness.shift import ShiftScorer, distinct_n, output_stats
+from tasks import arith
 from trainers.logprobs import encode, sequence_logps
 
 HELDOUT = [{"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
@@ -71,13 +72,13 @@ def test_distinct_n_and_output_stats():
 
 def test_evaluate_several_checkpoints_with_one_generator(tiny_model_dir, other_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SPO_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = EvalConfig(reference=tiny_model_dir, gsm8k=3, math=2, tldr=3, kl_prompts=3, heldout=HELDOUT, backend="hf",
+    cfg = EvalConfig(reference=tiny_model_dir, gsm8k=3, math=2, arith=4, arith_level=2, tldr=3, kl_prompts=3, heldout=HELDOUT, backend="hf",
                      judge="rouge", max_tokens=8, seed=1)
     outs = [tmp_path / "policy", tmp_path / "ref"]
     policy, ref = evaluate([other_model_dir, tiny_model_dir], outs, cfg)  # the reference runs first
     assert ref["model"] == tiny_model_dir and policy["model"] == other_model_dir
     assert ref["shift"]["kl"] == 0.0 and policy["shift"]["kl_samples"] == 3 and policy["shift"]["heldout_pairs"] == 2
-    assert (policy["gsm8k"]["n"], policy["math"]["n"], policy["tldr"]["n"]) == (3, 2, 3)
+    assert (policy["gsm8k"]["n"], policy["math"]["n"], policy["arith"]["n"], policy["tldr"]["n"]) == (3, 2, 4, 3) and policy["arith"]["level"] == 2
     assert set(policy["math"]["by_level"]) <= {"1", "2", "3", "4", "5"} and policy["math"]["by_subject"]
     assert policy["gsm8k"]["sampling"] == {"max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "n": 1, "seed": 1, "stop": ()}
     assert set(ref["tldr"]["judge"]) == {"human"} and set(policy["tldr"]["judge"]) == {"human", "reference"}
@@ -89,7 +90,8 @@ def test_evaluate_several_checkpoints_with_one_generator(tiny_model_dir, other_m
     saved = json.loads((outs[0] / "eval.json").read_text())
     assert saved["config"]["heldout_pairs"] == 2 and saved["commit"]
     rows = [json.loads(line) for line in open(outs[0] / "samples.jsonl")]
-    assert [r["task"] for r in rows] == ["gsm8k"] * 3 + ["math"] * 2 + ["tldr"] * 3
+    assert [r["task"] for r in rows] == ["gsm8k"] * 3 + ["math"] * 2 + ["arith"] * 4 + ["tldr"] * 3
+    assert rows[5]["id"].startswith("arith-l2-test-") and rows[5]["gold"] == arith.gold_answer(arith.load("test", 4, 2)[0]["answer"])
     assert {"prompt", "output", "extracted", "correct", "gold"} <= set(rows[0]) and {"rougeL", "judge_vs_human", "judge_vs_reference"} <= set(rows[-1])
     assert policy["gsm8k"]["correct"] == sum(r["correct"] for r in rows[:3])
 
