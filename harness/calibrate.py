@@ -2,7 +2,7 @@
 
 Pick the level where the model is right on roughly half the problems: there its own samples give
 both correct and incorrect answers, i.e. on-policy preference pairs. Settings are the evaluator's
-(chat template, GSM8K sampling, bf16), so these numbers are what harness.evaluate would report.
+(chat template, arith sampling, bf16), so these numbers are what harness.evaluate would report.
 
     python -m harness.calibrate --n 300                   # all levels, writes results/calibration/arith.{json,md}
     python -m harness.calibrate --levels 2,3 --n 50 --out /tmp/cal

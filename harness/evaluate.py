@@ -27,6 +27,7 @@ from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
 from tasks import arith, gsm8k, tldr
 from tasks import math as mathtask
+from tasks.arith import DEFAULT_LEVEL as ARITH_LEVEL  # EvalConfig's field `arith` shadows the module in its body
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
 from trainers.trainer import fingerprint, read_pairs
 
@@ -42,7 +43,7 @@ class EvalConfig:
     gsm8k: int = 100                       # first N GSM8K test questions
     math: int = 100                        # first N MATH-500 problems
     arith: int = 300                       # first N generated arith test problems
-    arith_level: int = 3                   # arith difficulty (tasks.arith.LEVELS; results/calibration/arith.md)
+    arith_level: int = ARITH_LEVEL    # arith difficulty (tasks.arith.LEVELS; results/calibration/arith.md)
     tldr: int = 100                        # first N TL;DR eval posts
     kl_prompts: int = 32                   # eval prompts sampled at temperature 1 for the KL estimate
     heldout: list[dict] = field(default_factory=list)  # held-out pairs for Δ log-prob
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gsm8k", type=int, default=100, metavar="N", help="GSM8K test questions, from the start (default 100)")
     ap.add_argument("--math", type=int, default=100, metavar="N", help="MATH-500 problems, from the start (default 100)")
     ap.add_argument("--arith", type=int, default=300, metavar="N", help="generated arith test problems (default 300)")
-    ap.add_argument("--arith-level", type=int, default=3, help="arith difficulty level (default 3; see results/calibration/arith.md)")
+    ap.add_argument("--arith-level", type=int, default=arith.DEFAULT_LEVEL,
+                    help=f"arith difficulty level (default {arith.DEFAULT_LEVEL}; see results/calibration/arith.md)")
     ap.add_argument("--tldr", type=int, default=100, metavar="N", help="TL;DR eval posts, from the start (default 100)")
     ap.add_argument("--kl-prompts", type=int, default=32, metavar="N", help="eval prompts sampled for the KL estimate (default 32)")
     ap.add_argument("--heldout", type=Path, nargs="*", default=[], help="held-out pair JSONL files for Δ log-prob")

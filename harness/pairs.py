@@ -33,7 +33,7 @@ def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) ->
 
 
 def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator],
-          max_tokens: int | None = None, arith_level: int = 3, gold_chosen: bool = False) -> tuple[list[dict], dict]:
+          max_tokens: int | None = None, arith_level: int = arith.DEFAULT_LEVEL, gold_chosen: bool = False) -> tuple[list[dict], dict]:
     """(pairs, report): up to n pairs from the first n training items; items that give no pair
     (e.g. every GSM8K sample correct, or no arith sample correct) are counted in the report, not
     padded. `generator()` is called only when the pairs are not cached yet. The cache key covers
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=models.DEFAULT_MODEL, help="HF checkpoint dir or hub id (default: provisioned SmolLM2-135M-Instruct)")
     ap.add_argument("--gsm8k", type=int, default=64, metavar="N", help="GSM8K train questions to sample (default 64; 0 = none)")
     ap.add_argument("--arith", type=int, default=0, metavar="N", help="arith train problems to sample (default 0 = none)")
-    ap.add_argument("--arith-level", type=int, default=3, help="arith difficulty level (tasks.arith.LEVELS; default 3)")
+    ap.add_argument("--arith-level", type=int, default=arith.DEFAULT_LEVEL, help=f"arith difficulty level (tasks.arith.LEVELS; default {arith.DEFAULT_LEVEL})")
     ap.add_argument("--arith-gold-chosen", action="store_true", help="arith: use the gold solution as chosen when no sample is correct (off: such problems give no pair)")
     ap.add_argument("--tldr", type=int, default=32, metavar="N", help="TL;DR training posts to sample (default 32; 0 = none)")
     ap.add_argument("--k", type=int, default=2, help="samples per GSM8K and arith question (default 2)")

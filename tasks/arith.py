@@ -2,7 +2,7 @@
 
 GSM8K is too hard for the default 135M model (~1%), so its pairs are almost all "wrong vs gold".
 These problems grade difficulty from nothing to compute (level 0) to three steps with distractor
-sentences (level 5); harness.calibrate measures a model on each level (results/calibration/arith.md)
+sentences (level 8); harness.calibrate measures a model on each level (results/calibration/arith.md)
 to find where its own samples are sometimes right and sometimes wrong: on-policy pairs. Rows are
 deterministic in (n, level, split, seed); train and test are split by a hash of the underlying
 computation, so no test problem's arithmetic is trained on, whatever its wording. Prompting and
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tasks.gsm8k import extract_answer, gold_answer, is_correct
 
-__all__ = ["LEVELS", "Level", "generate", "load", "split_of", "make_pair", "prompt", "gold_answer", "extract_answer", "is_correct"]
+__all__ = ["LEVELS", "DEFAULT_LEVEL", "Level", "generate", "load", "split_of", "make_pair", "prompt", "gold_answer", "extract_answer", "is_correct"]
 
 SPLITS = ("train", "test")
 
@@ -44,6 +44,7 @@ LEVELS: dict[int, Level] = {
     7: Level(2, 500, "+-*/", 1),
     8: Level(3, 500, "+-*/", 2),
 }
+DEFAULT_LEVEL = 2  # the calibrated level: the default model answers 32.0% of 300 test problems
 
 FEMALE = ("Ava", "Dana", "Fatima", "Grace", "Ines", "Kira", "Maya", "Olga", "Priya", "Rosa", "Uma", "Wen", "Zoe", "Lena")
 MALE = ("Ben", "Carlos", "Eli", "Hiro", "Jamal", "Liam", "Noah", "Quinn", "Sam", "Tariq", "Victor", "Yusuf", "Omar", "Tom")
