@@ -20,7 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import models
 from tasks.data import write_jsonl, write_text_atomic
-from trainers.trainer import TrainConfig, Trainer, read_pairs
+from trainers.pairfile import read_pairs
+from trainers.trainer import TrainConfig, Trainer
 
 VARIANTS = [("dpo", "dpo", "reference"), ("spo (reference)", "spo", "reference"), ("spo (lookahead)", "spo", "lookahead")]
 

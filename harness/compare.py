@@ -31,8 +31,9 @@ from harness.judge import JUDGE_KINDS
 from harness.runinfo import commit, machine
 from tasks.data import write_jsonl, write_text_atomic
 from trainers.losses import parse_method
+from trainers.pairfile import read_pairs
 from trainers.train import add_config_flags
-from trainers.trainer import TrainConfig, fingerprint, read_pairs, run
+from trainers.trainer import TrainConfig, fingerprint, run
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 SET_BY_COMPARE = ("model", "pairs", "output_dir", "method", "seed", "ref_cache", "resume", "probe_pairs")  # per run, not options
@@ -60,7 +61,7 @@ def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]
     """The last `heldout` pairs of each task are held out for the shift metrics; the rest train."""
     train, held = [], []
     for f in files:
-        rows = read_pairs(str(f))
+        rows = read_pairs(str(f), "error")  # written by the pairs stage: a bad row is a bug
         if len(rows) <= heldout:
             raise SystemExit(f"{f}: only {len(rows)} pairs, need more than --heldout {heldout}; raise the pair counts")
         train += rows[: len(rows) - heldout]

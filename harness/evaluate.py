@@ -29,7 +29,8 @@ from tasks import arith, gsm8k, tldr
 from tasks import math as mathtask
 from tasks.arith import DEFAULT_LEVEL as ARITH_LEVEL  # EvalConfig's field `arith` shadows the module in its body
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
-from trainers.trainer import fingerprint, read_pairs
+from trainers.pairfile import read_pairs
+from trainers.trainer import fingerprint
 
 SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=128), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)

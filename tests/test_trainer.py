@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainers.train import parse
-from trainers.trainer import TrainConfig, Trainer, read_pairs
+from trainers.trainer import TrainConfig, Trainer
 
 PAIRS = [
     {"prompt": [{"role": "user", "content": f"What is {a}+{b}?"}], "chosen": f"{a}+{b} = {a + b}. #### {a + b}",
@@ -68,13 +68,6 @@ def test_too_long_pairs_are_skipped_and_counted(tiny_model_dir, pairs_file, tmp_
     assert summary["pairs_used"] == 8 and summary["pairs_skipped"] == 1
 
 
-def test_bad_pairs_name_file_line_and_field(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(PAIRS[0]) + "\n" + json.dumps({"prompt": "p", "chosen": "c"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'rejected' is missing"):
-        read_pairs(str(path))
-
-
 def test_cli_reads_yaml_and_flags_override_it(tmp_path):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("model: m\npairs: p.jsonl\nmethod: dpo\nlr: 1.0e-4\nbf16: false\n")
@@ -123,8 +116,8 @@ def test_bad_pairs_are_reported_with_ids_or_raise(tiny_model_dir, pairs_file, tm
     with open(pairs_file, "a") as f:
         f.write(json.dumps({"id": "same", "prompt": "p", "chosen": "a b", "rejected": " a b"}) + "\n")
     summary, _, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "run", method="dpo")
-    assert summary["skipped"] == [{"line": 9, "id": "same", "reason": "chosen == rejected"}]
-    with pytest.raises(ValueError, match="pair 9 \\(id same\\): chosen == rejected"):
+    assert summary["skipped"] == [{"line": 9, "id": "same", "field": "rejected", "reason": "identical", "detail": "chosen and rejected are the same text"}]
+    with pytest.raises(ValueError, match="pairs.jsonl:9 field 'rejected': chosen and rejected are the same text"):
         train_tiny(tiny_model_dir, pairs_file, tmp_path / "strict", method="dpo", bad_pairs="error")
 
 
@@ -288,4 +281,4 @@ def test_truncate_policy_keeps_long_pairs_with_cut_completions(tiny_model_dir, p
     trainer = Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir))
     (chosen, rejected) = trainer.pairs[-1]
     assert len(trainer.pairs) == 9 and len(chosen[0]) + len(chosen[1]) == 64 and len(rejected[0]) + len(rejected[1]) == 64
-    assert trainer.skipped == [{"line": 9, "id": "long", "reason": "longer than max_len=64: completions truncated, kept"}]
+    assert trainer.skipped == [{"line": 9, "id": "long", "field": None, "reason": "truncated", "detail": "304 tokens, over max_len=64; completions cut, pair kept"}]

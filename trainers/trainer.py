@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from trainers.logprobs import autocast, encode, pair_shift, score, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
+from trainers.pairfile import describe, load_pairs
 
 
 @dataclass(kw_only=True)
@@ -33,7 +35,7 @@ class TrainConfig(LossParams):
     batch_pairs: int = 8          # pairs per optimizer step
     micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
     max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and reported
-    bad_pairs: str = "skip"       # too long or chosen == rejected: skip or error; truncate cuts long completions (all reported with ids)
+    bad_pairs: str = "skip"       # malformed rows (trainers.pairfile) and pairs over max_len: skip or error; truncate cuts long completions (all reported)
     warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0     # AdamW weight decay
     max_grad_norm: float = 1.0    # gradient clipping
@@ -58,24 +60,6 @@ def fingerprint(model: str) -> list:
     same path does not reuse stale cached log-probs."""
     weights = sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []
     return [model] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]
-
-
-def read_pairs(path: str) -> list[dict]:
-    """Pairs from JSONL; a malformed line raises an error naming file, line and field."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-            for field in ("prompt", "chosen", "rejected"):
-                if not row.get(field):
-                    raise ValueError(f"{path}:{lineno}: field {field!r} is missing or empty")
-            pairs.append(row)
-    return pairs
 
 
 class MetricsLog:
@@ -142,25 +126,29 @@ class Trainer:
         self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
 
     def _encode(self, path: str) -> tuple[list, list[dict]]:
-        """Tokenised (chosen, rejected) pairs, and the skipped or truncated ones with line, id and reason."""
-        kept, skipped = [], []
-        limit = self.cfg.max_len
-        for line, p in enumerate(read_pairs(path), 1):
+        """Tokenised (chosen, rejected) pairs, and the skipped or truncated rows (line, id, field, reason, detail):
+        the file's bad rows (trainers.pairfile) and the pairs over max_len tokens, summarised on stderr."""
+        limit, policy = self.cfg.max_len, self.cfg.bad_pairs
+        rows, report = load_pairs(path, "error" if policy == "error" else "skip")
+        kept = []
+        for line, p in zip(report.lines, rows):
             c, r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])
-            reason = ("chosen == rejected" if p["chosen"].strip() == p["rejected"].strip()
-                      else f"longer than max_len={limit}" if max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1])) > limit
-                      else None)
-            if reason and reason.startswith("longer") and self.cfg.bad_pairs == "truncate" and len(c[0]) < limit:
-                c, r = (c[0], c[1][: limit - len(c[0])]), (r[0], r[1][: limit - len(r[0])])  # the prompt stays whole
-                skipped.append({"line": line, "id": p.get("id"), "reason": reason + ": completions truncated, kept"})
-                reason = None
-            if reason is None:
-                kept.append((c, r))
-            elif self.cfg.bad_pairs == "error":
-                raise ValueError(f"{path}: pair {line} (id {p.get('id', '-')}): {reason}")
-            else:
-                skipped.append({"line": line, "id": p.get("id"), "reason": reason})
-        return kept, skipped
+            n = max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1]))
+            if n > limit:
+                cut = policy == "truncate" and len(c[0]) < limit  # the prompt stays whole
+                s = {"line": line, "id": p.get("id"), "field": None, "reason": "truncated" if cut else "too_long",
+                     "detail": f"{n} tokens, over max_len={limit}" + ("; completions cut, pair kept" if cut else "")}
+                if policy == "error":
+                    raise ValueError(describe(path, s))
+                report.skipped.append(s)
+                if not cut:
+                    continue
+                c, r = (c[0], c[1][: limit - len(c[0])]), (r[0], r[1][: limit - len(r[0])])
+            kept.append((c, r))
+        report.kept = len(kept)
+        if report.skipped:
+            print(report.summary(), file=sys.stderr, flush=True)
+        return kept, report.skipped
 
     @staticmethod
     def _flat(pairs: list, idx: list[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -308,8 +296,8 @@ class Trainer:
         log.close()
         self.save()
         summary = {"config": asdict(cfg), "steps": len(batches), "resumed_from": start, "pairs_used": n,
-                   "pairs_skipped": sum(not s["reason"].endswith("kept") for s in self.skipped),
-                   "pairs_truncated": sum(s["reason"].endswith("kept") for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
+                   "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
+                   "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
         tmp = self.out / "train.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, self.out / "train.json")
