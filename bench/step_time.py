@@ -54,7 +54,7 @@ def main() -> None:
     print(f"\n{'method':<18}{'s/step (median)':>16}{'× dpo':>8}")
     for label, r in results.items():
         print(f"{label:<18}{r['seconds_per_step']:>16.2f}{r['seconds_per_step'] / base:>8.2f}")
-    meta = {"pairs_per_step": a.pairs_per_step, "micro_pairs": a.micro_pairs, "bf16": True, "model": models.DEFAULT_MODEL,
+    meta = {"pairs_per_step": a.pairs_per_step, "micro_pairs": a.micro_pairs, "bf16": trainer.bf16, "model": models.DEFAULT_MODEL,
             "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
     write_text_atomic(a.out, json.dumps({"meta": meta, "results": results}, indent=2))
 

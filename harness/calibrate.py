@@ -2,7 +2,7 @@
 
 Pick the level where the model is right on roughly half the problems: there its own samples give
 both correct and incorrect answers, i.e. on-policy preference pairs. Settings are the evaluator's
-(chat template, arith sampling, bf16), so these numbers are what harness.evaluate would report.
+(chat template, arith sampling, precision), so these numbers are what harness.evaluate would report.
 
     python -m harness.calibrate --n 300                   # all levels, writes results/calibration/arith.{json,md}
     python -m harness.calibrate --levels 2,3 --n 50 --out /tmp/cal
@@ -17,14 +17,15 @@ from pathlib import Path
 
 from harness import models
 from harness.evaluate import SAMPLING
-from harness.generation import BACKENDS, chat_prompts, make_generator
+from harness.generation import BACKENDS, DTYPES, chat_prompts, make_generator
 from harness.runinfo import commit, machine, versions
 from harness.stats import mean_ci
 from tasks import arith
 from tasks.data import write_text_atomic
+from trainers.cli import run_main
 
 
-def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str = "auto", dtype: str = "bfloat16") -> dict:
+def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str = "auto", dtype: str = "auto") -> dict:
     """Per-level accuracy (%, with a 95% bootstrap interval) on n test problems; one engine for all levels."""
     from transformers import AutoTokenizer
 
@@ -33,7 +34,7 @@ def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str
     sampling = SAMPLING["arith"]
     t0 = time.time()
     gen = make_generator(path, backend, dtype, seed=seed)
-    result: dict = {"model": model, "seed": seed, "n": n, "backend": gen.backend, "dtype": dtype, "sampling": sampling.record(), "levels": {}}
+    result: dict = {"model": model, "seed": seed, "n": n, "backend": gen.backend, "dtype": gen.dtype, "sampling": sampling.record(), "levels": {}}
     for level in levels:
         rows = arith.generate(n, level, "test", seed)
         prompts = chat_prompts(tok, [arith.prompt(r["question"]) for r in rows])
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=300, help="test problems per level (default 300)")
     ap.add_argument("--seed", type=int, default=0, help="problem generator and engine seed (default 0)")
     ap.add_argument("--backend", choices=BACKENDS, default="auto", help="generation backend (auto: vLLM if installed, else HF)")
-    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="generation precision (default bfloat16, as evaluate)")
+    ap.add_argument("--dtype", choices=DTYPES, default="auto", help="generation precision (default auto, as evaluate)")
     ap.add_argument("--out", type=Path, default=Path("results/calibration"), help="folder for arith.json and arith.md (default results/calibration)")
     a = ap.parse_args(argv)
     try:
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,10 +26,12 @@ import yaml
 
 from harness import leaderboard, models
 from harness.evaluate import TASKS
-from harness.generation import BACKENDS
+from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
 from harness.runinfo import commit, machine
 from tasks.data import write_jsonl, write_text_atomic
+from trainers.cli import exclusive, run_main
+from trainers.logprobs import native_bf16, resolve_dtype
 from trainers.losses import parse_method
 from trainers.pairfile import read_pairs
 from trainers.train import add_config_flags
@@ -82,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, help="seed of the pairs and of evaluation sampling")
     ap.add_argument("--seeds", help="comma-separated training seeds, one run per method and seed; the leaderboard pools a method's seeds")
     ap.add_argument("--backend", choices=BACKENDS, help="generation backend (auto: vLLM if installed, else HF generate)")
+    ap.add_argument("--dtype", choices=DTYPES, help="generation precision, pairs and evaluation (auto: bf16 where native, else fp32)")
     ap.add_argument("--tasks", help=f"evaluation tasks, from {', '.join(TASKS)}")
     ap.add_argument("--judge", choices=("none", *JUDGE_KINDS), help="TL;DR win-rate judge (offline: embedding similarity)")
     g = ap.add_argument_group("sizes")
@@ -135,13 +138,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if action.dest in values and action.help:
             action.help += f" [{first.preset}{' + config' if first.config else ''}: {values[action.dest]}]"
     a = ap.parse_args(argv)
-    unset = [k for k in ("model", "methods", "seed", "backend", "tasks", "judge", *SIZES) if getattr(a, k) is None]
+    unset = [k for k in ("model", "methods", "seed", "backend", "dtype", "tasks", "judge", *SIZES) if getattr(a, k) is None]
     if unset:
         ap.error(f"unset option(s) {', '.join('--' + k.replace('_', '-') for k in unset)}: give them or set them in the preset/--config YAML")
     try:
         a.seeds = [int(x) for x in str(a.seeds).split(",") if x.strip()] if a.seeds is not None else [a.seed]
     except ValueError:
         ap.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
+    a.dtype = resolve_dtype(a.dtype)  # the precision used is part of the pairs, training and evaluation keys (--resume)
+    a.bf16 = native_bf16() if a.bf16 is None else a.bf16
     a.methods = [m.strip() for m in str(a.methods).split(",") if m.strip()]
     for m in a.methods:
         try:
@@ -195,6 +200,11 @@ def evaluated(out: Path, model: str, run_key: str) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
+    with exclusive(a.results, a.outputs, by="compare"):  # two runs on one folder would mix their files
+        run_compare(a, argv)
+
+
+def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
     ref = models.resolve_model(a.model)
     pair_dir, runs = a.outputs / "pairs", a.results / "runs"
     earlier = runs / "compare.json"
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     cap = ["--max-tokens", str(a.max_tokens)] if a.max_tokens else []
     stage("pairs", timings, ["harness.pairs", "--model", a.model, "--gsm8k", str(a.gsm8k_pairs), "--tldr", str(a.tldr_pairs),
                              "--arith", str(a.arith_pairs), "--arith-level", str(a.arith_level), *(["--arith-gold-chosen"] if a.arith_gold_chosen else []),
-                             "--k", str(a.k), "--seed", str(a.seed), "--backend", a.backend, "--out", str(pair_dir), *cap])
+                             "--k", str(a.k), "--seed", str(a.seed), "--backend", a.backend, "--dtype", a.dtype, "--out", str(pair_dir), *cap])
     tasks = [t for t, n in (("gsm8k", a.gsm8k_pairs), ("arith", a.arith_pairs), ("tldr", a.tldr_pairs)) if n > 0]
     train, held = split_pairs([pair_dir / f"{t}.jsonl" for t in tasks], a.heldout)
     write_jsonl(a.outputs / "train_pairs.jsonl", train)
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = [f"{m}-seed{s}" for m in a.methods for s in a.seeds]
     eval_args = ["--reference", a.model, "--tasks", a.tasks, "--gsm8k", str(a.gsm8k_eval), "--math", str(a.math_eval), "--tldr", str(a.tldr_eval),
                  "--arith", str(a.arith_eval), "--arith-level", str(a.arith_level),
-                 "--kl-prompts", str(a.kl_prompts), "--backend", a.backend, "--seed", str(a.seed), "--judge", a.judge, *cap]
+                 "--kl-prompts", str(a.kl_prompts), "--backend", a.backend, "--dtype", a.dtype, "--seed", str(a.seed), "--judge", a.judge, *cap]
     run_key = digest(eval_args, file_digest(a.outputs / "heldout_pairs.jsonl"))
     todo = [(m, runs / n) for m, n in [(a.model, "reference"), *((str(a.outputs / n / "checkpoint"), n) for n in labels)]
             if not (a.resume and evaluated(runs / n, m, run_key))]
@@ -233,4 +243,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "finished stages are kept: rerun the same command with --resume")

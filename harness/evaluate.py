@@ -10,7 +10,8 @@ it is among them, so the others' TL;DR summaries are also judged against its sum
 
 Per run folder: eval.json (metrics, sampling settings, config, versions, commit) and samples.jsonl
 (every prompt, output, extracted answer, score and judge verdict). Generation runs in bf16 on the
-chosen backend (`--dtype float32` for exact backend comparisons); log-prob scoring runs in fp32.
+chosen backend where the hardware has native bf16, else fp32 (`--dtype float32` for exact backend
+comparisons); log-prob scoring runs in fp32.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from harness import judge as judges
 from harness import models
-from harness.generation import BACKENDS, Completion, Generator, Sampling, chat_prompts, make_generator, same_architecture
+from harness.generation import BACKENDS, DTYPES, Completion, Generator, Sampling, chat_prompts, make_generator, same_architecture
 from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
 from tasks import arith, gsm8k, tldr
@@ -31,6 +32,7 @@ from tasks.arith import DEFAULT_LEVEL as ARITH_LEVEL  # EvalConfig's field `arit
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
 from trainers.pairfile import read_pairs
 from trainers.trainer import fingerprint
+from trainers.cli import run_main
 
 SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=128), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
@@ -49,7 +51,7 @@ class EvalConfig:
     kl_prompts: int = 32                   # eval prompts sampled at temperature 1 for the KL estimate
     heldout: list[dict] = field(default_factory=list)  # held-out pairs for Δ log-prob
     backend: str = "auto"
-    dtype: str = "bfloat16"                # generation precision
+    dtype: str = "auto"                    # generation precision: auto (bf16 where native, else fp32), bfloat16, float32
     max_tokens: int | None = None          # caps every task's max_tokens (quick runs); recorded with the sampling
     seed: int = 0
     judge: str = "offline"                 # none or one of harness.judge.JUDGE_KINDS
@@ -143,7 +145,7 @@ class Evaluator:
         is_ref = Path(path).resolve() == Path(self.ref_path).resolve()
         t0, before = time.time(), dict(self.gen.stats) if self.gen else {}
         gen = self._generator(path)
-        result: dict = {"model": model, "reference": cfg.reference, "backend": gen.backend, "dtype": cfg.dtype, "seed": cfg.seed}
+        result: dict = {"model": model, "reference": cfg.reference, "backend": gen.backend, "dtype": gen.dtype, "seed": cfg.seed}
         samples: list[dict] = []
         for task, items in self.items.items():
             sampling = self._sampling(SAMPLING[task])
@@ -184,7 +186,7 @@ class Evaluator:
 
         tasks = [t for t in self.cfg.tasks if t in LM_EVAL_TASKS]  # arith has no lm-eval task
         limit = self.cfg.cross_check_limit or max(len(self.items[t]) for t in tasks)
-        lm = run_lm_eval(path, tasks, limit, dtype=self.cfg.dtype, log_samples=True)
+        lm = run_lm_eval(path, tasks, limit, dtype=self.gen.dtype, log_samples=True)  # the precision our generation used
         out: dict = {"lm_eval_version": lm["lm_eval_version"], "seconds": lm["seconds"], "limit": limit}
         for task in tasks:
             mine = [s for s in samples if s["task"] == task][:limit]
@@ -231,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kl-prompts", type=int, default=32, metavar="N", help="eval prompts sampled for the KL estimate (default 32)")
     ap.add_argument("--heldout", type=Path, nargs="*", default=[], help="held-out pair JSONL files for Δ log-prob")
     ap.add_argument("--backend", choices=BACKENDS, default="auto", help="generation backend (auto: vLLM if installed, else HF)")
-    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="generation precision (default bfloat16)")
+    ap.add_argument("--dtype", choices=DTYPES, default="auto",
+                    help="generation precision (default auto: bf16 where the hardware runs it natively, else fp32)")
     ap.add_argument("--max-tokens", type=int, metavar="N", help="cap every task's generation length (default: 256 GSM8K, 512 MATH, 64 TL;DR)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference-run", help="the reference's earlier run folder: its TL;DR summaries are the judge baseline when --model omits the reference")
@@ -264,4 +267,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

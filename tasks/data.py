@@ -57,8 +57,14 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Written aside, then renamed into place: a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException as e:  # disk full, killed, ...: the old file stays, the half-written copy goes
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(tmp)  # a failed write() names no file: say which one
+        raise
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -67,10 +67,10 @@ def test_unknown_config_key_names_the_file_and_the_key(tmp_path, capsys):
 
 def test_baseline_check_flags_moved_missing_and_new_metrics():
     base = {"a/loss": 0.5, "a/kl": None, "a/acc": 10.0}
-    assert baseline.compare({"a/loss": 0.5 + 4e-5, "a/kl": None, "a/acc": 10.0}, base) == []  # within 1e-6 + 1e-4·0.5
-    bad = baseline.compare({"a/loss": 0.5001, "a/kl": 0.1, "b/new": 1.0}, base)
+    assert baseline.compare({"a/loss": 0.5 + 5e-4, "a/kl": None, "a/acc": 10.0}, base) == []  # within 1e-5 + 1e-3·0.5
+    bad = baseline.compare({"a/loss": 0.501, "a/kl": 0.1, "b/new": 1.0}, base)
     assert bad[0] == "a/acc: missing now" and bad[1] == "a/kl: baseline None, now 0.1"
-    assert bad[2].startswith("a/loss: baseline 0.5, now 0.5001 (Δ +0.0001") and bad[3] == "b/new: not in the baseline"
+    assert bad[2].startswith("a/loss: baseline 0.5, now 0.501 (Δ +0.001") and bad[3] == "b/new: not in the baseline"
 
 
 def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, default_model_path):

@@ -282,3 +282,31 @@ def test_truncate_policy_keeps_long_pairs_with_cut_completions(tiny_model_dir, p
     (chosen, rejected) = trainer.pairs[-1]
     assert len(trainer.pairs) == 9 and len(chosen[0]) + len(chosen[1]) == 64 and len(rejected[0]) + len(rejected[1]) == 64
     assert trainer.skipped == [{"line": 9, "id": "long", "field": None, "reason": "truncated", "detail": "304 tokens, over max_len=64; completions cut, pair kept"}]
+
+
+def test_precision_left_unset_follows_the_hardware(tiny_model_dir, pairs_file, tmp_path, monkeypatch):
+    import trainers.logprobs as lp
+    import trainers.trainer as tr
+    from harness.generation import make_generator
+
+    for native in (True, False):
+        monkeypatch.setattr(tr, "native_bf16", lambda device_type=None: native)
+        monkeypatch.setattr(lp, "native_bf16", lambda device_type=None: native)
+        cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path / str(native)))
+        assert Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)).bf16 is native
+        assert make_generator(tiny_model_dir, "hf").dtype == ("bfloat16" if native else "float32")
+        assert make_generator(tiny_model_dir, "hf", "float32").dtype == "float32"  # an explicit choice stands
+    cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path / "x"), bf16=True)
+    assert Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)).bf16 is True
+
+
+def test_resumed_metrics_keep_rows_up_to_the_state_and_drop_a_line_cut_by_a_kill(tmp_path):
+    from trainers.trainer import MetricsLog
+
+    rows = [{"step": s, "loss": 0.7 - s / 10} for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')
+    log = MetricsLog(tmp_path, keep_until=2)
+    log.write({"step": 3, "loss": 0.1}, tensorboard=False)
+    log.close()
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [*rows[:2], {"step": 3, "loss": 0.1}]
+    assert not list(tmp_path.glob("*.tmp"))

@@ -24,6 +24,20 @@ def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], l
     return p, c
 
 
+def native_bf16(device_type: str | None = None) -> bool:
+    """Whether bf16 runs natively on `device_type` (default: cuda if there is a GPU, else cpu): a GPU with bf16
+    units, or a CPU with AVX-512 bf16 or AMX. Elsewhere bf16 is emulated (an AVX2-only CPU here: 0.2 GFLOP/s
+    bf16 against 64.9 fp32 for a 2048² matmul)."""
+    if (device_type or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_dtype(dtype: str) -> str:
+    """`auto` → bfloat16 where it is native (`native_bf16`), else float32; other names pass through."""
+    return ("bfloat16" if native_bf16() else "float32") if dtype == "auto" else dtype
+
+
 def autocast(bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 

@@ -46,7 +46,7 @@ class LoadReport:
         return dict(Counter(s["reason"] for s in self.skipped))
 
     def summary(self) -> str:
-        """One line for the end of loading, e.g. `p.jsonl: 12 rows, 9 kept, 3 skipped (missing field 2, invalid JSON 1)`."""
+        """One line for the end of loading, e.g. `p.jsonl: 12 rows, 9 kept, 3 skipped [missing field: 2, invalid JSON: 1]; first: ...`."""
         cut = sum(s["reason"] == "truncated" for s in self.skipped)
         text = f"{self.path}: {self.rows} rows, {self.kept} kept, {len(self.skipped) - cut} skipped" + (f" ({cut} of the kept truncated)" if cut else "")
         if self.skipped:
@@ -131,8 +131,8 @@ def load_pairs(path: str, policy: str = "skip", max_chars: int = MAX_CHARS) -> t
                     raise BadRow("encoding", None, f"not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
                 try:
                     parsed = json.loads(text)
-                except (json.JSONDecodeError, RecursionError) as e:
-                    raise BadRow("json", None, f"invalid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
+                except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer, too deep nesting
+                    raise BadRow("json", None, f"invalid JSON ({getattr(e, 'msg', str(e)[:80])})") from None
                 row = normalise(parsed, max_chars)
                 rid = row.get("id")
                 if rid is not None:

@@ -16,6 +16,7 @@ import typing
 
 import yaml
 
+from trainers.cli import run_main
 from trainers.trainer import TrainConfig, run
 
 
@@ -32,9 +33,9 @@ def add_config_flags(ap: argparse._ActionsContainer, exclude: tuple[str, ...] = 
         if f.name in exclude:
             continue
         kind = hints[f.name]
-        default = "required" if f.default is dataclasses.MISSING else f"default {f.default}"
+        default = "required" if f.default is dataclasses.MISSING else "default: unset" if f.default is None else f"default {f.default}"
         flag, text = f"--{f.name.replace('_', '-')}", f"{docs.get(f.name, '')} ({default})".strip()
-        if kind is bool:
+        if kind in (bool, bool | None):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             ap.add_argument(flag, type=kind if kind in (int, float, str) else str, default=None, help=text)  # str | None → str
@@ -61,4 +62,4 @@ def parse(argv: list[str] | None = None) -> TrainConfig:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(parse()), indent=2, default=str))
+    run_main(lambda: print(json.dumps(run(parse()), indent=2, default=str)), "with --save-every N, rerun with --resume to continue from the last saved state")

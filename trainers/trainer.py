@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.logprobs import autocast, encode, pair_shift, score, sequence_logps
+from trainers.logprobs import autocast, encode, native_bf16, pair_shift, score, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 from trainers.pairfile import describe, load_pairs
 
@@ -40,7 +40,7 @@ class TrainConfig(LossParams):
     weight_decay: float = 0.0     # AdamW weight decay
     max_grad_norm: float = 1.0    # gradient clipping
     seed: int = 0                 # python and torch RNGs, data order
-    bf16: bool = True             # bf16 autocast (CPU with AVX-512 bf16, or GPU); weights stay fp32
+    bf16: bool | None = None      # bf16 autocast, weights stay fp32; unset: on where bf16 is native (GPU, CPU with AVX-512 bf16 or AMX), else fp32
     ref_cache: str | None = None  # where cached reference log-probs live (default: in output_dir)
     save_every: int = 0           # save a resumable state every N steps (0: never)
     resume: bool = False          # continue from output_dir/state (model, optimizer, schedule, RNG, data position)
@@ -62,15 +62,35 @@ def fingerprint(model: str) -> list:
     return [model] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]
 
 
+def _row(line: str) -> dict | None:
+    """A metrics row, or None for a line cut by a kill."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Written aside and renamed into place (trainers import nothing from tasks, which has the same helper)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class MetricsLog:
     """metrics.jsonl (always) and TensorBoard scalars (when tensorboard is installed), rank 0 only."""
 
     def __init__(self, out: Path, keep_until: int):
         path = out / "metrics.jsonl"
-        kept = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until] if keep_until and path.exists() else []
-        self.file = open(path, "w")
-        for r in kept:  # a resumed run keeps the rows up to its state and continues after them
-            self.write(r, tensorboard=False)
+        rows = [_row(line) for line in path.read_text().splitlines()] if keep_until and path.exists() else []
+        kept = [json.dumps(r) for r in rows if r and r["step"] <= keep_until]  # a resumed run keeps the rows up to its state
+        _write_atomic(path, "".join(line + "\n" for line in kept))  # never a moment where the kept rows are gone
+        self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -119,6 +139,7 @@ class Trainer:
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
                              f"({self.acc.num_processes} × {cfg.micro_pairs})")
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
+        self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
         self.out = Path(cfg.output_dir)
         self.pairs, self.skipped = self._encode(cfg.pairs)
         if not self.pairs:
@@ -161,11 +182,11 @@ class Trainer:
         disk, keyed by the weights, the tokenised pairs and the precision (so methods share them)."""
         from safetensors.torch import load_file, save_file
 
-        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.cfg.bf16, pairs]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if not path.is_file() and self.acc.is_main_process:
             prompts, completions = self._flat(pairs, list(range(len(pairs))))
-            ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16, "reference log-probs").to("cpu")
+            ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.bf16, "reference log-probs").to("cpu")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
@@ -180,7 +201,7 @@ class Trainer:
         """Training dynamics on the fixed probe set: absolute and Δ log-probs of chosen and rejected,
         Δ log of their combined probability, DPO margin and reward accuracy, SPO region activity."""
         prompts, completions = self._flat(self.probe, list(range(len(self.probe))))
-        now = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.cfg.bf16)
+        now = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.bf16)
         n = len(self.probe)
         pc, pr = SeqLogps(now.total[:n], now.count[:n]), SeqLogps(now.total[n:], now.count[n:])
         rc, rr = ref
@@ -251,7 +272,7 @@ class Trainer:
             for m in range(0, len(mine), cfg.micro_pairs):
                 idx = mine[m : m + cfg.micro_pairs]
                 prompts, completions = self._flat(self.pairs, idx)
-                with autocast(cfg.bf16, self.model.device.type):
+                with autocast(self.bf16, self.model.device.type):
                     out = sequence_logps(ddp, prompts, completions)
                     k = len(idx)
                     pc, pr = SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
@@ -295,12 +316,10 @@ class Trainer:
             return {"steps": len(batches), "process": self.acc.process_index}
         log.close()
         self.save()
-        summary = {"config": asdict(cfg), "steps": len(batches), "resumed_from": start, "pairs_used": n,
+        summary = {"config": asdict(cfg), "bf16": self.bf16, "steps": len(batches), "resumed_from": start, "pairs_used": n,
                    "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
                    "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
-        tmp = self.out / "train.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, self.out / "train.json")
+        _write_atomic(self.out / "train.json", json.dumps(summary, indent=2))
         return summary
 
     def save(self) -> Path:
