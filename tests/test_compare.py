@@ -111,5 +111,5 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
     assert ev["backend"] == "hf" and ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one generator, reloaded
     assert (results / "report.html").stat().st_size > 1000
     md = (results / "leaderboard.md").read_text()
-    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --seeds 0,1" in md and "cores" in md
+    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0,1" in md and "cores" in md
     assert "## Mean ± std over seeds" in md and "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md
