@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainers.logprobs import encode, score, sequence_logps
+from trainers.logprobs import encode, pair_logps, score, score_pairs, sequence_logps
 
 
 def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
@@ -62,3 +62,25 @@ def test_empty_completion_is_an_error(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="empty completion"):
         sequence_logps(model, [[1, 2]], [[]])
+
+
+def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
+    """Rejected tokens must not see the chosen ones: values and gradients equal two separate sequences."""
+    model, _ = tiny
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 3, 4), (2, 7, 1), (9, 1, 6)]
+    prompts, chosen, rejected = ([torch.randint(3, 1000, (s[j],), generator=g).tolist() for s in shapes] for j in range(3))
+    pc, pr = pair_logps(model, prompts, chosen, rejected)
+    alone = sequence_logps(model, prompts + prompts, chosen + rejected)
+    assert torch.cat([pc.count, pr.count]).tolist() == [3, 7, 1, 4, 1, 6]
+    assert torch.allclose(torch.cat([pc.total, pr.total]), alone.total, atol=1e-5)
+    weight = model.model.layers[1].mlp.up_proj.weight
+    (pc.total - 2 * pr.total).sum().backward()
+    grad, weight.grad = weight.grad.clone(), None
+    (alone.total[:3] - 2 * alone.total[3:]).sum().backward()
+    assert grad.abs().sum() > 0 and torch.allclose(grad, weight.grad, atol=1e-6)
+    model.zero_grad()
+    c2 = [[t + 1 for t in c] for c in chosen]  # other chosen tokens leave the rejected log-probs alone
+    assert torch.equal(pair_logps(model, prompts, c2, rejected)[1].total.detach(), pr.total.detach())
+    sc, sr = score_pairs(model, prompts, chosen, rejected, batch_size=2)
+    assert torch.allclose(sc.total, pc.total.detach(), atol=1e-5) and torch.allclose(sr.total, pr.total.detach(), atol=1e-5)

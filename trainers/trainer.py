@@ -1,5 +1,6 @@
 """Preference trainer: one policy in memory, reference log-probs computed once and cached on disk,
-chosen and rejected in one forward, AdamW with gradient accumulation, HF checkpoint at the end.
+chosen and rejected in one forward with their prompt encoded once (`pair_logps`), micro-batches of
+similar lengths, AdamW with gradient accumulation, HF checkpoint at the end.
 
 Pairs are generic: {"prompt": chat messages or text, "chosen": str, "rejected": str}.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.logprobs import autocast, encode, native_bf16, pair_shift, score, sequence_logps
+from trainers.logprobs import autocast, encode, native_bf16, pair_logps, pair_shift, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 from trainers.pairfile import describe, load_pairs
 
@@ -147,16 +148,16 @@ class Trainer:
         self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
 
     def _encode(self, path: str) -> tuple[list, list[dict]]:
-        """Tokenised (chosen, rejected) pairs, and the skipped or truncated rows (line, id, field, reason, detail):
+        """Tokenised (prompt, chosen, rejected) pairs, and the skipped or truncated rows (line, id, field, reason, detail):
         the file's bad rows (trainers.pairfile) and the pairs over max_len tokens, summarised on stderr."""
         limit, policy = self.cfg.max_len, self.cfg.bad_pairs
         rows, report = load_pairs(path, "error" if policy == "error" else "skip")
         kept = []
         for line, p in zip(report.lines, rows):
-            c, r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])
-            n = max(len(c[0]) + len(c[1]), len(r[0]) + len(r[1]))
+            (x, c), r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])[1]
+            n = len(x) + max(len(c), len(r))  # the longer of the two sequences
             if n > limit:
-                cut = policy == "truncate" and len(c[0]) < limit  # the prompt stays whole
+                cut = policy == "truncate" and len(x) < limit  # the prompt stays whole
                 s = {"line": line, "id": p.get("id"), "field": None, "reason": "truncated" if cut else "too_long",
                      "detail": f"{n} tokens, over max_len={limit}" + ("; completions cut, pair kept" if cut else "")}
                 if policy == "error":
@@ -164,18 +165,17 @@ class Trainer:
                 report.skipped.append(s)
                 if not cut:
                     continue
-                c, r = (c[0], c[1][: limit - len(c[0])]), (r[0], r[1][: limit - len(r[0])])
-            kept.append((c, r))
+                c, r = c[: limit - len(x)], r[: limit - len(x)]
+            kept.append((x, c, r))
         report.kept = len(kept)
         if report.skipped:
             print(report.summary(), file=sys.stderr, flush=True)
         return kept, report.skipped
 
     @staticmethod
-    def _flat(pairs: list, idx: list[int]) -> tuple[list[list[int]], list[list[int]]]:
-        """Chosen sequences of the pairs in idx, then their rejected ones: one batch, one forward."""
-        seqs = [pairs[i][0] for i in idx] + [pairs[i][1] for i in idx]
-        return [s[0] for s in seqs], [s[1] for s in seqs]
+    def _columns(pairs: list, idx: list[int]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+        """(prompts, chosen, rejected) of the pairs in idx."""
+        return tuple([pairs[i][j] for i in idx] for j in range(3))
 
     def reference_logps(self, pairs: list) -> tuple[SeqLogps, SeqLogps]:
         """(chosen, rejected) log-probs under the model as it is now (the initial model), cached on
@@ -185,11 +185,10 @@ class Trainer:
         key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if not path.is_file() and self.acc.is_main_process:
-            prompts, completions = self._flat(pairs, list(range(len(pairs))))
-            ref = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.bf16, "reference log-probs").to("cpu")
+            rc, rr = score_pairs(self.model, *self._columns(pairs, range(len(pairs))), self.cfg.micro_pairs, self.bf16, "reference log-probs")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            save_file({"total": ref.total.contiguous(), "count": ref.count.contiguous()}, str(tmp))
+            save_file({"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])}, str(tmp))
             os.replace(tmp, path)
         self.acc.wait_for_everyone()
         t = load_file(path)
@@ -200,10 +199,7 @@ class Trainer:
     def probe_metrics(self, ref: tuple[SeqLogps, SeqLogps]) -> dict[str, float]:
         """Training dynamics on the fixed probe set: absolute and Δ log-probs of chosen and rejected,
         Δ log of their combined probability, DPO margin and reward accuracy, SPO region activity."""
-        prompts, completions = self._flat(self.probe, list(range(len(self.probe))))
-        now = score(self.model, prompts, completions, 2 * self.cfg.micro_pairs, self.bf16)
-        n = len(self.probe)
-        pc, pr = SeqLogps(now.total[:n], now.count[:n]), SeqLogps(now.total[n:], now.count[n:])
+        pc, pr = score_pairs(self.model, *self._columns(self.probe, range(len(self.probe))), self.cfg.micro_pairs, self.bf16)
         rc, rr = ref
         margin = self.cfg.beta * ((pc.total - rc.total) - (pr.total - rr.total))
         values = {"logp_chosen": pc.mean, "logp_rejected": pr.mean, **pair_shift(pc, pr, rc, rr), "margin": margin,
@@ -269,18 +265,18 @@ class Trainer:
         for step, batch in enumerate(batches[start:], start + 1):
             t_step, stats = time.time(), {}
             mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
+            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # micro-batches of similar lengths pad less; the step's sum is the same
             for m in range(0, len(mine), cfg.micro_pairs):
                 idx = mine[m : m + cfg.micro_pairs]
-                prompts, completions = self._flat(self.pairs, idx)
+                prompts, chosen, rejected = self._columns(self.pairs, idx)
+                k = len(idx)
                 with autocast(self.bf16, self.model.device.type):
-                    out = sequence_logps(ddp, prompts, completions)
-                    k = len(idx)
-                    pc, pr = SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+                    pc, pr = pair_logps(ddp, prompts, chosen, rejected)
                     v_hat = None
                     if self.plug == "spo" and cfg.spo_anchor == "lookahead":
-                        v_hat = lookahead_anchor(self.model, prompts[:k], completions[:k], pc, cfg.spo_alpha)
-                rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(out.total.device)
-                rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(out.total.device)
+                        v_hat = lookahead_anchor(self.model, prompts, chosen, pc, cfg.spo_alpha)
+                rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(pc.total.device)
+                rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(pc.total.device)
                 loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg, v_hat)  # TrainConfig is a LossParams
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
