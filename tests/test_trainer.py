@@ -288,8 +288,8 @@ def test_truncate_policy_keeps_long_pairs_with_cut_completions(tiny_model_dir, p
         f.write(json.dumps({"id": "long", "prompt": "short prompt", "chosen": "yes " * 300, "rejected": "no " * 300}) + "\n")
     cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path), max_len=64, bad_pairs="truncate", bf16=False)
     trainer = Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir))
-    (chosen, rejected) = trainer.pairs[-1]
-    assert len(trainer.pairs) == 9 and len(chosen[0]) + len(chosen[1]) == 64 and len(rejected[0]) + len(rejected[1]) == 64
+    prompt, chosen, rejected = trainer.pairs[-1]
+    assert len(trainer.pairs) == 9 and len(prompt) + len(chosen) == 64 and len(prompt) + len(rejected) == 64
     assert trainer.skipped == [{"line": 9, "id": "long", "field": None, "reason": "truncated", "detail": "304 tokens, over max_len=64; completions cut, pair kept"}]
 
 
