@@ -74,14 +74,15 @@ def test_baseline_check_flags_moved_missing_and_new_metrics():
 
 
 def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, default_model_path):
-    """The real default model at toy sizes, two seeds, HF generation: pairs sampled fresh (no cache), dpo & spo × 2 → eval → leaderboard."""
+    """The real default model at toy sizes, HF generation: pairs sampled fresh (no cache), dpo & spo → eval → leaderboard.
+    (Pooling over seeds: tests/test_leaderboard.py; another seed, another data order: tests/test_trainer.py.)"""
     results = baseline.run("cpu-short", tmp_path)  # an empty cache in tmp_path: pairs sampled afresh
     cache = tmp_path / "cache"
     bad = baseline.compare(baseline.metrics(results), json.loads((baseline.DIR / "cpu-short.json").read_text())["metrics"])
     assert not bad, "cpu-short numbers moved (refresh deliberately with python -m harness.baseline --refresh cpu-short):\n" + "\n".join(bad)
     board = json.loads((results / "leaderboard.json").read_text())
     rows = {r["model"]: r for r in board["rows"]}
-    names = ["dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]
+    names = ["dpo-seed0", "spo-seed0"]
     assert list(rows) == ["reference", *names]
     # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones on-policy (both sides sampled)
     report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
@@ -102,14 +103,12 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         assert r["dlogp_chosen"] != 0.0  # the policy moved away from the reference
         assert (tmp_path / "outputs" / name / "checkpoint" / "model.safetensors").is_file()
     assert rows["reference"]["train_seconds"] is None
-    assert rows["dpo-seed0"]["dlogp_chosen"] != rows["dpo-seed1"]["dlogp_chosen"]  # another seed, another data order
     paired = {(p["method"], p["vs"]): p for p in board["paired"]}
-    assert set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")} and paired[("spo", "dpo")]["seeds"] == 2
+    assert set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")} and paired[("spo", "dpo")]["seeds"] == 1
     assert [paired[("spo", "reference")]["tasks"][t]["n"] for t in ("gsm8k", "math", "arith", "tldr")] == [4, 2, 6, 3]
-    assert [g["method"] for g in board["over_seeds"]] == ["reference", "dpo", "spo"] and board["over_seeds"][1]["kl"]["std"] > 0
     ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
     assert ev["backend"] == "hf" and ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one generator, reloaded
     assert (results / "report.html").stat().st_size > 1000
     md = (results / "leaderboard.md").read_text()
-    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0,1" in md and "cores" in md
-    assert "## Mean ± std over seeds" in md and "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md
+    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 " in md and "cores" in md
+    assert "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md

@@ -30,7 +30,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
 def test_killed_then_interrupted_compare_resumes_without_redoing_finished_work(tmp_path):
     """SIGKILL while the second method trains, SIGINT (Ctrl-C) during evaluation, then --resume to the end."""
     results, outputs, log = tmp_path / "results", tmp_path / "outputs", tmp_path / "log.txt"
-    cmd = [sys.executable, "-m", "harness.compare", "--preset", "smoke", "--epochs", "60", "--save-every", "5",
+    cmd = [sys.executable, "-m", "harness.compare", "--preset", "smoke", "--epochs", "30", "--save-every", "5",
            "--results", str(results), "--outputs", str(outputs), "--resume"]
 
     def start() -> subprocess.Popen:
