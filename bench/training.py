@@ -34,14 +34,20 @@ from trainers.trainer import TrainConfig, Trainer
 OURS = [("dpo", "dpo", "reference"), ("spo (reference)", "spo", "reference"), ("spo (lookahead)", "spo", "lookahead")]
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where our trainer runs; TRL is put on the same device
+
+
 def matmul_peak(dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
-    """GFLOP/s of repeated n×n matmuls for about `seconds` (after one warm-up)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    """GFLOP/s of repeated n×n matmuls on DEVICE for about `seconds` (after one warm-up)."""
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
+    sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
     a @ b
+    sync()
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         reps += 1
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
@@ -79,7 +85,7 @@ def trl(path: str, tok, rows: list[dict], tmp: str, a) -> dict:
     args = DPOConfig(output_dir=f"{tmp}/trl", per_device_train_batch_size=a.micro_pairs,
                      gradient_accumulation_steps=a.pairs_per_step // a.micro_pairs, num_train_epochs=a.steps + 1,
                      learning_rate=1e-5, beta=0.1, lr_scheduler_type="constant", max_length=a.max_len, precompute_ref_log_probs=True,
-                     bf16=bool(a.bf16), use_cpu=True, report_to="none", logging_steps=1, save_strategy="no", seed=0,
+                     bf16=bool(a.bf16), use_cpu=DEVICE == "cpu", report_to="none", logging_steps=1, save_strategy="no", seed=0,
                      dataloader_num_workers=0, disable_dropout=True)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Clock()])
@@ -141,7 +147,8 @@ def main() -> None:
         print(f"our dpo vs TRL: {check['speedup_vs_trl']:.2f}× tokens/s; first step, mean log-prob chosen {ours_c:.4f} vs "
               f"{t['logps_chosen_mean']:.4f} (rel {check['logps_chosen_rel_diff']:.1e}), rejected {ours_r:.4f} vs "
               f"{t['logps_rejected_mean']:.4f} (rel {check['logps_rejected_rel_diff']:.1e}), loss rel {check['loss_first_step_rel_diff']:.1e}")
-    meta = {"pairs_per_step": a.pairs_per_step, "micro_pairs": a.micro_pairs, "steps_timed": a.steps, "tokens_per_step": tokens,
+    meta = {"note": "gflops_6n = 6·N·tokens/s with the prompt counted twice per pair (as the work is defined); ours computes it once",
+            "device": DEVICE, "pairs_per_step": a.pairs_per_step, "micro_pairs": a.micro_pairs, "steps_timed": a.steps, "tokens_per_step": tokens,
             "bf16": bool(a.bf16), "model": models.DEFAULT_MODEL, "parameters": n_params, "threads": torch.get_num_threads(),
             "matmul_peak_gflops": peaks, "machine": machine()}
     write_text_atomic(a.out, json.dumps({"meta": meta, "results": results, "check": check}, indent=2) + "\n")

@@ -84,3 +84,16 @@ def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
     assert torch.equal(pair_logps(model, prompts, c2, rejected)[1].total.detach(), pr.total.detach())
     sc, sr = score_pairs(model, prompts, chosen, rejected, batch_size=2)
     assert torch.allclose(sc.total, pc.total.detach(), atol=1e-5) and torch.allclose(sr.total, pr.total.detach(), atol=1e-5)
+
+
+def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tiny_model_dir):
+    """Eager attention would add a boolean mask to the scores: such models are scored unpacked, with the same result."""
+    from trainers.logprobs import packable
+
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager").eval()
+    assert packable(sdpa) and not packable(eager)
+    prompts, chosen, rejected = [[5, 6, 7], [8, 9]], [[11, 12], [13, 14, 15]], [[16], [17, 18]]
+    with torch.no_grad():
+        a, b = pair_logps(sdpa, prompts, chosen, rejected), pair_logps(eager, prompts, chosen, rejected)
+    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(a[1].total, b[1].total, atol=1e-5)

@@ -95,7 +95,7 @@ def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path
     summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(default_model_path)).train()
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "real" / "metrics.jsonl")]
     assert summary["steps"] == 3
-    tol = 0.02 if summary["bf16"] else 1e-6  # in fp32 the policy's first forward is the reference's, to rounding
+    tol = 0.02 if summary["bf16"] else 1e-5  # in fp32 the policy's first forward is the reference's, to rounding
     assert losses[0] == pytest.approx(math.log(2), abs=tol)
     assert losses[2] < losses[0] - 0.02
 

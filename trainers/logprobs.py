@@ -80,17 +80,27 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     return _completion_logps(model, ids, rows, cols, ids[rows, cols + 1], [len(c) for c in completions], params=params)
 
 
+def packable(model) -> bool:
+    """Whether `pair_logps` may pack a pair into one row: its boolean 4D mask is passed as-is to the attention, which
+    only SDPA reads as a mask (eager attention would add it to the scores), and it knows no sliding window."""
+    cfg = getattr(model, "module", model).config  # a DDP wrapper's module; peft models forward .config
+    return cfg._attn_implementation == "sdpa" and not getattr(cfg, "sliding_window", None)
+
+
 def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]) -> tuple[SeqLogps, SeqLogps]:
     """(chosen, rejected) log-probs of each pair in one forward with the prompt encoded once.
 
     Row i holds prompt, chosen, rejected. The rejected tokens take the positions that follow the prompt and a
     4D mask lets them attend to the prompt and to earlier rejected tokens, never to the chosen ones, so each
     log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one pass instead of two
-    and a batch of k pairs pads k rows, not 2k."""
+    and a batch of k pairs pads k rows, not 2k. Models it cannot pack (`packable`) get two sequences per pair."""
     if any(len(c) == 0 for c in chosen + rejected):
         raise ValueError("empty completion: nothing to score")
-    device = next(model.parameters()).device
     k = len(prompts)
+    if not packable(model):
+        out = sequence_logps(model, prompts + prompts, chosen + rejected)
+        return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+    device = next(model.parameters()).device
     lengths = [len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
     n = max(lengths)
     ids = torch.zeros(k, n, dtype=torch.long)

@@ -265,7 +265,7 @@ class Trainer:
         for step, batch in enumerate(batches[start:], start + 1):
             t_step, stats = time.time(), {}
             mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
-            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # micro-batches of similar lengths pad less; the step's sum is the same
+            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # micro-batches of similar lengths pad less; the step's gradient is the same (the lookahead anchor's virtual step is per micro-batch)
             for m in range(0, len(mine), cfg.micro_pairs):
                 idx = mine[m : m + cfg.micro_pairs]
                 prompts, chosen, rejected = self._columns(self.pairs, idx)
