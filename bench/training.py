@@ -28,7 +28,6 @@ from harness.generation import chat_prompts
 from harness.runinfo import machine
 from tasks import gsm8k
 from tasks.data import write_jsonl, write_text_atomic
-from trainers.logprobs import encode
 from trainers.trainer import TrainConfig, Trainer
 
 OURS = [("dpo", "dpo", "reference"), ("spo (reference)", "spo", "reference"), ("spo (lookahead)", "spo", "lookahead")]
@@ -68,7 +67,8 @@ def ours(path: str, tok, pairs_file: Path, tmp: str, method: str, anchor: str, a
     steps = [json.loads(line) for line in open(Path(cfg.output_dir) / "metrics.jsonl")]
     rc, rr = trainer.reference_logps(trainer.pairs)  # cached: the log-probs at θ0, i.e. the first step's policy log-probs
     return {"step_seconds": [r["step_seconds"] for r in steps[1:]], "loss_first_step": steps[0]["loss"],
-            "logps_chosen": rc.total.tolist(), "logps_rejected": rr.total.tolist()}
+            "logps_chosen": rc.total.tolist(), "logps_rejected": rr.total.tolist(), "parameters": sum(p.numel() for p in model.parameters()),
+            "tokens_per_step": sum(2 * len(x) + len(c) + len(r) for x, c, r in trainer.pairs)}  # every step sees these pairs
 
 
 def trl(path: str, tok, rows: list[dict], tmp: str, a) -> dict:
@@ -108,10 +108,7 @@ def main() -> None:
     path = models.resolve_model()
     tok = AutoTokenizer.from_pretrained(path)
     rows = bench_pairs(tok, a.pairs_per_step)
-    enc = [(encode(tok, r["prompt"], r["chosen"]), encode(tok, r["prompt"], r["rejected"])) for r in rows]
-    tokens = sum(len(p) + len(c) for pair in enc for p, c in pair)  # per step: every step sees these pairs
     peaks = {"fp32": matmul_peak(torch.float32, 2048), "bf16": matmul_peak(torch.bfloat16, 2048 if a.bf16 else 512)}
-    n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).parameters())
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         pairs_file = Path(tmp) / "pairs.jsonl"
@@ -122,7 +119,7 @@ def main() -> None:
             results[label] = ours(path, tok, pairs_file, tmp, method, anchor, a)
         if "trl" not in a.skip:
             results["trl DPOTrainer"] = trl(path, tok, rows, tmp, a)
-    peak = peaks["bf16" if a.bf16 else "fp32"]
+    peak, tokens, n_params = peaks["bf16" if a.bf16 else "fp32"], results["dpo"]["tokens_per_step"], results["dpo"]["parameters"]
     for r in results.values():
         r["seconds_per_step"] = statistics.median(r["step_seconds"])
         r["tokens_per_second"] = tokens / r["seconds_per_step"]

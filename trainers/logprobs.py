@@ -97,10 +97,13 @@ def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejecte
     if any(len(c) == 0 for c in chosen + rejected):
         raise ValueError("empty completion: nothing to score")
     k = len(prompts)
-    if not packable(model):
-        out = sequence_logps(model, prompts + prompts, chosen + rejected)
-        return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
-    device = next(model.parameters()).device
+    out = _packed_logps(model, prompts, chosen, rejected) if packable(model) else sequence_logps(model, prompts + prompts, chosen + rejected)
+    return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+
+
+def _packed_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]) -> SeqLogps:
+    """The chosen then the rejected log-probs of `pair_logps`, one row per pair."""
+    k, device = len(prompts), next(model.parameters()).device
     lengths = [len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
     n = max(lengths)
     ids = torch.zeros(k, n, dtype=torch.long)
@@ -119,9 +122,8 @@ def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejecte
                      + [torch.cat([torch.tensor([len(p) - 1]), torch.arange(len(p) + len(c), len(p) + len(c) + len(r) - 1)])
                         for p, c, r in zip(prompts, chosen, rejected)])
     targets = torch.tensor([t for c in chosen for t in c] + [t for r in rejected for t in r])
-    out = _completion_logps(model, ids.to(device), rows.to(device), cols.to(device), targets.to(device),
-                            [len(c) for c in chosen] + [len(r) for r in rejected], mask.to(device), positions.to(device))
-    return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+    return _completion_logps(model, ids.to(device), rows.to(device), cols.to(device), targets.to(device),
+                             [len(c) for c in chosen] + [len(r) for r in rejected], mask.to(device), positions.to(device))
 
 
 def _no_grad_batches(model, logps, columns: tuple[list, ...], batch_size: int, bf16: bool, progress: str | None) -> list[SeqLogps]:
