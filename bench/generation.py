@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from harness import models
-from harness.runinfo import machine
+from harness.runinfo import machine, stage_env
 from tasks.data import write_text_atomic
 from trainers.logprobs import resolve_dtype
 
@@ -40,7 +40,8 @@ if __name__ == "__main__":
 
 
 def run(path: str, backend: str, n: int, max_tokens: int, dtype: str, batch: int = 0) -> dict:
-    proc = subprocess.run([sys.executable, "-c", ONE, path, backend, str(n), str(max_tokens), dtype, str(batch)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", ONE, path, backend, str(n), str(max_tokens), dtype, str(batch)], capture_output=True, text=True,
+                          env=stage_env())  # as compare runs its stages: tcmalloc where installed
     if proc.returncode:
         raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -73,7 +74,7 @@ def main() -> None:
               f"{r['tokens_per_second'] / hf['tokens_per_second']:9.2f} {same[k]:9d} {r['load_seconds']:13.1f}")
     for r in results.values():
         del r["texts"]
-    write_text_atomic(a.out, json.dumps({"prompts": a.prompts, "max_tokens": a.max_tokens, "dtype": dtype, "machine": machine(),
+    write_text_atomic(a.out, json.dumps({"prompts": a.prompts, "max_tokens": a.max_tokens, "dtype": dtype, "machine": machine(stage_env()),
                                          "best_hf": best_hf, "same_text_as_best_hf": same, "results": results}, indent=2) + "\n")
 
 

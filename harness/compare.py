@@ -28,7 +28,7 @@ from harness import leaderboard, models
 from harness.evaluate import TASKS
 from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
-from harness.runinfo import commit, machine
+from harness.runinfo import commit, machine, stage_env
 from tasks.data import write_jsonl, write_text_atomic
 from trainers.cli import exclusive, run_main
 from trainers.logprobs import native_bf16, resolve_dtype
@@ -51,10 +51,10 @@ def file_digest(path: Path) -> str:
 
 
 def stage(name: str, timings: dict, cmd: list[str]) -> None:
-    """Run a CLI stage in a fresh process and record its wall time."""
+    """Run a CLI stage in a fresh process (with tcmalloc where installed: `stage_env`) and record its wall time."""
     print(f"\n== {name}", flush=True)
     t = time.time()
-    if subprocess.run([sys.executable, "-m", *cmd]).returncode != 0:
+    if subprocess.run([sys.executable, "-m", *cmd], env=stage_env()).returncode != 0:
         raise SystemExit(f"compare: stage '{name}' failed (command: python -m {' '.join(cmd)}); finished stages are kept, rerun with --resume")
     timings[name] = round(time.time() - t, 1)
 
@@ -233,7 +233,7 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
                                 "--heldout", str(a.outputs / "heldout_pairs.jsonl"), "--run-key", run_key, "--reference-run", str(runs / "reference")])
 
     meta = {"command": "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:]), "preset": a.preset,
-            "commit": commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": commit(), "machine": machine(stage_env()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "order": ["reference", *labels], "seeds": a.seeds,
             "stage_seconds": {k: v for k, v in timings.items() if k in ("pairs", "eval", *(f"train {n}" for n in labels))}, "kept_from_earlier": kept,
             "pairs": {"train": len(train), "heldout": len(held)}}

@@ -1,6 +1,8 @@
-"""Provenance written into every result: git commit, machine, library versions."""
+"""Provenance written into every result (git commit, machine, library versions), and the environment the
+compute stages run in."""
 from __future__ import annotations
 
+import ctypes.util
 import os
 import platform
 import subprocess
@@ -19,14 +21,38 @@ def commit() -> str:
     return (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else "unknown"
 
 
-def machine() -> str:
+def machine(env: dict | None = None) -> str:
+    """CPU, cores, GPU, torch, and the allocator of a process run with `env` (default: this one's)."""
     import torch
 
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}"
+    malloc = "tcmalloc" if "tcmalloc" in (os.environ if env is None else env).get("LD_PRELOAD", "") else "glibc malloc"
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}, {malloc}"
+
+
+def tcmalloc() -> str | None:
+    """The soname of the system's tcmalloc (Debian/Ubuntu: `apt install libtcmalloc-minimal4`), if installed;
+    the dynamic linker finds it by that name in LD_PRELOAD."""
+    return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+
+
+def stage_env() -> dict[str, str]:
+    """This environment with tcmalloc preloaded where it is installed. PyTorch on a CPU allocates and frees
+    activation-sized buffers all the time; glibc hands the large ones back to the kernel on every free, so each
+    step page-faults them in again (a quarter of the CPU time went to the kernel here). tcmalloc keeps them:
+    DPO steps 19 % faster and SPO lookahead steps 35 % faster measured in bf16 (README, Performance)."""
+    env, lib = dict(os.environ), tcmalloc()
+    if lib and "tcmalloc" not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = ":".join(filter(None, (lib, env.get("LD_PRELOAD"))))
+        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))  # vLLM's KV cache is one large allocation: no stderr report
+    return env
+
+
+if __name__ == "__main__":  # `python -m harness.runinfo preload`: the LD_PRELOAD value the Makefile runs with
+    print(stage_env().get("LD_PRELOAD", ""))
 
 
 def versions() -> dict[str, str]:

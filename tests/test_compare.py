@@ -2,10 +2,12 @@
 regression baselines (results/baselines/); presets and --config; --resume."""
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
-from harness import baseline, compare
+from harness import baseline, compare, runinfo
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +22,17 @@ def test_smoke_preset_reproduces_its_baseline(smoke_run):
     assert not bad, "smoke numbers moved (refresh deliberately with python -m harness.baseline --refresh smoke):\n" + "\n".join(bad)
     board = json.loads((results / "leaderboard.json").read_text())
     assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"]["preset"] == "smoke"
+    assert board["meta"]["machine"].endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")  # the stages' allocator
+
+
+def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "")
+    probe = [sys.executable, "-c", "print(open('/proc/self/maps').read().count('tcmalloc') > 0)"]
+    env = runinfo.stage_env()
+    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip() == str(runinfo.tcmalloc() is not None)
+    assert runinfo.machine(env).endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")
+    monkeypatch.setenv("LD_PRELOAD", "libm.so.6")  # a preload of the user's own is kept
+    assert runinfo.stage_env()["LD_PRELOAD"].split(":")[-1] == "libm.so.6"
 
 
 def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
