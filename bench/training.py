@@ -1,7 +1,9 @@
 """Training throughput on identical work, measured in one run: our DPO vs TRL's `DPOTrainer`, our SPO
 (reference and lookahead anchors) vs our DPO, and the achieved FLOP/s against this CPU's matmul peaks.
 
-    python bench/training.py [--pairs-per-step 8] [--micro-pairs 4] [--steps 3] [--skip trl]
+    LD_PRELOAD=$(python -m harness.runinfo) python bench/training.py [--bf16] [--pairs-per-step 8] [--micro-pairs 4] [--steps 3] [--skip trl]
+
+(LD_PRELOAD: tcmalloc where installed, as compare runs its stages; the JSON's machine line names the allocator.)
 
 Every trainer gets the same pairs (GSM8K train questions, chosen = the gold solution, rejected = the next
 question's gold solution: real text of realistic lengths), the same model (the default SmolLM2-135M), batch,

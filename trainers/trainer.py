@@ -49,6 +49,7 @@ class TrainConfig(LossParams):
     probe_every: int = 0          # log the probe set every N steps, and before the first (0: never)
     lora_r: int = 0               # LoRA rank on every linear layer via peft (0: full fine-tuning)
     lora_alpha: float = 16.0      # LoRA scaling; the saved checkpoint has the adapters merged
+    fsdp: bool = False            # under a launcher: shard weights, gradients and AdamW state over the processes (FSDP2) instead of replicating them (DDP)
 
 
 def seed_everything(seed: int) -> None:
@@ -124,6 +125,24 @@ def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int
         return -sequence_logps(model, prompts, completions, params=virtual).mean
 
 
+def shard(model) -> None:
+    """FSDP2 in place over all processes: each block the model names unsplittable (its decoder layers), then the rest
+    (embeddings, tied LM head, final norm), so one layer's full weights exist at a time."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = set(model._no_split_modules or ())
+    for module in [m for m in model.modules() if type(m).__name__ in blocks]:
+        fully_shard(module)
+    fully_shard(model)
+
+
+def full_state_dict(model) -> dict:
+    """The sharded model's full weights, gathered on the CPU of the main process (a collective: every process calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model, tok):
         if cfg.batch_pairs % cfg.micro_pairs:
@@ -139,6 +158,9 @@ class Trainer:
         if self.acc.num_processes > 1 and cfg.batch_pairs % (self.acc.num_processes * cfg.micro_pairs):
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
                              f"({self.acc.num_processes} × {cfg.micro_pairs})")
+        self.fsdp = cfg.fsdp and self.acc.num_processes > 1  # one process has nothing to shard
+        if cfg.fsdp and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
+            raise ValueError("--fsdp does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; use DDP (no --fsdp) for those")
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
         self.out = Path(cfg.output_dir)
@@ -250,15 +272,20 @@ class Trainer:
         orders = [torch.randperm(n, generator=gen).tolist() for _ in range(cfg.epochs)]
         batches = [o[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs] for o in orders for s in range(steps_per_epoch)]
         warmup = max(1, int(cfg.warmup_ratio * len(batches)))
+        if self.fsdp:  # before the optimizer, which must hold the shards
+            shard(self.model)
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
         log = MetricsLog(self.out, start) if main else None
-        if self.probe and start == 0 and main:
-            log.write({"step": 0, **self.probe_metrics(probe_ref)})
-        ddp = self.acc.prepare_model(self.model) if world > 1 else self.model
+        probing = self.probe and (main or self.fsdp)  # a sharded model's forward needs every process
+        if probing and start == 0:
+            row = {"step": 0, **self.probe_metrics(probe_ref)}
+            if main:
+                log.write(row)
+        ddp = self.acc.prepare_model(self.model) if world > 1 and not self.fsdp else self.model
         self.model.train()
         t0, row = time.time(), {}
         bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}", disable=not main)
@@ -290,13 +317,14 @@ class Trainer:
             if world > 1:
                 summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
                 stats = dict(zip(stats, summed.tolist()))
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            grad_norm = (grad_norm.full_tensor() if self.fsdp else grad_norm).item()  # FSDP: a DTensor
             lr = opt.param_groups[0]["lr"]  # the rate this step used
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "step_seconds": time.time() - t_step}
-            if main and self.probe and (step % cfg.probe_every == 0 or step == len(batches)):
+            if probing and (step % cfg.probe_every == 0 or step == len(batches)):
                 row.update(self.probe_metrics(probe_ref))
             if main:
                 log.write(row)
@@ -308,23 +336,24 @@ class Trainer:
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
         bar.close()
         self.acc.wait_for_everyone()
+        weights = full_state_dict(self.model) if self.fsdp else None  # every process takes part in gathering the shards
         if not main:
             return {"steps": len(batches), "process": self.acc.process_index}
         log.close()
-        self.save()
+        self.save(weights)
         summary = {"config": asdict(cfg), "bf16": self.bf16, "steps": len(batches), "resumed_from": start, "pairs_used": n,
                    "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
                    "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
         _write_atomic(self.out / "train.json", json.dumps(summary, indent=2))
         return summary
 
-    def save(self) -> Path:
+    def save(self, state_dict: dict | None = None) -> Path:
         """HF checkpoint (safetensors + tokenizer; LoRA adapters merged), written aside and renamed into place."""
         final, partial = self.out / "checkpoint", self.out / "checkpoint.partial"
         shutil.rmtree(partial, ignore_errors=True)
         if hasattr(self.model, "merge_and_unload"):
             self.model = self.model.merge_and_unload()
-        self.model.save_pretrained(partial)
+        self.model.save_pretrained(partial, state_dict=state_dict)
         self.tok.save_pretrained(partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
