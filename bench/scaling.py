@@ -4,7 +4,7 @@ default model's own (135M).
 
     python bench/scaling.py [--repeats 3]
 
-A step is what the trainer does per micro-batch: `pair_logps` (prompt once, chosen and rejected, 4D mask),
+A step is what the trainer does per micro-batch: `pair_logps` (prompt once, chosen and rejected, one padding-free row),
 the DPO loss against fixed reference log-probs, backward, AdamW. fp32, the machine's threads. Prints three
 tables (size, length, pairs) and writes results/bench/scaling.json.
 """

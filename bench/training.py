@@ -9,7 +9,8 @@ Every trainer gets the same pairs (GSM8K train questions, chosen = the gold solu
 question's gold solution: real text of realistic lengths), the same model (the default SmolLM2-135M), batch,
 max length, precision (fp32 unless --bf16), learning rate and β. Each step sees the same pairs (one epoch per
 step), the first step is a warm-up and is not timed; TRL runs with its fastest offered settings here:
-precomputed reference log-probs and its fused LM head (padding-free is disabled in TRL 1.x).
+precomputed reference log-probs and its fused LM head (padding-free is disabled in TRL 1.x). The last row is no
+trainer but the yardstick of the FLOP/s goal: a plain Hugging Face forward and backward of the same sequences.
 Work is counted the same way for all: tokens = prompt + chosen + prompt + rejected (with the end-of-turn
 token) per pair. Prints a table and writes results/bench/training.json.
 """
@@ -97,6 +98,32 @@ def trl(path: str, tok, rows: list[dict], tmp: str, a) -> dict:
             "logps_chosen_mean": first["logps/chosen"], "logps_rejected_mean": first["logps/rejected"]}
 
 
+def plain_hf(path: str, tok, rows: list[dict], a) -> dict:
+    """The calibration the FLOP/s goal cites: a plain Hugging Face forward and backward (next-token loss, full logits,
+    right padding) over the same sequences, prompt+chosen and prompt+rejected, in the same micro-batches; no optimizer."""
+    from trainers.logprobs import autocast, encode
+
+    seqs = [p + c for row in rows for p, c in (encode(tok, row["prompt"], row["chosen"]), encode(tok, row["prompt"], row["rejected"]))]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).to(DEVICE).train()
+    batches = []
+    for s in range(0, len(seqs), 2 * a.micro_pairs):
+        part = seqs[s : s + 2 * a.micro_pairs]
+        ids = torch.full((len(part), max(map(len, part))), -100)
+        for i, q in enumerate(part):
+            ids[i, : len(q)] = torch.tensor(q)
+        batches.append(ids.to(DEVICE))
+    times = []
+    for _ in range(a.steps + 1):
+        t0 = time.perf_counter()
+        for labels in batches:
+            with autocast(a.bf16, DEVICE):
+                loss = model(input_ids=labels.clamp(min=0), labels=labels).loss
+            loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return {"step_seconds": times[1:], "loss_first_step": None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs-per-step", type=int, default=8)
@@ -104,7 +131,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per trainer, after one warm-up step")
     ap.add_argument("--max-len", type=int, default=640)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast for every trainer (only sensible where bf16 is native)")
-    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: trl, lookahead")
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: trl, lookahead, plain")
     ap.add_argument("--out", type=Path, default=Path("results/bench/training.json"))
     a = ap.parse_args()
     path = models.resolve_model()
@@ -121,6 +148,8 @@ def main() -> None:
             results[label] = ours(path, tok, pairs_file, tmp, method, anchor, a)
         if "trl" not in a.skip:
             results["trl DPOTrainer"] = trl(path, tok, rows, tmp, a)
+        if "plain" not in a.skip:
+            results["plain HF fwd+bwd"] = plain_hf(path, tok, rows, a)
     peak, tokens, n_params = peaks["bf16" if a.bf16 else "fp32"], results["dpo"]["tokens_per_step"], results["dpo"]["parameters"]
     for r in results.values():
         r["seconds_per_step"] = statistics.median(r["step_seconds"])
@@ -134,7 +163,7 @@ def main() -> None:
     print(f"{'trainer':<18}{'s/step':>9}{'s/pair':>8}{'tok/s':>8}{'× our dpo':>11}{'6N GFLOP/s':>12}{'% of peak':>11}{'loss step 1':>13}")
     for label, r in results.items():
         print(f"{label:<18}{r['seconds_per_step']:>9.2f}{r['seconds_per_pair']:>8.2f}{r['tokens_per_second']:>8.1f}"
-              f"{r['seconds_per_step'] / base:>11.2f}{r['gflops_6n']:>12.1f}{100 * r['share_of_peak']:>10.1f}%{r['loss_first_step']:>13.6f}")
+              f"{r['seconds_per_step'] / base:>11.2f}{r['gflops_6n']:>12.1f}{100 * r['share_of_peak']:>10.1f}%{r['loss_first_step'] or float('nan'):>13.6f}")
     check = {}
     if "trl DPOTrainer" in results:
         t, o = results["trl DPOTrainer"], results["dpo"]

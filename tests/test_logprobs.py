@@ -97,3 +97,43 @@ def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tin
     with torch.no_grad():
         a, b = pair_logps(sdpa, prompts, chosen, rejected), pair_logps(eager, prompts, chosen, rejected)
     assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(a[1].total, b[1].total, atol=1e-5)
+
+
+def test_packed_rows_carry_no_padding_and_equal_padded_rows_in_values_and_gradients(tiny_model_dir):
+    """Sequences of very different lengths go through the model as one row of exactly their tokens; log-probs and
+    gradients equal the right-padded batch (eager attention cannot pack), and the model's attention is restored."""
+    from trainers.logprobs import packable
+
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    padded = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    g = torch.Generator().manual_seed(2)
+    shapes = [(30, 2), (3, 4), (12, 25), (1, 1)]
+    prompts = [torch.randint(3, 1000, (p,), generator=g).tolist() for p, _ in shapes]
+    completions = [torch.randint(3, 1000, (c,), generator=g).tolist() for _, c in shapes]
+    seen = []
+    sdpa.model.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].shape), with_kwargs=True)
+    a, b = sequence_logps(sdpa, prompts, completions), sequence_logps(padded, prompts, completions)
+    assert seen == [torch.Size([1, sum(p + c for p, c in shapes)])] and packable(sdpa) and not packable(padded)
+    assert sdpa.config._attn_implementation == "sdpa"
+    assert torch.allclose(a.total, b.total, atol=1e-5) and torch.equal(a.count, b.count)
+    (a.total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
+    (b.total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
+    for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
+        ga, gb = sdpa.get_parameter(name).grad, padded.get_parameter(name).grad
+        assert ga.abs().sum() > 0 and torch.allclose(ga, gb, atol=1e-6), name
+
+
+def test_packed_pairs_on_the_default_model_equal_each_sequence_scored_alone(default_model_path):
+    """The real model (grouped-query attention, 30 layers): chosen and rejected log-probs of pairs packed in one row
+    equal each prompt+completion run alone through the plain model, with full logits."""
+    model = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(default_model_path)
+    rows = [("What is 7 times 8?", "7 times 8 is 56. #### 56", "It is 54. #### 54"),
+            ("Tom has 3 apples and buys 12 more. How many apples does he have now?", "3 + 12 = 15. #### 15", "He has 13. #### 13"),
+            ("Name a prime number.", "Seven is prime, because it has no divisors other than one and itself. #### 7", "9 #### 9")]
+    enc = [(encode(tok, [{"role": "user", "content": q}], c), encode(tok, [{"role": "user", "content": q}], r)) for q, c, r in rows]
+    prompts, chosen, rejected = [e[0][0] for e in enc], [e[0][1] for e in enc], [e[1][1] for e in enc]
+    with torch.no_grad():
+        pc, pr = pair_logps(model, prompts, chosen, rejected)
+        expected = [naive_logps(model, p, c) for p, c in zip(prompts + prompts, chosen + rejected)]
+    assert torch.allclose(torch.cat([pc.total, pr.total]), torch.tensor(expected), rtol=1e-5, atol=1e-4)

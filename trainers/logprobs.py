@@ -1,18 +1,35 @@
 """Batched completion log-probs: the one scorer shared by training, training probes and evaluation.
 
-Sequences are prompt+completion token ids, right-padded. With right padding every real token sits
-before every pad, so the causal mask alone keeps pads out of attention and no padding mask is
-needed. The LM head is applied only at the positions that predict completion tokens, so the
-(large-vocabulary) logits are never materialised for prompt or pad positions.
+Sequences are packed into one row without padding, each attending only to itself: the model's attention is
+switched, for that forward, to SDPA run segment by segment (`_segment_attention`), so no work is spent on pad
+tokens or on token pairs from different sequences. Models whose attention cannot be switched (eager, sliding
+window, no attention interface) get right-padded rows instead: with right padding every real token sits before
+every pad, so the causal mask alone keeps pads out of attention. The LM head runs only at the positions that
+predict completion tokens, so the (large-vocabulary) logits are never materialised for prompt or pad positions.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from trainers.losses import SeqLogps
+
+SEGMENTS = "spo_harness_segments"  # the attention implementation of packed rows, registered with transformers below
+
+
+def _segment_attention(module, query, key, value, attention_mask, segments: list[tuple[int, torch.Tensor | None]], **kwargs):
+    """SDPA on each segment of a packed row alone, `segments` being (length, 4D boolean mask or None = causal) in row
+    order. transformers builds no row mask for an implementation without a mask function, so `attention_mask` is None."""
+    lengths = [n for n, _ in segments]
+    parts = zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), segments, strict=True)
+    return torch.cat([sdpa_attention_forward(module, q, k, v, m, **kwargs)[0] for q, k, v, (_, m) in parts], 1), None
+
+
+AttentionInterface.register(SEGMENTS, _segment_attention)
 
 
 def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], list[int]]:
@@ -42,22 +59,37 @@ def autocast(bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
+def _config(model):
+    return getattr(model, "module", model).config  # a DDP wrapper's module; peft models forward .config
+
+
+@contextmanager
+def _attention(model, implementation: str):
+    """The model's attention implementation set to `implementation` for one forward (the backward does not read it)."""
+    cfg = _config(model)
+    before, cfg._attn_implementation = cfg._attn_implementation, implementation
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = before
+
+
 def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, counts: list[int],
-                      mask: torch.Tensor | None = None, positions: torch.Tensor | None = None, params: dict | None = None) -> SeqLogps:
+                      params: dict | None = None, **forward) -> SeqLogps:
     """Summed log-prob of `targets`, predicted at (rows, cols) of the batch `ids`, per sequence: the targets are
-    the sequences' tokens one after another, `counts` long each. The LM head runs only at those positions. `mask`/`positions` (a 4D boolean mask, True = may attend,
-    and position ids) replace the causal mask for packed rows; `params` evaluates other weights functionally."""
+    the sequences' tokens one after another, `counts` long each. The LM head runs only at those positions.
+    `forward` goes to the model (position ids, segments); `params` evaluates other weights functionally."""
     seq = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(ids.device)
-    kwargs = {"input_ids": ids} if mask is None else {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+    kwargs = {"input_ids": ids, **forward}
     if params is None and not _wrapped(model):
         core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
         hidden = core.base_model(**kwargs).last_hidden_state
         logits = core.get_output_embeddings()(hidden[rows, cols]).float()
     else:  # other weights (functional call), or a DDP/FSDP model
-        start = int(cols.min())
-        kwargs["logits_to_keep"] = slice(start, None)
+        keep, where = torch.unique(cols, return_inverse=True)
+        kwargs["logits_to_keep"] = keep
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
-        logits = out.logits[rows, cols - start].float()
+        logits = out.logits[rows, where].float()
     token_logps = -F.cross_entropy(logits, targets, reduction="none")
     total = torch.zeros(len(counts), device=ids.device, dtype=token_logps.dtype).index_add(0, seq, token_logps)
     return SeqLogps(total, torch.tensor(counts, device=ids.device, dtype=total.dtype))
@@ -72,67 +104,79 @@ def _wrapped(model) -> bool:
     return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule)
 
 
+def packable(model) -> bool:
+    """Whether sequences may be packed into one row (`_segment_attention`): the model runs SDPA through
+    transformers' attention interface, and knows no sliding window (which the segments would not apply)."""
+    cfg = _config(model)
+    core = getattr(model, "module", model)
+    core = core.get_base_model() if hasattr(core, "get_base_model") else core
+    return cfg._attn_implementation == "sdpa" and not getattr(cfg, "sliding_window", None) and core._supports_attention_backend
+
+
+def _starts(lengths: list[int]) -> list[int]:
+    return [sum(lengths[:i]) for i in range(len(lengths))]
+
+
+def _packed(model, segments: list[tuple[list[int], torch.Tensor, torch.Tensor | None]], cols: torch.Tensor, targets: list[int],
+            counts: list[int], params: dict | None) -> SeqLogps:
+    """`_completion_logps` of one row holding the segments (tokens, position ids, 4D mask or None = causal) one after
+    another, each attending only to itself; `cols` are positions in that row."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([[t for s in segments for t in s[0]]], device=device)
+    positions = torch.cat([s[1] for s in segments])[None].to(device)
+    attention = [(len(s[0]), None if s[2] is None else s[2].to(device)) for s in segments]
+    with _attention(model, SEGMENTS):
+        return _completion_logps(model, ids, torch.zeros_like(cols).to(device), cols.to(device), torch.tensor(targets, device=device),
+                                 counts, params, position_ids=positions, segments=attention)
+
+
 def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]], params: dict | None = None) -> SeqLogps:
     """Summed log-prob of each completion given its prompt, and its length, in one forward.
     `params` (name → tensor) evaluates the model at other weights through `torch.func.functional_call`."""
     if any(len(c) == 0 for c in completions):
         raise ValueError("empty completion: nothing to score")
-    device = next(model.parameters()).device
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    counts, targets = [len(c) for c in completions], [t for c in completions for t in c]
+    # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
+    if packable(model):
+        cols = torch.cat([torch.arange(s + len(p) - 1, s + n - 1) for s, n, p in zip(_starts(lengths), lengths, prompts)])
+        return _packed(model, [(p + c, torch.arange(n), None) for p, c, n in zip(prompts, completions, lengths)], cols, targets, counts, params)
+    device = next(model.parameters()).device
     ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids[i, : lengths[i]] = torch.tensor(p + c)
-    # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)])
-    cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, completions)])
-    ids, rows, cols = ids.to(device), rows.to(device), cols.to(device)
-    return _completion_logps(model, ids, rows, cols, ids[rows, cols + 1], [len(c) for c in completions], params=params)
-
-
-def packable(model) -> bool:
-    """Whether `pair_logps` may pack a pair into one row: its boolean 4D mask is passed as-is to the attention, which
-    only SDPA reads as a mask (eager attention would add it to the scores), and it knows no sliding window."""
-    cfg = getattr(model, "module", model).config  # a DDP wrapper's module; peft models forward .config
-    return cfg._attn_implementation == "sdpa" and not getattr(cfg, "sliding_window", None)
+    cols = torch.cat([torch.arange(len(p) - 1, n - 1) for p, n in zip(prompts, lengths)])
+    return _completion_logps(model, ids.to(device), rows.to(device), cols.to(device), torch.tensor(targets, device=device), counts, params)
 
 
 def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]) -> tuple[SeqLogps, SeqLogps]:
     """(chosen, rejected) log-probs of each pair in one forward with the prompt encoded once.
 
-    Row i holds prompt, chosen, rejected. The rejected tokens take the positions that follow the prompt and a
-    4D mask lets them attend to the prompt and to earlier rejected tokens, never to the chosen ones, so each
-    log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one pass instead of two
-    and a batch of k pairs pads k rows, not 2k. Models it cannot pack (`packable`) get two sequences per pair."""
+    A pair is one segment: prompt, chosen, rejected. The rejected tokens take the positions that follow the prompt
+    and the segment's mask lets them attend to the prompt and to earlier rejected tokens, never to the chosen ones,
+    so each log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one pass instead of
+    two. Models it cannot pack (`packable`) get two padded sequences per pair."""
     if any(len(c) == 0 for c in chosen + rejected):
         raise ValueError("empty completion: nothing to score")
     k = len(prompts)
-    out = _packed_logps(model, prompts, chosen, rejected) if packable(model) else sequence_logps(model, prompts + prompts, chosen + rejected)
-    return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
-
-
-def _packed_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]) -> SeqLogps:
-    """The chosen then the rejected log-probs of `pair_logps`, one row per pair."""
-    k, device = len(prompts), next(model.parameters()).device
-    lengths = [len(p) + len(c) + len(r) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
-    n = max(lengths)
-    ids = torch.zeros(k, n, dtype=torch.long)
-    positions = torch.zeros(k, n, dtype=torch.long)
-    part = torch.zeros(k, n, dtype=torch.long)  # 0 prompt or pad, 1 chosen, 2 rejected
-    for i, (p, c, r) in enumerate(zip(prompts, chosen, rejected)):
-        ids[i, : lengths[i]] = torch.tensor(p + c + r)
-        positions[i, : lengths[i]] = torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))])
-        part[i, len(p) : len(p) + len(c)] = 1
-        part[i, len(p) + len(c) : lengths[i]] = 2
-    causal = torch.ones(n, n, dtype=torch.bool).tril()
-    mask = (causal & ~((part[:, :, None] == 2) & (part[:, None, :] == 1)))[:, None]  # pads come last: no real token sees them
+    if not packable(model):
+        out = sequence_logps(model, prompts + prompts, chosen + rejected)
+        return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+    segments = []
+    for p, c, r in zip(prompts, chosen, rejected, strict=True):
+        n = len(p) + len(c) + len(r)
+        mask = torch.ones(n, n, dtype=torch.bool).tril()
+        mask[len(p) + len(c) :, len(p) : len(p) + len(c)] = False  # rejected tokens never see chosen ones
+        segments.append((p + c + r, torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))]), mask[None, None]))
+    starts = _starts([len(s[0]) for s in segments])
     # chosen token j (at p+j) is predicted at p+j-1; the first rejected token at p-1 (the prompt's end), the next at p+c+j-1
-    rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(chosen)] + [torch.full((len(r),), i) for i, r in enumerate(rejected)])
-    cols = torch.cat([torch.arange(len(p) - 1, len(p) + len(c) - 1) for p, c in zip(prompts, chosen)]
-                     + [torch.cat([torch.tensor([len(p) - 1]), torch.arange(len(p) + len(c), len(p) + len(c) + len(r) - 1)])
-                        for p, c, r in zip(prompts, chosen, rejected)])
-    targets = torch.tensor([t for c in chosen for t in c] + [t for r in rejected for t in r])
-    return _completion_logps(model, ids.to(device), rows.to(device), cols.to(device), targets.to(device),
-                             [len(c) for c in chosen] + [len(r) for r in rejected], mask.to(device), positions.to(device))
+    cols = torch.cat([torch.arange(s + len(p) - 1, s + len(p) + len(c) - 1) for s, p, c in zip(starts, prompts, chosen)]
+                     + [torch.cat([torch.tensor([s + len(p) - 1]), torch.arange(s + len(p) + len(c), s + len(p) + len(c) + len(r) - 1)])
+                        for s, p, c, r in zip(starts, prompts, chosen, rejected)])
+    out = _packed(model, segments, cols, [t for c in chosen for t in c] + [t for r in rejected for t in r],
+                  [len(c) for c in chosen] + [len(r) for r in rejected], None)
+    return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
 
 
 def _no_grad_batches(model, logps, columns: tuple[list, ...], batch_size: int, bf16: bool, progress: str | None) -> list[SeqLogps]:

@@ -1,6 +1,6 @@
 """Preference trainer: one policy in memory, reference log-probs computed once and cached on disk,
-chosen and rejected in one forward with their prompt encoded once (`pair_logps`), micro-batches of
-similar lengths, AdamW with gradient accumulation, HF checkpoint at the end.
+chosen and rejected in one padding-free forward with their prompt encoded once (`pair_logps`),
+AdamW with gradient accumulation, HF checkpoint at the end.
 
 Pairs are generic: {"prompt": chat messages or text, "chosen": str, "rejected": str}.
 """
@@ -298,7 +298,7 @@ class Trainer:
         for step, batch in enumerate(batches[start:], start + 1):
             t_step, stats = time.time(), {}
             mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
-            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # micro-batches of similar lengths pad less; the step's gradient is the same (the lookahead anchor's virtual step is per micro-batch)
+            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # models that cannot pack (eager attention) pad less; the step's gradient is the same (the lookahead anchor's virtual step is per micro-batch)
             for m in range(0, len(mine), cfg.micro_pairs):
                 idx = mine[m : m + cfg.micro_pairs]
                 prompts, chosen, rejected = self._columns(self.pairs, idx)
