@@ -5,9 +5,10 @@ pairs `compare` trained on: what a change to `trainers/logprobs.py` (e.g. paddin
 
 Pairs: by default every pair file in compare's cache (~/.cache/spo-harness/pairs, written by `make run`), shuffled
 with seed 0, as the trainer sees them: mixed tasks, so mixed lengths. Two workloads, each timed for both scorers in
-turn, `--rounds` times: training (fwd+bwd of the DPO loss, 8 pairs per step in micro-batches of 4 sorted by length,
+turn (alternating which goes first), `--rounds` times, after a warm-up step of each: training (fwd+bwd of the DPO loss, 8 pairs per step in micro-batches of 4 sorted by length,
 as the trainer does; --steps steps) and scoring without gradients (reference log-probs: `score_pairs`, 4 pairs per
-batch, in file order). Also checks that both scorers give the same log-probs. Writes results/bench/packing.json.
+batch, in file order). Also checks that both scorers give the same log-probs. Writes results/bench/packing.json
+(packing_bf16.json with --bf16).
 """
 from __future__ import annotations
 
@@ -76,8 +77,9 @@ def main() -> None:
     ap.add_argument("--score", type=int, default=48, help="pairs scored without gradients per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--bf16", action="store_true")
-    ap.add_argument("--out", type=Path, default=Path("results/bench/packing.json"))
+    ap.add_argument("--out", type=Path, help="default: results/bench/packing.json, packing_bf16.json with --bf16")
     a = ap.parse_args()
+    a.out = a.out or Path(f"results/bench/packing{'_bf16' if a.bf16 else ''}.json")
     files = a.pairs or sorted(CACHE.glob("*.jsonl"))
     if not files:
         sys.exit(f"no pair files in {CACHE}: run `make run` once (or pass --pairs)")
@@ -92,11 +94,12 @@ def main() -> None:
     lengths = sorted(sum(map(len, p)) for p in pairs)
     with tempfile.TemporaryDirectory() as tmp:
         scorers = {f"before ({a.before})": scorer_at(a.before, tmp), "this checkout": logprobs}
-        train_seconds(logprobs, model, pairs, 1, a.bf16)  # warm-up
+        for scorer in scorers.values():  # warm-up
+            train_seconds(scorer, model, pairs, 1, a.bf16)
         times = {name: {"train": [], "score": []} for name in scorers}
         values = {}
-        for _ in range(a.rounds):
-            for name, scorer in scorers.items():
+        for r in range(a.rounds):
+            for name, scorer in list(scorers.items())[:: 1 if r % 2 == 0 else -1]:  # each goes first in every other round
                 times[name]["train"].append(train_seconds(scorer, model, pairs, a.steps, a.bf16))
                 seconds, values[name] = score_seconds(scorer, model, pairs[: a.score], a.bf16)
                 times[name]["score"].append(seconds)

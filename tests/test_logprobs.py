@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,7 +89,7 @@ def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
 
 
 def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tiny_model_dir):
-    """Eager attention would add a boolean mask to the scores: such models are scored unpacked, with the same result."""
+    """Models that cannot pack (here: eager attention) are scored as two padded sequences per pair, with the same result."""
     from trainers.logprobs import packable
 
     sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -111,9 +113,11 @@ def test_packed_rows_carry_no_padding_and_equal_padded_rows_in_values_and_gradie
     prompts = [torch.randint(3, 1000, (p,), generator=g).tolist() for p, _ in shapes]
     completions = [torch.randint(3, 1000, (c,), generator=g).tolist() for _, c in shapes]
     seen = []
-    sdpa.model.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].shape), with_kwargs=True)
+    sdpa.model.register_forward_hook(lambda m, args, kwargs, out: seen.append((kwargs["input_ids"], kwargs["position_ids"])), with_kwargs=True)
     a, b = sequence_logps(sdpa, prompts, completions), sequence_logps(padded, prompts, completions)
-    assert seen == [torch.Size([1, sum(p + c for p, c in shapes)])] and packable(sdpa) and not packable(padded)
+    assert len(seen) == 1 and packable(sdpa) and not packable(padded)
+    assert seen[0][0].tolist() == [[t for p, c in zip(prompts, completions) for t in p + c]]  # exactly the tokens, no pads
+    assert seen[0][1].tolist() == [[i for p, c in shapes for i in range(p + c)]]  # each sequence counts its positions from 0
     assert sdpa.config._attn_implementation == "sdpa"
     assert torch.allclose(a.total, b.total, atol=1e-5) and torch.equal(a.count, b.count)
     (a.total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
@@ -137,3 +141,42 @@ def test_packed_pairs_on_the_default_model_equal_each_sequence_scored_alone(defa
         pc, pr = pair_logps(model, prompts, chosen, rejected)
         expected = [naive_logps(model, p, c) for p, c in zip(prompts + prompts, chosen + rejected)]
     assert torch.allclose(torch.cat([pc.total, pr.total]), torch.tensor(expected), rtol=1e-5, atol=1e-4)
+
+
+TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
+def test_every_packable_family_packs_to_the_padded_result(family):
+    """Each family `packable` admits gives the padded (eager) log-probs when packed; the same families with a sliding
+    window, a family outside the list, and gradient checkpointing are not packed."""
+    from transformers import AutoConfig, GPT2Config
+
+    from trainers.logprobs import packable
+
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(family, **TINY, **({"sliding_window": None} if family == "mistral" else {}))
+    sdpa = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
+    eager = AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()  # from_config sets the config it gets
+    eager.load_state_dict(sdpa.state_dict())
+    prompts, chosen, rejected = [[5, 6, 7, 8], [9]], [[11, 12], [13, 14, 15, 16, 17]], [[18, 19, 20], [21]]
+    assert packable(sdpa) and not packable(eager)
+    with torch.no_grad():
+        a, b = pair_logps(sdpa, prompts, chosen, rejected), pair_logps(eager, prompts, chosen, rejected)
+    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(a[1].total, b[1].total, atol=1e-5)
+    windowed = {"mistral": {"sliding_window": 8}, "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}}
+    if family in windowed:
+        assert not packable(AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **TINY, **windowed[family]), attn_implementation="sdpa"))
+    sdpa.gradient_checkpointing_enable()
+    assert not packable(sdpa)
+    gpt2 = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=1000, n_embd=64, n_layer=2, n_head=4), attn_implementation="sdpa")
+    assert not packable(gpt2)
+
+
+def test_the_attention_setting_is_restored_when_the_forward_fails(tiny):
+    model, _ = tiny
+    with pytest.raises(IndexError):
+        sequence_logps(model, [[5, 6]], [[10**6]])  # a token id outside the vocabulary
+    assert model.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="empty prompt"):
+        pair_logps(model, [[]], [[5]], [[6]])

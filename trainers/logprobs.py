@@ -104,13 +104,21 @@ def _wrapped(model) -> bool:
     return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule)
 
 
+PACKABLE = ("llama", "mistral", "qwen2", "qwen3")  # decoders made only of attention and per-token layers (tested packed = padded)
+
+
 def packable(model) -> bool:
-    """Whether sequences may be packed into one row (`_segment_attention`): the model runs SDPA through
-    transformers' attention interface, and knows no sliding window (which the segments would not apply)."""
+    """Whether sequences may be packed into one row (`_segment_attention`): a model family whose only token mixing is
+    its attention (hybrid convolution, state-space or linear-attention layers would run across the whole row), with
+    SDPA, full attention in every layer (no sliding window, which the segments would not apply), and no gradient
+    checkpointing (its recomputation in the backward would run the model's own attention)."""
     cfg = _config(model)
+    text = cfg.get_text_config()
+    layers = getattr(text, "layer_types", None)
+    full = set(layers) == {"full_attention"} if layers else not getattr(text, "sliding_window", None)
     core = getattr(model, "module", model)
-    core = core.get_base_model() if hasattr(core, "get_base_model") else core
-    return cfg._attn_implementation == "sdpa" and not getattr(cfg, "sliding_window", None) and core._supports_attention_backend
+    return (cfg._attn_implementation == "sdpa" and text.model_type in PACKABLE and full
+            and not getattr(core, "is_gradient_checkpointing", False))
 
 
 def _starts(lengths: list[int]) -> list[int]:
@@ -135,6 +143,8 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     `params` (name → tensor) evaluates the model at other weights through `torch.func.functional_call`."""
     if any(len(c) == 0 for c in completions):
         raise ValueError("empty completion: nothing to score")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt: no position predicts the first completion token")
     lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
     counts, targets = [len(c) for c in completions], [t for c in completions for t in c]
     # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
@@ -159,6 +169,8 @@ def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejecte
     two. Models it cannot pack (`packable`) get two padded sequences per pair."""
     if any(len(c) == 0 for c in chosen + rejected):
         raise ValueError("empty completion: nothing to score")
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("empty prompt: no position predicts the first completion token")
     k = len(prompts)
     if not packable(model):
         out = sequence_logps(model, prompts + prompts, chosen + rejected)
