@@ -31,6 +31,7 @@ from harness.generation import chat_prompts
 from harness.runinfo import machine
 from tasks import gsm8k
 from tasks.data import write_jsonl, write_text_atomic
+from trainers.logprobs import autocast, encode
 from trainers.trainer import TrainConfig, Trainer
 
 OURS = [("dpo", "dpo", "reference"), ("spo (reference)", "spo", "reference"), ("spo (lookahead)", "spo", "lookahead")]
@@ -101,8 +102,6 @@ def trl(path: str, tok, rows: list[dict], tmp: str, a) -> dict:
 def plain_hf(path: str, tok, rows: list[dict], a) -> dict:
     """The calibration the FLOP/s goal cites: a plain Hugging Face forward and backward (next-token loss, full logits,
     right padding) over the same sequences, prompt+chosen and prompt+rejected, in the same micro-batches; no optimizer."""
-    from trainers.logprobs import autocast, encode
-
     seqs = [p + c for row in rows for p, c in (encode(tok, row["prompt"], row["chosen"]), encode(tok, row["prompt"], row["rejected"]))]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True).to(DEVICE).train()
     batches = []

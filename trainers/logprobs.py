@@ -112,12 +112,11 @@ def packable(model) -> bool:
     its attention (hybrid convolution, state-space or linear-attention layers would run across the whole row), with
     SDPA, full attention in every layer (no sliding window, which the segments would not apply), and no gradient
     checkpointing (its recomputation in the backward would run the model's own attention)."""
-    cfg = _config(model)
-    text = cfg.get_text_config()
+    core = getattr(model, "module", model)  # a DDP wrapper's module
+    text = core.config.get_text_config()
     layers = getattr(text, "layer_types", None)
     full = set(layers) == {"full_attention"} if layers else not getattr(text, "sliding_window", None)
-    core = getattr(model, "module", model)
-    return (cfg._attn_implementation == "sdpa" and text.model_type in PACKABLE and full
+    return (core.config._attn_implementation == "sdpa" and text.model_type in PACKABLE and full
             and not getattr(core, "is_gradient_checkpointing", False))
 
 
