@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ def pairs_file(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
     return str(path)
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def train_tiny(model_dir, pairs, out, **kw):
@@ -247,10 +251,16 @@ def test_lora_trains_adapters_only_and_saves_a_merged_plain_checkpoint(tiny_mode
     assert changed and all("proj" in n for n in changed)  # only the adapted linear layers moved; embeddings, norms did not
 
 
+ZERO2, ZERO3 = (["--deepspeed", str(CONFIGS / "deepspeed" / f"zero{n}.json")] for n in (2, 3))
+
+
 @pytest.mark.parametrize("model, shard, lr", [("tiny_model_dir", [], 1e-2), ("tiny_model_dir", ["--fsdp"], 1e-2),
-                                               ("default_model_path", ["--fsdp"], 1e-5)], ids=["ddp", "fsdp", "fsdp-default-model"])
+                                               ("default_model_path", ["--fsdp"], 1e-5), ("tiny_model_dir", ZERO2, 1e-2),
+                                               ("tiny_model_dir", ZERO3, 1e-2), ("default_model_path", ZERO3, 1e-5)],
+                         ids=["ddp", "fsdp", "fsdp-default-model", "zero2", "zero3", "zero3-default-model"])
 def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_path, request):
-    """torchrun (or `accelerate launch` on GPUs) → Accelerator → DDP, or FSDP2 with --fsdp, over gloo on this CPU."""
+    """torchrun (or `accelerate launch` on GPUs) → Accelerator → DDP, FSDP2 with --fsdp, or a DeepSpeed ZeRO engine
+    with --deepspeed, over gloo on this CPU."""
     import socket
     import subprocess
     import sys
@@ -260,8 +270,9 @@ def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_p
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    tiny = model == "tiny_model_dir"  # 2 micro-batches per process; the default model (1 step of 2 pairs per process) keeps CI short
     args = ["-m", "trainers.train", "--model", request.getfixturevalue(model), "--pairs", pairs_file, "--method", "spo", "--no-bf16",
-            "--batch-pairs", "4", "--micro-pairs", "2", "--epochs", "2" if lr > 1e-3 else "1", "--lr", str(lr),
+            "--batch-pairs", "4", "--micro-pairs", "1" if tiny else "2", "--epochs", "2" if tiny else "1", "--lr", str(lr),  # tiny: accumulation
             "--probe-pairs", pairs_file, "--probe-every", "1"]
     subprocess.run([sys.executable, *args, "--output-dir", str(tmp_path / "one")], check=True, capture_output=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
@@ -287,11 +298,53 @@ def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_p
     assert moved > lr / 10 and apart < moved / 100, (moved, apart)
 
 
-def test_fsdp_refuses_what_it_does_not_support_yet(tiny_model_dir, pairs_file, tmp_path):
-    for extra in ({"lora_r": 4}, {"save_every": 1}, {"method": "spo", "spo_anchor": "lookahead"}):
-        cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path), fsdp=True, **extra)
-        with pytest.raises(ValueError, match="--fsdp does not support"):
+@pytest.mark.parametrize("sharding", [{"fsdp": True}, {"deepspeed": "configs/deepspeed/zero3.json"}], ids=["fsdp", "deepspeed"])
+def test_sharding_refuses_what_it_does_not_support_yet(sharding, tiny_model_dir, pairs_file, tmp_path):
+    flag = "--" + next(iter(sharding))
+    for extra in ({"lora_r": 4}, {"save_every": 1}, {"method": "spo", "spo_anchor": "lookahead"}, {"fsdp": True, "deepspeed": "x.json"}):
+        cfg = TrainConfig(**{"model": tiny_model_dir, "pairs": pairs_file, "output_dir": str(tmp_path), **sharding, **extra})
+        with pytest.raises(ValueError, match=f"{flag} does not support|both shard the model; choose one"):
             Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+@pytest.mark.parametrize("kind, section", [("DEEPSPEED", "deepspeed_config:\n  zero_stage: 3\n"), ("FSDP", "fsdp_config:\n  fsdp_version: 2\n")],
+                         ids=["deepspeed", "fsdp"])
+def test_an_accelerate_deepspeed_or_fsdp_config_is_refused_with_what_to_launch_instead(kind, section, tiny_model_dir, pairs_file, tmp_path):
+    """accelerate only wires DeepSpeed and FSDP into `accelerator.prepare`, which this trainer does not use: without the
+    guard each process would train alone on GPUs, unsynchronised, and rank 0 would save its own half-trained weights
+    (on CPU accelerate quietly falls back to DDP instead)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "accelerate.yaml"
+    config.write_text(f"distributed_type: {kind}\n{section}num_machines: 1\nnum_processes: 2\nuse_cpu: true\nmixed_precision: 'no'\n")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "trainers.train",
+                           "--model", tiny_model_dir, "--pairs", pairs_file, "--output-dir", str(tmp_path / "out"), "--batch-pairs", "4",
+                           "--micro-pairs", "2"], capture_output=True, text=True)
+    assert proc.returncode != 0 and f"asks for {kind}, which this trainer does not take from accelerate" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+def test_deepspeed_config_takes_batch_and_clipping_from_the_flags_and_names_a_conflicting_field(tmp_path):
+    from trainers.parallel import deepspeed_config
+
+    shipped = deepspeed_config(str(CONFIGS / "deepspeed" / "zero3.json"), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
+    assert shipped["zero_optimization"]["stage"] == 3
+    assert (shipped["train_batch_size"], shipped["train_micro_batch_size_per_gpu"], shipped["gradient_accumulation_steps"],
+            shipped["gradient_clipping"]) == (16, 2, 2, 0.5)  # 16 pairs = 4 processes × 2 pairs × 2 accumulation steps
+    path = tmp_path / "ds.json"
+    for config, error in [({"gradient_accumulation_steps": 4}, "field 'gradient_accumulation_steps' is 4 but the trainer runs 2"),
+                          ({"train_batch_size": 16, "gradient_clipping": 2.0}, "field 'gradient_clipping' is 2.0 but the trainer runs 0.5"),
+                          ({"optimizer": {"type": "Adam"}}, "field 'optimizer': the trainer's AdamW is used"),
+                          ({"bf16": {"enabled": True}}, "field 'bf16': precision is the trainer's --bf16")]:
+        path.write_text(json.dumps(config))
+        with pytest.raises(ValueError, match=f"{path}: {error}"):
+            deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
+    path.write_text('{"zero_optimization": {"stage": 2},\n "train_batch_size": auto}')
+    with pytest.raises(ValueError, match=f"{path}: line 2: not valid JSON"):
+        deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
+    path.write_text(json.dumps({"bf16": {"enabled": False}, "train_batch_size": 16}))  # a disabled section and matching values pass
+    assert deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)["gradient_accumulation_steps"] == 2
 
 
 def test_metrics_also_go_to_tensorboard_when_installed(tiny_model_dir, pairs_file, tmp_path):

@@ -9,6 +9,7 @@ predict completion tokens, so the (large-vocabulary) logits are never materialis
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -85,7 +86,7 @@ def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.
         core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
         hidden = core.base_model(**kwargs).last_hidden_state
         logits = core.get_output_embeddings()(hidden[rows, cols]).float()
-    else:  # other weights (functional call), or a DDP/FSDP model
+    else:  # other weights (functional call), or a DDP/FSDP/DeepSpeed model
         keep, where = torch.unique(cols, return_inverse=True)
         kwargs["logits_to_keep"] = keep
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
@@ -96,12 +97,13 @@ def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.
 
 
 def _wrapped(model) -> bool:
-    """A DDP or FSDP model: its own forward must run (gradient sync; gathering the shards)."""
+    """A DDP, FSDP or DeepSpeed model: its own forward must run (gradient sync; gathering the shards)."""
     if not torch.distributed.is_available():
         return False
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule)
+    deepspeed = sys.modules.get("deepspeed")  # imported only by a run that uses it
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule) or bool(deepspeed and isinstance(model, deepspeed.DeepSpeedEngine))
 
 
 PACKABLE = ("llama", "mistral", "qwen2", "qwen3")  # decoders made only of attention and per-token layers (tested packed = padded)

@@ -21,6 +21,7 @@ import torch
 from trainers.logprobs import autocast, encode, native_bf16, pair_logps, pair_shift, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 from trainers.pairfile import describe, load_pairs
+from trainers.parallel import deepspeed_config, deepspeed_engine, full_state_dict, shard
 
 
 @dataclass(kw_only=True)
@@ -50,6 +51,7 @@ class TrainConfig(LossParams):
     lora_r: int = 0               # LoRA rank on every linear layer via peft (0: full fine-tuning)
     lora_alpha: float = 16.0      # LoRA scaling; the saved checkpoint has the adapters merged
     fsdp: bool = False            # under a launcher: shard weights, gradients and AdamW state over the processes (FSDP2) instead of replicating them (DDP)
+    deepspeed: str | None = None  # under a launcher: a DeepSpeed JSON config (configs/deepspeed/zero{2,3}.json) whose ZeRO engine shards instead of DDP; its batch and clipping fields are "auto": the flags here
 
 
 def seed_everything(seed: int) -> None:
@@ -125,29 +127,6 @@ def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int
         return -sequence_logps(model, prompts, completions, params=virtual).mean
 
 
-def shard(model) -> None:
-    """FSDP2 in place over all processes: each block the model names unsplittable (its decoder layers), innermost
-    first, then the rest (embeddings, tied LM head, final norm), so a block's full weights exist only around its use."""
-    from torch.distributed.fsdp import fully_shard
-
-    blocks = set(model._no_split_modules or ())
-    for module in [m for m in reversed(list(model.modules())) if type(m).__name__ in blocks]:
-        fully_shard(module)
-    fully_shard(model)
-
-
-def full_state_dict(model) -> dict:
-    """The sharded model's full weights, gathered on the CPU of the main process (a collective: every process calls it).
-    Tied weights come back as separate copies; they are made one tensor again, so `save_pretrained` stores them once."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    weights, first = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)), {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if name in weights:
-            weights[name] = weights[first.setdefault(id(p), name)]
-    return weights
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, model, tok):
         if cfg.batch_pairs % cfg.micro_pairs:
@@ -159,14 +138,26 @@ class Trainer:
         from accelerate import Accelerator
 
         self.base, self.plug = parse_method(cfg.method)
+        asked = [k for k in ("DEEPSPEED", "FSDP", "MEGATRON_LM") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true", "yes")]
+        if asked:  # accelerate wires these only into `accelerator.prepare`: on GPUs each process would train unsynchronised
+            raise ValueError(f"the launcher's accelerate config asks for {asked[0]}, which this trainer does not take from accelerate: "
+                             "launch with configs/accelerate/multi_gpu.yaml (or torchrun) and pass --deepspeed CONFIG.json "
+                             "(configs/deepspeed/) or --fsdp")
         self.acc = Accelerator(cpu=not torch.cuda.is_available())  # one process: a no-op; under a launcher: DDP (gloo on CPU)
         if self.acc.num_processes > 1 and cfg.batch_pairs % (self.acc.num_processes * cfg.micro_pairs):
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
                              f"({self.acc.num_processes} × {cfg.micro_pairs})")
-        self.fsdp = cfg.fsdp and self.acc.num_processes > 1  # one process has nothing to shard
-        if cfg.fsdp and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
-            raise ValueError("--fsdp does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop --fsdp for those "
-                             "(under a launcher the model is then replicated: DDP)")
+        sharding = "--fsdp" if cfg.fsdp else "--deepspeed" if cfg.deepspeed else None
+        if cfg.fsdp and cfg.deepspeed:
+            raise ValueError("--fsdp and --deepspeed both shard the model; choose one")
+        if sharding and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
+            raise ValueError(f"{sharding} does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop {sharding} for "
+                             "those (under a launcher the model is then replicated: DDP)")
+        world = self.acc.num_processes
+        if sharding and world == 1:
+            print(f"note: {sharding} with one process has nothing to shard; it takes effect under a launcher (torchrun, accelerate launch)", file=sys.stderr)
+        self.fsdp = cfg.fsdp and world > 1
+        self.zero = deepspeed_config(cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, world, cfg.max_grad_norm) if cfg.deepspeed and world > 1 else None
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
         self.out = Path(cfg.output_dir)
@@ -283,20 +274,23 @@ class Trainer:
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
+        # DeepSpeed partitions the optimizer state (ZeRO-1/2) and the weights (ZeRO-3), and steps opt and sched itself
+        engine = deepspeed_engine(self.model, opt, sched, self.zero) if self.zero else None
+        zero3 = engine is not None and engine.zero_optimization_partition_weights()
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
         log = MetricsLog(self.out, start) if main else None
-        probing = self.probe and (main or self.fsdp)  # a sharded model's forward needs every process
+        probing = self.probe and (main or self.fsdp or zero3)  # a forward of sharded weights needs every process
         if probing and start == 0:
             row = {"step": 0, **self.probe_metrics(probe_ref)}
             if main:
                 log.write(row)
-        ddp = self.acc.prepare_model(self.model) if world > 1 and not self.fsdp else self.model
+        ddp = engine if engine is not None else self.acc.prepare_model(self.model) if world > 1 and not self.fsdp else self.model
         self.model.train()
         t0, row = time.time(), {}
         bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}", disable=not main)
         for step, batch in enumerate(batches[start:], start + 1):
-            t_step, stats = time.time(), {}
+            t_step, stats, lr = time.time(), {}, opt.param_groups[0]["lr"]  # the rate this step uses
             mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
             mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # models that cannot pack (eager attention) pad less; the step's gradient is the same (the lookahead anchor's virtual step is per micro-batch)
             for m in range(0, len(mine), cfg.micro_pairs):
@@ -315,7 +309,12 @@ class Trainer:
                     raise FloatingPointError(
                         f"non-finite loss ({loss.item()}) at step {step}; the last good state is in {self.out / 'state'} "
                         f"(saved every {cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
-                (loss * k / len(batch) * world).backward()  # DDP averages gradients over processes
+                scaled = loss * k / len(batch) * world  # DDP and ZeRO average gradients over processes
+                if engine is not None:
+                    engine.backward(scaled, scale_wrt_gas=False)
+                    engine.step()  # at the step's last micro-batch: clip, AdamW, schedule, zero the gradients
+                else:
+                    scaled.backward()
                 terms = {**terms, "loss": loss.detach().expand(k),
                          "dlogp_chosen": (pc.mean - rc.mean).detach(), "dlogp_rejected": (pr.mean - rr.mean).detach()}
                 for name, v in terms.items():
@@ -323,12 +322,14 @@ class Trainer:
             if world > 1:
                 summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
                 stats = dict(zip(stats, summed.tolist()))
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            grad_norm = (grad_norm.full_tensor() if self.fsdp else grad_norm).item()  # FSDP: a DTensor
-            lr = opt.param_groups[0]["lr"]  # the rate this step used
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            if engine is not None:
+                grad_norm = float(engine.get_global_grad_norm())  # before clipping, as clip_grad_norm_ returns it
+            else:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                grad_norm = (grad_norm.full_tensor() if self.fsdp else grad_norm).item()  # FSDP: a DTensor
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
             row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "step_seconds": time.time() - t_step}
             if probing and (step % cfg.probe_every == 0 or step == len(batches)):
                 row.update(self.probe_metrics(probe_ref))
@@ -342,7 +343,8 @@ class Trainer:
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
         bar.close()
         self.acc.wait_for_everyone()
-        weights = full_state_dict(self.model) if self.fsdp else None  # every process takes part in gathering the shards
+        # every process takes part in gathering the shards (ZeRO-1/2 keep whole weights on each process)
+        weights = full_state_dict(self.model) if self.fsdp else engine._zero3_consolidated_16bit_state_dict() if zero3 else None
         if not main:
             return {"steps": len(batches), "process": self.acc.process_index}
         log.close()
