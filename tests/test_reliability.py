@@ -34,7 +34,10 @@ def test_killed_then_interrupted_compare_resumes_without_redoing_finished_work(t
            "--results", str(results), "--outputs", str(outputs), "--resume"]
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        # Ctrl-C's default restored: started from a script's `cmd &`, pytest would pass on an ignored SIGINT, and Python
+        # then never raises KeyboardInterrupt
+        return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     proc = start()
     wait_for(lambda: (outputs / "spo-seed0" / "state" / "trainer.pt").is_file(), proc)

@@ -254,11 +254,11 @@ def test_lora_trains_adapters_only_and_saves_a_merged_plain_checkpoint(tiny_mode
 ZERO2, ZERO3 = (["--deepspeed", str(CONFIGS / "deepspeed" / f"zero{n}.json")] for n in (2, 3))
 
 
-@pytest.mark.parametrize("model, shard, lr", [("tiny_model_dir", [], 1e-2), ("tiny_model_dir", ["--fsdp"], 1e-2),
-                                               ("default_model_path", ["--fsdp"], 1e-5), ("tiny_model_dir", ZERO2, 1e-2),
-                                               ("tiny_model_dir", ZERO3, 1e-2), ("default_model_path", ZERO3, 1e-5)],
+@pytest.mark.parametrize("model, shard, sharding, lr", [("tiny_model_dir", [], "ddp", 1e-2), ("tiny_model_dir", ["--fsdp"], "fsdp", 1e-2),
+                                                         ("default_model_path", ["--fsdp"], "fsdp", 1e-5), ("tiny_model_dir", ZERO2, "zero2", 1e-2),
+                                                         ("tiny_model_dir", ZERO3, "zero3", 1e-2), ("default_model_path", ZERO3, "zero3", 1e-5)],
                          ids=["ddp", "fsdp", "fsdp-default-model", "zero2", "zero3", "zero3-default-model"])
-def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_path, request):
+def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_file, tmp_path, request):
     """torchrun (or `accelerate launch` on GPUs) → Accelerator → DDP, FSDP2 with --fsdp, or a DeepSpeed ZeRO engine
     with --deepspeed, over gloo on this CPU."""
     import socket
@@ -279,6 +279,8 @@ def test_two_process_run_matches_one_process(model, shard, lr, pairs_file, tmp_p
     proc = subprocess.run(torchrun + args + shard + ["--output-dir", str(tmp_path / "two")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"process": 1' in proc.stdout  # the second rank really ran (and left logging and saving to rank 0)
+    ran = json.loads((tmp_path / "two" / "train.json").read_text())
+    assert (ran["processes"], ran["sharding"]) == (2, sharding)  # what really ran, as the run records it
     one, two = ([json.loads(line) for line in open(tmp_path / d / "metrics.jsonl")] for d in ("one", "two"))
     assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(len(one))) and len(one) >= 3  # step 0: the probe
     assert [r["probe_logp_chosen"] for r in two] == pytest.approx([r["probe_logp_chosen"] for r in one], rel=1e-5)
@@ -325,26 +327,57 @@ def test_an_accelerate_deepspeed_or_fsdp_config_is_refused_with_what_to_launch_i
     assert not (tmp_path / "out" / "checkpoint").exists()
 
 
-def test_deepspeed_config_takes_batch_and_clipping_from_the_flags_and_names_a_conflicting_field(tmp_path):
+def test_deepspeed_config_takes_batch_clipping_and_precision_from_the_flags_and_names_a_conflicting_field(tmp_path):
     from trainers.parallel import deepspeed_config
 
-    shipped = deepspeed_config(str(CONFIGS / "deepspeed" / "zero3.json"), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
+    flags = {"batch_pairs": 16, "micro_pairs": 2, "processes": 4, "max_grad_norm": 0.5}
+    shipped = deepspeed_config(str(CONFIGS / "deepspeed" / "zero3.json"), **flags, bf16=True)
     assert shipped["zero_optimization"]["stage"] == 3
     assert (shipped["train_batch_size"], shipped["train_micro_batch_size_per_gpu"], shipped["gradient_accumulation_steps"],
             shipped["gradient_clipping"]) == (16, 2, 2, 0.5)  # 16 pairs = 4 processes × 2 pairs × 2 accumulation steps
+    # --bf16 reaches the engine as its own autocast (else it switches a CUDA autocast off), gradients communicated in fp32
+    assert shipped["torch_autocast"] == {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+    assert "torch_autocast" not in deepspeed_config(str(CONFIGS / "deepspeed" / "zero2.json"), **flags, bf16=False)
     path = tmp_path / "ds.json"
-    for config, error in [({"gradient_accumulation_steps": 4}, "field 'gradient_accumulation_steps' is 4 but the trainer runs 2"),
-                          ({"train_batch_size": 16, "gradient_clipping": 2.0}, "field 'gradient_clipping' is 2.0 but the trainer runs 0.5"),
-                          ({"optimizer": {"type": "Adam"}}, "field 'optimizer': the trainer's AdamW is used"),
-                          ({"bf16": {"enabled": True}}, "field 'bf16': precision is the trainer's --bf16")]:
+    zero = {"zero_optimization": {"stage": 2}}
+    for config, error in [({**zero, "gradient_accumulation_steps": 4}, "field 'gradient_accumulation_steps': is 4 but the trainer runs 2"),
+                          ({**zero, "train_batch_size": 16, "gradient_clipping": 2.0}, "field 'gradient_clipping': is 2.0 but the trainer runs 0.5"),
+                          ({**zero, "optimizer": {"type": "Adam"}}, "field 'optimizer': the trainer's AdamW is used"),
+                          ({**zero, "bf16": {"enabled": True}}, "field 'bf16': precision is the trainer's --bf16"),
+                          ({**zero, "bfloat16": {"enabled": True}}, "field 'bfloat16': precision"),  # DeepSpeed's legacy name
+                          ({**zero, "fp16": True}, "field 'fp16': precision"),
+                          ({**zero, "torch_autocast": {"enabled": False}}, "field 'torch_autocast': precision"),
+                          ({**zero, "managed_gradient_accumulation": False}, "field 'managed_gradient_accumulation'"),
+                          ({"zero_optimization": {"stage": 0}}, "field 'zero_optimization.stage': is 0; give ZeRO stage 1, 2 or 3"),
+                          ({}, "field 'zero_optimization.stage': is None"),
+                          ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, "field 'zero_optimization.offload_optimizer'"),
+                          ({"zero_optimization": {"stage": 3, "reduce_bucket_size": "auto"}}, "field 'zero_optimization.reduce_bucket_size': is \"auto\"")]:
         path.write_text(json.dumps(config))
         with pytest.raises(ValueError, match=f"{path}: {error}"):
-            deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
+            deepspeed_config(str(path), **flags, bf16=False)
     path.write_text('{"zero_optimization": {"stage": 2},\n "train_batch_size": auto}')
     with pytest.raises(ValueError, match=f"{path}: line 2: not valid JSON"):
-        deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)
-    path.write_text(json.dumps({"bf16": {"enabled": False}, "train_batch_size": 16}))  # a disabled section and matching values pass
-    assert deepspeed_config(str(path), batch_pairs=16, micro_pairs=2, processes=4, max_grad_norm=0.5)["gradient_accumulation_steps"] == 2
+        deepspeed_config(str(path), **flags, bf16=False)
+    path.write_text(json.dumps({**zero, "bf16": {"enabled": False}, "train_batch_size": 16}))  # a disabled section and matching values pass
+    assert deepspeed_config(str(path), **flags, bf16=False)["gradient_accumulation_steps"] == 2
+
+
+def test_a_non_finite_gradient_stops_the_run_before_the_update(tiny_model_dir, pairs_file, tmp_path):
+    """A finite loss with a NaN gradient (fault injection on step 2's first backward): the run stops with the reason
+    before AdamW writes NaN into the weights."""
+    cfg = TrainConfig(model=tiny_model_dir, pairs=pairs_file, output_dir=str(tmp_path), method="dpo", epochs=2, batch_pairs=4, micro_pairs=2, bf16=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    backwards = {"n": 0}
+
+    def poison(grad):
+        backwards["n"] += 1
+        return grad * float("nan") if backwards["n"] == 3 else grad
+
+    model.get_input_embeddings().weight.register_hook(poison)
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient norm \(nan\) at step 2"):
+        Trainer(cfg, model, AutoTokenizer.from_pretrained(tiny_model_dir)).train()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1]
 
 
 def test_metrics_also_go_to_tensorboard_when_installed(tiny_model_dir, pairs_file, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -40,7 +41,7 @@ class TrainConfig(LossParams):
     bad_pairs: str = "skip"       # malformed rows (trainers.pairfile) and pairs over max_len: skip or error; truncate cuts long completions (all reported)
     warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
     weight_decay: float = 0.0     # AdamW weight decay
-    max_grad_norm: float = 1.0    # gradient clipping
+    max_grad_norm: float = 1.0    # gradient clipping (0: none)
     seed: int = 0                 # python and torch RNGs, data order
     bf16: bool | None = None      # bf16 autocast, weights stay fp32; unset: on where bf16 is native (GPU, CPU with AVX-512 bf16 or AMX), else fp32
     ref_cache: str | None = None  # where cached reference log-probs live (default: in output_dir)
@@ -138,7 +139,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.base, self.plug = parse_method(cfg.method)
-        asked = [k for k in ("DEEPSPEED", "FSDP", "MEGATRON_LM") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true", "yes")]
+        asked = [k for k in ("DEEPSPEED", "FSDP", "MEGATRON_LM", "PARALLELISM_CONFIG") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true", "yes")]
         if asked:  # accelerate wires these only into `accelerator.prepare`: on GPUs each process would train unsynchronised
             raise ValueError(f"the launcher's accelerate config asks for {asked[0]}, which this trainer does not take from accelerate: "
                              "launch with configs/accelerate/multi_gpu.yaml (or torchrun) and pass --deepspeed CONFIG.json "
@@ -156,10 +157,11 @@ class Trainer:
         world = self.acc.num_processes
         if sharding and world == 1:
             print(f"note: {sharding} with one process has nothing to shard; it takes effect under a launcher (torchrun, accelerate launch)", file=sys.stderr)
-        self.fsdp = cfg.fsdp and world > 1
-        self.zero = deepspeed_config(cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, world, cfg.max_grad_norm) if cfg.deepspeed and world > 1 else None
-        self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
+        self.fsdp = cfg.fsdp and world > 1
+        zero = deepspeed_config(cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, world, cfg.max_grad_norm, self.bf16) if cfg.deepspeed else None
+        self.zero = zero if world > 1 else None  # checked above either way
+        self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.out = Path(cfg.output_dir)
         self.pairs, self.skipped = self._encode(cfg.pairs)
         if not self.pairs:
@@ -255,6 +257,10 @@ class Trainer:
         random.setstate(t["python_rng"])
         return t["step"]
 
+    def _diverged(self, what: str, step: int) -> FloatingPointError:
+        return FloatingPointError(f"non-finite {what} at step {step}; the last good state is in {self.out / 'state'} (saved every "
+                                  f"{self.cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
+
     def train(self) -> dict:
         from tqdm.auto import tqdm
 
@@ -306,9 +312,7 @@ class Trainer:
                 rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(pc.total.device)
                 loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg, v_hat)  # TrainConfig is a LossParams
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss ({loss.item()}) at step {step}; the last good state is in {self.out / 'state'} "
-                        f"(saved every {cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
+                    raise self._diverged(f"loss ({loss.item()})", step)
                 scaled = loss * k / len(batch) * world  # DDP and ZeRO average gradients over processes
                 if engine is not None:
                     engine.backward(scaled, scale_wrt_gas=False)
@@ -322,11 +326,14 @@ class Trainer:
             if world > 1:
                 summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
                 stats = dict(zip(stats, summed.tolist()))
-            if engine is not None:
+            if engine is not None:  # it has stepped, or skipped the update (and the schedule) on a non-finite norm
                 grad_norm = float(engine.get_global_grad_norm())  # before clipping, as clip_grad_norm_ returns it
             else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or math.inf)  # 0: no clipping
                 grad_norm = (grad_norm.full_tensor() if self.fsdp else grad_norm).item()  # FSDP: a DTensor
+            if not math.isfinite(grad_norm):  # the weights are still those of the last good step
+                raise self._diverged(f"gradient norm ({grad_norm})", step)
+            if engine is None:
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -349,7 +356,8 @@ class Trainer:
             return {"steps": len(batches), "process": self.acc.process_index}
         log.close()
         self.save(weights)
-        summary = {"config": asdict(cfg), "bf16": self.bf16, "steps": len(batches), "resumed_from": start, "pairs_used": n,
+        sharding = f"zero{engine.zero_optimization_stage()}" if engine is not None else "fsdp" if self.fsdp else "ddp" if world > 1 else None
+        summary = {"config": asdict(cfg), "bf16": self.bf16, "processes": world, "sharding": sharding, "steps": len(batches), "resumed_from": start, "pairs_used": n,
                    "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
                    "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
         _write_atomic(self.out / "train.json", json.dumps(summary, indent=2))
