@@ -29,12 +29,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import models
 from harness.runinfo import machine
-from tasks.data import write_text_atomic
+from tasks.data import cache_dir, read_jsonl, write_text_atomic
 from trainers import logprobs
 from trainers.logprobs import autocast, encode
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path.home() / ".cache" / "spo-harness" / "pairs"
+CACHE = cache_dir() / "pairs"  # where harness.pairs caches them
 
 
 def scorer_at(rev: str, tmp: str):
@@ -86,7 +86,7 @@ def main() -> None:
     path = models.resolve_model()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
-    rows = [json.loads(line) for f in files for line in open(f) if line.strip()]
+    rows = [row for f in files for row in read_jsonl(f)]
     random.Random(0).shuffle(rows)
     pairs = [(p, c, r) for (p, c), (_, r) in ((encode(tok, x["prompt"], x["chosen"]), encode(tok, x["prompt"], x["rejected"])) for x in rows)]
     if len(pairs) < max(8 * a.steps, a.score):

@@ -60,14 +60,14 @@ def autocast(bf16: bool, device_type: str = "cpu"):
     return torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def _config(model):
-    return getattr(model, "module", model).config  # a DDP wrapper's module; peft models forward .config
+def _core(model):
+    return getattr(model, "module", model)  # a DDP or DeepSpeed wrapper's module; peft models forward .config
 
 
 @contextmanager
 def _attention(model, implementation: str):
     """The model's attention implementation set to `implementation` for one forward (the backward does not read it)."""
-    cfg = _config(model)
+    cfg = _core(model).config
     before, cfg._attn_implementation = cfg._attn_implementation, implementation
     try:
         yield
@@ -114,7 +114,7 @@ def packable(model) -> bool:
     its attention (hybrid convolution, state-space or linear-attention layers would run across the whole row), with
     SDPA, full attention in every layer (no sliding window, which the segments would not apply), and no gradient
     checkpointing (its recomputation in the backward would run the model's own attention)."""
-    core = getattr(model, "module", model)  # a DDP wrapper's module
+    core = _core(model)
     text = core.config.get_text_config()
     layers = getattr(text, "layer_types", None)
     full = set(layers) == {"full_attention"} if layers else not getattr(text, "sliding_window", None)

@@ -69,14 +69,13 @@ def deepspeed_config(path: str, batch_pairs: int, micro_pairs: int, processes: i
                      "(without ZeRO, drop --deepspeed: the trainer's own DDP does the same)")
     if (zero.get("offload_optimizer") or {}).get("device", "none") != "none":
         raise refuse("zero_optimization.offload_optimizer", "optimizer offload needs DeepSpeed's CPU Adam in place of the trainer's AdamW; not supported")
-    ours = {"train_batch_size": batch_pairs, "train_micro_batch_size_per_gpu": micro_pairs,
-            "gradient_accumulation_steps": batch_pairs // (processes * micro_pairs), "gradient_clipping": max_grad_norm}
-    flags = {"train_batch_size": "--batch-pairs", "train_micro_batch_size_per_gpu": "--micro-pairs",
-             "gradient_accumulation_steps": "--batch-pairs / (processes × --micro-pairs)", "gradient_clipping": "--max-grad-norm (0: none)"}
-    for field, value in ours.items():
+    ours = {"train_batch_size": (batch_pairs, "--batch-pairs"), "train_micro_batch_size_per_gpu": (micro_pairs, "--micro-pairs"),
+            "gradient_accumulation_steps": (batch_pairs // (processes * micro_pairs), "--batch-pairs / (processes × --micro-pairs)"),
+            "gradient_clipping": (max_grad_norm, "--max-grad-norm (0: none)")}
+    for field, (value, flag) in ours.items():
         if ds.get(field, "auto") not in ("auto", value):
-            raise refuse(field, f"is {ds[field]!r} but the trainer runs {value} ({flags[field]}); set it to \"auto\" or change the flag")
-    ds = {**ds, **ours}
+            raise refuse(field, f"is {ds[field]!r} but the trainer runs {value} ({flag}); set it to \"auto\" or change the flag")
+    ds = {**ds, **{field: value for field, (value, _) in ours.items()}}
     if autos := _autos(ds):
         raise refuse(autos[0], f"is \"auto\", which the trainer fills only in {', '.join(ours)}; give a number or leave it out (DeepSpeed's default)")
     autocast = {"torch_autocast": {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}} if bf16 else {}

@@ -148,15 +148,15 @@ class Trainer:
         if self.acc.num_processes > 1 and cfg.batch_pairs % (self.acc.num_processes * cfg.micro_pairs):
             raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
                              f"({self.acc.num_processes} × {cfg.micro_pairs})")
-        sharding = "--fsdp" if cfg.fsdp else "--deepspeed" if cfg.deepspeed else None
+        flag = "--fsdp" if cfg.fsdp else "--deepspeed" if cfg.deepspeed else None  # the sharding asked for
         if cfg.fsdp and cfg.deepspeed:
             raise ValueError("--fsdp and --deepspeed both shard the model; choose one")
-        if sharding and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
-            raise ValueError(f"{sharding} does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop {sharding} for "
+        if flag and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
+            raise ValueError(f"{flag} does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop {flag} for "
                              "those (under a launcher the model is then replicated: DDP)")
         world = self.acc.num_processes
-        if sharding and world == 1:
-            print(f"note: {sharding} with one process has nothing to shard; it takes effect under a launcher (torchrun, accelerate launch)", file=sys.stderr)
+        if flag and world == 1:
+            print(f"note: {flag} with one process has nothing to shard; it takes effect under a launcher (torchrun, accelerate launch)", file=sys.stderr)
         self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
         self.fsdp = cfg.fsdp and world > 1
         zero = deepspeed_config(cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, world, cfg.max_grad_norm, self.bf16) if cfg.deepspeed else None
