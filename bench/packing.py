@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import random
 import statistics
 import subprocess
@@ -29,7 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness import models
 from harness.runinfo import machine
-from tasks.data import cache_dir, read_jsonl, write_text_atomic
+from common import read_jsonl, write_json
+from tasks.data import cache_dir
 from trainers import logprobs
 from trainers.logprobs import autocast, encode
 
@@ -114,7 +114,7 @@ def main() -> None:
     print(f"this checkout: {ratio['train']:.2f}× as fast training, {ratio['score']:.2f}× scoring; largest log-prob difference {diff:.2e}")
     meta = {"before": a.before, "files": [str(f) for f in files], "pairs": len(pairs), "bf16": a.bf16, "steps": a.steps, "scored": a.score,
             "rounds": a.rounds, "threads": torch.get_num_threads(), "machine": machine()}
-    write_text_atomic(a.out, json.dumps({"meta": meta, "seconds": times, "speedup": ratio, "max_logp_diff": diff}, indent=2) + "\n")
+    write_json(a.out, {"meta": meta, "seconds": times, "speedup": ratio, "max_logp_diff": diff}, trailing_newline=True)
 
 
 if __name__ == "__main__":

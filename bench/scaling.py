@@ -20,7 +20,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.runinfo import machine
-from tasks.data import write_text_atomic
+from common import write_text
 from trainers.logprobs import pair_logps
 from trainers.losses import SeqLogps, dpo
 
@@ -77,7 +77,7 @@ def main() -> None:
         measure("m", 4, 64, completion, "length")
     for pairs in (1, 2, 4, 8):
         measure("m", pairs, 64, 128, "pairs")
-    write_text_atomic(a.out, json.dumps({"meta": {"threads": torch.get_num_threads(), "machine": machine(), "dtype": "float32"},
+    write_text(a.out, json.dumps({"meta": {"threads": torch.get_num_threads(), "machine": machine(), "dtype": "float32"},
                                          "rows": rows}, indent=2) + "\n")
 
 

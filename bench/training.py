@@ -30,7 +30,7 @@ from harness import models
 from harness.generation import chat_prompts
 from harness.runinfo import machine
 from tasks import gsm8k
-from tasks.data import write_jsonl, write_text_atomic
+from common import write_json, write_jsonl
 from trainers.logprobs import autocast, encode
 from trainers.trainer import TrainConfig, Trainer
 
@@ -178,7 +178,7 @@ def main() -> None:
             "device": DEVICE, "pairs_per_step": a.pairs_per_step, "micro_pairs": a.micro_pairs, "steps_timed": a.steps, "tokens_per_step": tokens,
             "bf16": bool(a.bf16), "model": models.DEFAULT_MODEL, "parameters": n_params, "threads": torch.get_num_threads(),
             "matmul_peak_gflops": peaks, "machine": machine()}
-    write_text_atomic(a.out, json.dumps({"meta": meta, "results": results, "check": check}, indent=2) + "\n")
+    write_json(a.out, {"meta": meta, "results": results, "check": check}, trailing_newline=True)
 
 
 if __name__ == "__main__":

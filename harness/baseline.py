@@ -31,8 +31,7 @@ import tempfile
 from pathlib import Path
 
 from harness import models
-from tasks.data import write_text_atomic
-from trainers.cli import run_main
+from common import run_main, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DIR = ROOT / "results" / "baselines"
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             now = metrics(run(name, Path(tmp)))
         if a.refresh:
             out = DIR / f"{name}.{cpu_class()}.json"
-            write_text_atomic(out, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
+            write_text(out, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
                                                "cpu_class": cpu_class(), "metrics": now}, indent=2) + "\n")
             print(f"{name}: wrote {len(now)} metrics to {out}")
             continue

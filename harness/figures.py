@@ -1,23 +1,25 @@
-"""Leaderboard figures: main metrics per method (mean over seeds, ±1 std error bars) and the training
-curves of every run (batch loss, margin, Δ log-prob of the batch's chosen and rejected)."""
+"""Figures: main metrics per method (mean over seeds, ±1 std error bars), the training curves of every
+run (batch loss, margin, Δ log-prob of the batch's chosen and rejected) and the probe-set dynamics.
+
+    python -m harness.figures outputs/dpo outputs/spo --out results/figures/dynamics.png
+"""
 from __future__ import annotations
 
-import json
-import os
+import argparse
 from pathlib import Path
+
+from common import read_jsonl, save_figure
 
 BARS = [("arith_accuracy", "arith acc %"), ("gsm8k_accuracy", "GSM8K acc %"), ("math_accuracy", "MATH-500 acc %"), ("tldr_rougeL", "TL;DR ROUGE-L"),
         ("judge_vs_reference", "TL;DR win % vs reference")]
 CURVES = [("loss", "training loss (batch)"), ("margin", "reward margin (batch)"),
           ("dlogp_chosen", "Δ log-prob chosen vs ref (batch)"), ("dlogp_rejected", "Δ log-prob rejected vs ref (batch)")]
-
-
-def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out)
-    return out
+DYNAMICS = [  # the probe set: held-out pairs scored during training (--probe-pairs, --probe-every)
+    ("probe_dlogp_chosen", "Δ log-prob chosen (token mean, vs reference)"),
+    ("probe_dlogp_rejected", "Δ log-prob rejected (token mean, vs reference)"),
+    ("probe_dlog_combined", "Δ log(p(chosen) + p(rejected)) vs reference"),
+    ("loss", "training loss (batch)"),
+]
 
 
 def _pyplot():
@@ -42,27 +44,53 @@ def metrics_chart(groups: list[dict], out: Path) -> Path:
         ax.set_xticks(range(len(shown)), [f"{g['method']} ({g['seeds']})" for g in shown], rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out = _save(fig, out)
+    out = save_figure(fig, out)
     plt.close(fig)
     return out
 
 
-def training_chart(runs: dict[str, Path], out: Path) -> Path | None:
-    """One line per training run (name → folder with metrics.jsonl); None when no run has metrics."""
-    data = {n: [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines() if line.strip()]
-            for n, p in runs.items() if (p / "metrics.jsonl").is_file()}
+def curves(run: Path, keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """key → (steps, values) from a training run's metrics.jsonl (rows without the key skipped)."""
+    rows = read_jsonl(run / "metrics.jsonl")
+    return {k: ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys}
+
+
+def training_chart(runs: dict[str, Path], out: Path, panels: list[tuple[str, str]] = CURVES) -> Path | None:
+    """One line per training run (name → folder with metrics.jsonl) in each panel (metrics key, title);
+    None when no run has metrics. Δ panels get a dashed line at 0 (no change from the reference)."""
+    data = {n: curves(p, [k for k, _ in panels]) for n, p in runs.items() if (p / "metrics.jsonl").is_file()}
     if not data:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(3.8 * len(CURVES), 3.4))
-    for name, rows in data.items():
-        for ax, (key, title) in zip(axes, CURVES):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", markersize=2, label=name)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4))
+    for name, series in data.items():
+        for ax, (key, title) in zip(axes, panels):
+            ax.plot(*series[key], marker="o", markersize=2, label=name)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("step")
+    for ax, (key, _) in zip(axes, panels):
+        if key.startswith("probe_dlog"):
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    out = _save(fig, out)
+    out = save_figure(fig, out)
     plt.close(fig)
     return out
+
+
+def dynamics_chart(runs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
+    """The probe-set curves (held-out pairs) of several training runs: the picture of likelihood displacement."""
+    named = dict(zip(labels or [r.name for r in runs], runs, strict=True))
+    for run in runs:
+        if not curves(run, ["probe_dlogp_chosen"])["probe_dlogp_chosen"][0]:
+            raise SystemExit(f"{run}/metrics.jsonl has no probe rows: train with --probe-pairs and --probe-every")
+    return training_chart(named, out, DYNAMICS)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(prog="python -m harness.figures", description=dynamics_chart.__doc__)
+    ap.add_argument("runs", type=Path, nargs="+", help="training output folders (each with metrics.jsonl)")
+    ap.add_argument("--labels", help="comma-separated legend labels (default: folder names)")
+    ap.add_argument("--out", type=Path, default=Path("results/figures/dynamics.png"))
+    a = ap.parse_args()
+    print(dynamics_chart(a.runs, a.out, a.labels.split(",") if a.labels else None))

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from harness import figures, report
 from harness.stats import mean_ci, paired_diff_ci
-from tasks.data import write_text_atomic
-from trainers.cli import exclusive, run_main
+from common import exclusive, read_jsonl, run_main, write_json, write_text
 
 
 def _get(d: dict | None, *keys):
@@ -32,8 +31,7 @@ def item_scores(run: Path) -> dict[str, list[float]]:
     """Per-item scores by task from samples.jsonl, in item order (accuracy items as 0/100, ROUGE-L ×100)."""
     out: dict[str, list[float]] = {}
     path = run / "samples.jsonl"
-    for line in (path.read_text().splitlines() if path.is_file() else []):
-        s = json.loads(line)
+    for s in read_jsonl(path) if path.is_file() else []:
         if s["task"] in ITEM_SCORES:
             field, scale = ITEM_SCORES[s["task"]]
             out.setdefault(s["task"], []).append(scale * float(s[field]))
@@ -267,8 +265,8 @@ def write(results: Path) -> str:
     figures.metrics_chart(over_seeds(rows), results / "figures" / "metrics.png")
     trained = figures.training_chart({n: runs / n for n in order}, results / "figures" / "training.png")
     md = render(rows, meta, diffs, training_figure=trained is not None)
-    write_text_atomic(results / "leaderboard.md", md)
-    write_text_atomic(results / "leaderboard.json", json.dumps({"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs}, indent=2))
+    write_text(results / "leaderboard.md", md)
+    write_json(results / "leaderboard.json", {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs})
     report.write(results, order)
     return md
 

@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from common import replace_dir
 from tasks.data import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -51,7 +52,7 @@ def _save_atomic(target: Path, model, tok) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tok.save_pretrained(partial)
-    partial.rename(target)
+    replace_dir(partial, target)
 
 
 def provision_default(target: Path) -> None:

@@ -20,10 +20,9 @@ from pathlib import Path
 from harness import models
 from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
 from tasks import arith, gsm8k, tldr
-from tasks.data import cache_dir, read_jsonl, write_jsonl, write_text_atomic
-from trainers.cli import run_main
+from common import fingerprint, read_jsonl, run_main, write_json, write_jsonl
+from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
-from trainers.trainer import fingerprint
 
 TASKS = ("gsm8k", "arith", "tldr")
 REASONING = ("gsm8k", "arith")  # k graded samples per question
@@ -75,7 +74,7 @@ def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generat
                   "sample_accuracy": 100 * sum(map(sum, graded)) / max(1, sum(map(len, graded)))} if task == "arith" else {}),
               "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "backend": gen.backend, "dtype": gen.dtype, "generation": gen.stats}
     write_jsonl(cached, rows)
-    write_text_atomic(report_file, json.dumps(report, indent=2))
+    write_json(report_file, report)
     return rows, report
 
 
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             write_jsonl(a.out / f"{task}.jsonl", rows)
             reports.append(report)
             print(json.dumps(report))
-    write_text_atomic(a.out / "report.json", json.dumps(reports, indent=2))
+    write_json(a.out / "report.json", reports)
 
 
 if __name__ == "__main__":

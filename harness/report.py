@@ -4,11 +4,10 @@ dpo-seed0" (reference right, method wrong); on TL;DR, won/lost against the refer
 One static file, no external assets."""
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
-from tasks.data import write_text_atomic
+from common import read_jsonl, write_text
 
 STYLE = """body{font:14px system-ui,sans-serif;margin:1em}table{border-collapse:collapse;width:100%}
 td,th{border:1px solid #ccc;padding:4px;vertical-align:top}pre{white-space:pre-wrap;margin:0;max-height:18em;overflow:auto}
@@ -73,7 +72,7 @@ def write(results: Path, order: list[str]) -> Path | None:
     runs = [n for n in order if (results / "runs" / n / "samples.jsonl").is_file()]
     if not runs:
         return None
-    samples = {n: [json.loads(line) for line in open(results / "runs" / n / "samples.jsonl")] for n in runs}
+    samples = {n: read_jsonl(results / "runs" / n / "samples.jsonl") for n in runs}
     path = results / "report.html"
-    write_text_atomic(path, render(samples))
+    write_text(path, render(samples))
     return path

@@ -43,7 +43,7 @@ def stage_env() -> dict[str, str]:
     """This environment with tcmalloc preloaded where it is installed. PyTorch on a CPU allocates and frees
     activation-sized buffers all the time; glibc hands the large ones back to the kernel on every free, so each
     step page-faults them in again (28 % of the CPU time went to the kernel here). tcmalloc keeps them: bf16 DPO
-    and SPO-lookahead steps 1.55× faster (README, Performance)."""
+    and SPO-lookahead steps 1.55× faster (docs/performance.md)."""
     env, lib = dict(os.environ), tcmalloc()
     if lib and "tcmalloc" not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(filter(None, (lib, env.get("LD_PRELOAD"))))

@@ -2,9 +2,10 @@
 Hugging Face hub (downloaded once into $SPO_CACHE_DIR/data, in the same JSONL form)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from common import write_jsonl
 
 ENV_VAR = "SPO_DATA_DIR"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,34 +52,3 @@ def from_hub(task: str, filename: str) -> Path:
     target = cache_dir() / "data" / task / filename
     write_jsonl(target, list(load_dataset(repo, config, split=split)))
     return target
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Written aside, then renamed into place: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException as e:  # disk full, killed, ...: the old file stays, the half-written copy goes
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(tmp)  # a failed write() names no file: say which one
-        raise
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON Lines file; a bad line raises an error naming file and line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from e
-    return rows

@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from tasks.data import read_jsonl, resolve
+from common import read_jsonl
+from tasks.data import resolve
 
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
 _CALC = re.compile(r"<<[^>]*>>")

@@ -8,7 +8,8 @@ from collections import defaultdict
 from math_verify import parse, verify
 from math_verify.errors import TimeoutException
 
-from tasks.data import read_jsonl, resolve
+from common import read_jsonl
+from tasks.data import resolve
 
 TIMEOUT_S = 5  # per math-verify parse / comparison; its timeout is signal.alarm, so it only runs on the main thread
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")

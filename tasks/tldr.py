@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from rouge_score import rouge_scorer
 
-from tasks.data import read_jsonl, resolve
+from common import read_jsonl
+from tasks.data import resolve
 
 EVAL_POSTS = 200  # the first posts are for evaluation only; pairs come from the rest, never overlapping
 

@@ -3,6 +3,7 @@ import json
 import datasets
 import pytest
 
+import common
 from tasks import data, gsm8k
 
 
@@ -52,4 +53,4 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path):
     bad = tmp_path / "x.jsonl"
     bad.write_text('{"a": 1}\n\n{"a": \n')
     with pytest.raises(ValueError, match=r"x.jsonl:3: invalid JSON"):
-        data.read_jsonl(bad)
+        common.read_jsonl(bad)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tasks import gsm8k
-from tasks.data import write_jsonl
+from common import write_jsonl
 from trainers.pairfile import REASONS, load_pairs
 
 BAD = Path(__file__).parent / "data" / "bad"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness import compare
-from trainers.cli import exclusive
+from common import exclusive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_a_second_compare_on_a_busy_folder_is_refused(tmp_path):
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from trainers.cli import exclusive\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from common import exclusive\n"
                                "with exclusive(Path(sys.argv[1]), by='x'):\n    print('held', flush=True); time.sleep(600)", str(tmp_path)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"

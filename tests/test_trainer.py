@@ -196,17 +196,17 @@ def test_resume_after_sigkill_ends_like_an_uninterrupted_run(tiny_model_dir, pai
 
 
 def test_plot_draws_the_probe_curves_of_several_runs(tiny_model_dir, pairs_file, tmp_path):
-    from trainers.plot import curves, plot
+    from harness.figures import curves, dynamics_chart
 
     for method in ("dpo", "spo"):
         train_tiny(tiny_model_dir, pairs_file, tmp_path / method, method=method, lr=1e-2, probe_pairs=pairs_file, probe_every=1)
-    steps, values = curves(tmp_path / "dpo")["probe_dlogp_chosen"]
+    steps, values = curves(tmp_path / "dpo", ["probe_dlogp_chosen"])["probe_dlogp_chosen"]
     assert steps == [0, 1, 2] and values[0] == 0.0
-    plot([tmp_path / "dpo", tmp_path / "spo"], tmp_path / "fig.png")
+    dynamics_chart([tmp_path / "dpo", tmp_path / "spo"], tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="no probe rows"):
         train_tiny(tiny_model_dir, pairs_file, tmp_path / "plain", method="dpo")
-        plot([tmp_path / "plain"], tmp_path / "x.png")
+        dynamics_chart([tmp_path / "plain"], tmp_path / "x.png")
 
 
 @pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "dpop", "rpo", "simpo+spo"])  # every loss; the +spo plug-in is generic (spo = dpo+spo: below)

@@ -16,7 +16,7 @@ import typing
 
 import yaml
 
-from trainers.cli import run_main
+from common import run_main
 from trainers.trainer import TrainConfig, run
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from common import atomic_file, fingerprint, replace_dir, write_json, write_text
 from trainers.logprobs import autocast, encode, native_bf16, pair_logps, pair_shift, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 from trainers.pairfile import describe, load_pairs
@@ -60,13 +61,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fingerprint(model: str) -> list:
-    """Name plus, for a local checkpoint, the weights' size and mtime: a retrained checkpoint at the
-    same path does not reuse stale cached log-probs."""
-    weights = sorted(Path(model).glob("*.safetensors")) if Path(model).is_dir() else []
-    return [model] + [[w.name, w.stat().st_size, w.stat().st_mtime_ns] for w in weights]
-
-
 def _row(line: str) -> dict | None:
     """A metrics row, or None for a line cut by a kill."""
     try:
@@ -76,17 +70,6 @@ def _row(line: str) -> dict | None:
     return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Written aside and renamed into place (trainers import nothing from tasks, which has the same helper)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class MetricsLog:
     """metrics.jsonl (always) and TensorBoard scalars (when tensorboard is installed), rank 0 only."""
 
@@ -94,7 +77,7 @@ class MetricsLog:
         path = out / "metrics.jsonl"
         rows = [_row(line) for line in path.read_text().splitlines()] if keep_until and path.exists() else []
         kept = [json.dumps(r) for r in rows if r and r["step"] <= keep_until]  # a resumed run keeps the rows up to its state
-        _write_atomic(path, "".join(line + "\n" for line in kept))  # never a moment where the kept rows are gone
+        write_text(path, "".join(line + "\n" for line in kept))  # never a moment where the kept rows are gone
         self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -207,10 +190,8 @@ class Trainer:
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if not path.is_file() and self.acc.is_main_process:
             rc, rr = score_pairs(self.model, *self._columns(pairs, range(len(pairs))), self.cfg.micro_pairs, self.bf16, "reference log-probs")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])}, str(tmp))
-            os.replace(tmp, path)
+            with atomic_file(path) as tmp:
+                save_file({"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])}, str(tmp))
         self.acc.wait_for_everyone()
         t = load_file(path)
         ref = SeqLogps(t["total"], t["count"])
@@ -231,17 +212,13 @@ class Trainer:
         """Everything a killed run needs to continue, written aside and swapped in atomically."""
         from safetensors.torch import save_model
 
-        state, partial, old = self.out / "state", self.out / "state.partial", self.out / "state.old"
+        partial = self.out / "state.partial"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         save_model(self.model, str(partial / "model.safetensors"))
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, partial / "trainer.pt")
-        shutil.rmtree(old, ignore_errors=True)
-        if state.exists():
-            state.rename(old)
-        partial.rename(state)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(partial, self.out / "state")
 
     def _load_state(self, opt, sched) -> int:
         from safetensors.torch import load_model
@@ -360,7 +337,7 @@ class Trainer:
         summary = {"config": asdict(cfg), "bf16": self.bf16, "processes": world, "sharding": sharding, "steps": len(batches), "resumed_from": start, "pairs_used": n,
                    "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
                    "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
-        _write_atomic(self.out / "train.json", json.dumps(summary, indent=2))
+        write_json(self.out / "train.json", summary)
         return summary
 
     def save(self, state_dict: dict | None = None) -> Path:
@@ -371,9 +348,7 @@ class Trainer:
             self.model = self.model.merge_and_unload()
         self.model.save_pretrained(partial, state_dict=state_dict)
         self.tok.save_pretrained(partial)
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-        return final
+        return replace_dir(partial, final)
 
 
 def run(cfg: TrainConfig) -> dict:
