@@ -3,12 +3,15 @@
 Inputs are `SeqLogps`: the summed completion log-prob `s(y)` and the completion length `|y|`,
 so both the sum and the token mean `a(y) = s(y)/|y|` are available to every loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from common import option
 
 
 @dataclass
@@ -28,7 +31,12 @@ class SeqLogps:
 
 def _rewards(reward_c: torch.Tensor, reward_r: torch.Tensor) -> dict:
     margin = reward_c - reward_r
-    return {"reward_chosen": reward_c, "reward_rejected": reward_r, "margin": margin, "reward_accuracy": (margin > 0).float()}
+    return {
+        "reward_chosen": reward_c,
+        "reward_rejected": reward_r,
+        "margin": margin,
+        "reward_accuracy": (margin > 0).float(),
+    }
 
 
 def dpo(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float) -> tuple[torch.Tensor, dict]:
@@ -49,7 +57,9 @@ def simpo(pc: SeqLogps, pr: SeqLogps, beta: float, gamma: float) -> tuple[torch.
     return -F.logsigmoid(terms["margin"] - gamma), terms
 
 
-def dpop(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float, lambda_p: float) -> tuple[torch.Tensor, dict]:
+def dpop(
+    pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float, lambda_p: float
+) -> tuple[torch.Tensor, dict]:
     """DPO with −β·λ_p·max(0, s_ref(y_w) − s_θ(y_w)) inside the sigmoid (DPO-Positive, Pal et al. 2024)."""
     _, terms = dpo(pc, pr, rc, rr, beta)
     shortfall = F.relu(rc.total - pc.total)
@@ -57,7 +67,9 @@ def dpop(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float, la
     return -F.logsigmoid(terms["margin"] - beta * lambda_p * shortfall), terms
 
 
-def rpo(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float, alpha: float) -> tuple[torch.Tensor, dict]:
+def rpo(
+    pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps, beta: float, alpha: float
+) -> tuple[torch.Tensor, dict]:
     """DPO + α·NLL(y_w), the NLL as the token mean −a_θ(y_w) (Pang et al. 2024)."""
     loss, terms = dpo(pc, pr, rc, rr, beta)
     terms["nll_chosen"] = -pc.mean
@@ -81,25 +93,33 @@ METHODS = LOSSES + tuple(f"{x}+spo" for x in LOSSES) + ("spo",)
 
 @dataclass
 class LossParams:
-    beta: float = 0.1           # β of dpo, ipo, dpop, rpo
-    simpo_beta: float = 2.0     # β of simpo (its scale differs: token-mean log-probs, no reference)
-    gamma: float = 1.0          # γ, simpo target margin
-    dpop_lambda: float = 50.0   # λ_p of dpop
-    rpo_alpha: float = 1.0      # α of rpo's NLL term
-    spo_lambda: float = 1.0     # λ, weight of the SPO penalty
-    spo_delta: float = 0.0      # δ, margin of the reference anchor
+    beta: float = option(0.1, "β of dpo, ipo, dpop, rpo")
+    simpo_beta: float = option(2.0, "β of simpo (its scale differs: token-mean log-probs, no reference)")
+    gamma: float = option(1.0, "γ, simpo target margin")
+    dpop_lambda: float = option(50.0, "λ_p of dpop")
+    rpo_alpha: float = option(1.0, "α of rpo's NLL term")
+    spo_lambda: float = option(1.0, "λ, weight of the SPO penalty")
+    spo_delta: float = option(0.0, "δ, margin of the reference anchor")
 
 
 def parse_method(method: str) -> tuple[str, str]:
-    """(upper-level loss, plug-in) for a method name; an unknown name raises an error listing the valid ones."""
+    """(upper-level loss, plug-in) for a method name; an unknown name raises an error listing the valid
+    ones."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     base, _, plug = ("dpo+spo" if method == "spo" else method).partition("+")
     return base, plug
 
 
-def preference_loss(method: str, pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps,
-                    params: LossParams | None = None, v_hat: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def preference_loss(
+    method: str,
+    pc: SeqLogps,
+    pr: SeqLogps,
+    rc: SeqLogps,
+    rr: SeqLogps,
+    params: LossParams | None = None,
+    v_hat: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Mean loss over the batch for `method`, plus per-pair terms to log. For `<loss>+spo`, `v_hat`
     is the anchor (default: the reference anchor with δ)."""
     p = params or LossParams()

@@ -4,6 +4,7 @@ AdamW with gradient accumulation, HF checkpoint at the end.
 
 Pairs are generic: {"prompt": chat messages or text, "chosen": str, "rejected": str}.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,41 +20,74 @@ from pathlib import Path
 
 import torch
 
-from common import atomic_file, fingerprint, replace_dir, write_json, write_text
-from trainers.logprobs import autocast, encode, native_bf16, pair_logps, pair_shift, score_pairs, sequence_logps
+from common import atomic_file, fingerprint, option, replace_dir, write_json, write_text
+from trainers.logprobs import (
+    autocast,
+    encode,
+    native_bf16,
+    pair_logps,
+    pair_shift,
+    score_pairs,
+    sequence_logps,
+)
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
 from trainers.pairfile import describe, load_pairs
-from trainers.parallel import deepspeed_config, deepspeed_engine, full_state_dict, shard
+from trainers.parallel import strategy
 
 
 @dataclass(kw_only=True)
 class TrainConfig(LossParams):
-    model: str                    # local HF checkpoint directory (or hub id when a hub is reachable)
-    pairs: str                    # JSONL of {"prompt", "chosen", "rejected"}
-    output_dir: str = "outputs/train"  # metrics.jsonl, train.json, state/ and checkpoint/ go here
-    method: str = "spo"           # dpo, ipo, simpo, dpop, rpo, or <loss>+spo; spo = dpo+spo
-    spo_anchor: str = "reference"  # v̂ of the SPO penalty: reference (ℓ_ref − δ) or lookahead (ℓ after a virtual SFT step)
-    spo_alpha: float = 1e-3       # α, step size of the lookahead anchor's virtual SGD step on L_SFT
-    lr: float = 1e-5              # AdamW peak learning rate
-    epochs: int = 1               # passes over the pairs (shuffled each epoch)
-    batch_pairs: int = 8          # pairs per optimizer step
-    micro_pairs: int = 4          # pairs per forward pass (accumulation = batch_pairs / micro_pairs)
-    max_len: int = 640            # prompt + completion tokens; longer pairs are skipped and reported
-    bad_pairs: str = "skip"       # malformed rows (trainers.pairfile) and pairs over max_len: skip or error; truncate cuts long completions (all reported)
-    warmup_ratio: float = 0.1     # share of steps with linear warm-up; then linear decay to 0
-    weight_decay: float = 0.0     # AdamW weight decay
-    max_grad_norm: float = 1.0    # gradient clipping (0: none)
-    seed: int = 0                 # python and torch RNGs, data order
-    bf16: bool | None = None      # bf16 autocast, weights stay fp32; unset: on where bf16 is native (GPU, CPU with AVX-512 bf16 or AMX), else fp32
-    ref_cache: str | None = None  # where cached reference log-probs live (default: in output_dir)
-    save_every: int = 0           # save a resumable state every N steps (0: never)
-    resume: bool = False          # continue from output_dir/state (model, optimizer, schedule, RNG, data position)
-    probe_pairs: str | None = None  # held-out pairs JSONL whose log-probs are logged (training dynamics)
-    probe_every: int = 0          # log the probe set every N steps, and before the first (0: never)
-    lora_r: int = 0               # LoRA rank on every linear layer via peft (0: full fine-tuning)
-    lora_alpha: float = 16.0      # LoRA scaling; the saved checkpoint has the adapters merged
-    fsdp: bool = False            # under a launcher: shard weights, gradients and AdamW state over the processes (FSDP2) instead of replicating them (DDP)
-    deepspeed: str | None = None  # under a launcher: a DeepSpeed JSON config (configs/deepspeed/zero{2,3}.json) whose ZeRO engine shards instead of DDP; its batch and clipping fields are "auto": the flags here
+    model: str = option(help="local HF checkpoint directory (or hub id when a hub is reachable)")
+    pairs: str = option(help='JSONL of {"prompt", "chosen", "rejected"}')
+    output_dir: str = option("outputs/train", "metrics.jsonl, train.json, state/ and checkpoint/ go here")
+    method: str = option("spo", "dpo, ipo, simpo, dpop, rpo, or <loss>+spo; spo = dpo+spo")
+    spo_anchor: str = option(
+        "reference",
+        "v̂ of the SPO penalty: reference (ℓ_ref − δ) or lookahead (ℓ after a virtual SFT step)",
+        choices=("reference", "lookahead"),
+    )
+    spo_alpha: float = option(1e-3, "α, step size of the lookahead anchor's virtual SGD step on L_SFT")
+    lr: float = option(1e-5, "AdamW peak learning rate")
+    epochs: int = option(1, "passes over the pairs (shuffled each epoch)")
+    batch_pairs: int = option(8, "pairs per optimizer step")
+    micro_pairs: int = option(4, "pairs per forward pass (accumulation = batch_pairs / micro_pairs)")
+    max_len: int = option(640, "prompt + completion tokens; longer pairs are skipped and reported")
+    bad_pairs: str = option(
+        "skip",
+        "malformed rows (trainers.pairfile) and pairs over max_len: skip or error; truncate cuts long "
+        "completions (all reported)",
+        choices=("skip", "error", "truncate"),
+    )
+    warmup_ratio: float = option(0.1, "share of steps with linear warm-up; then linear decay to 0")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping (0: none)")
+    seed: int = option(0, "python and torch RNGs, data order")
+    bf16: bool | None = option(
+        None,
+        "bf16 autocast, weights stay fp32; unset: on where bf16 is native (GPU, CPU with AVX-512 bf16 or "
+        "AMX), else fp32",
+    )
+    ref_cache: str | None = option(None, "where cached reference log-probs live (default: in output_dir)")
+    save_every: int = option(0, "save a resumable state every N steps (0: never)")
+    resume: bool = option(
+        False, "continue from output_dir/state (model, optimizer, schedule, RNG, data position)"
+    )
+    probe_pairs: str | None = option(
+        None, "held-out pairs JSONL whose log-probs are logged (training dynamics)"
+    )
+    probe_every: int = option(0, "log the probe set every N steps, and before the first (0: never)")
+    lora_r: int = option(0, "LoRA rank on every linear layer via peft (0: full fine-tuning)")
+    lora_alpha: float = option(16.0, "LoRA scaling; the saved checkpoint has the adapters merged")
+    fsdp: bool = option(
+        False,
+        "under a launcher: shard weights, gradients and AdamW state over the processes (FSDP2) instead of "
+        "replicating them (DDP)",
+    )
+    deepspeed: str | None = option(
+        None,
+        "under a launcher: a DeepSpeed JSON config (configs/deepspeed/zero{2,3}.json) whose ZeRO engine "
+        'shards instead of DDP; its batch and clipping fields are "auto": the flags here',
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -76,8 +110,9 @@ class MetricsLog:
     def __init__(self, out: Path, keep_until: int):
         path = out / "metrics.jsonl"
         rows = [_row(line) for line in path.read_text().splitlines()] if keep_until and path.exists() else []
-        kept = [json.dumps(r) for r in rows if r and r["step"] <= keep_until]  # a resumed run keeps the rows up to its state
-        write_text(path, "".join(line + "\n" for line in kept))  # never a moment where the kept rows are gone
+        # a resumed run keeps the rows up to its state, and there is never a moment where they are gone
+        kept = [json.dumps(r) for r in rows if r and r["step"] <= keep_until]
+        write_text(path, "".join(line + "\n" for line in kept))
         self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,12 +135,15 @@ class MetricsLog:
             self.tb.close()
 
 
-def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int]], pc: SeqLogps, alpha: float) -> torch.Tensor:
+def lookahead_anchor(
+    model, prompts: list[list[int]], completions: list[list[int]], pc: SeqLogps, alpha: float
+) -> torch.Tensor:
     """v̂ = ℓ_θ'(x, y_w), θ' = θ − α∇_θ L_SFT(θ) with L_SFT = mean over the batch of −a_θ(y_w):
     one virtual SGD step on the chosen responses, evaluated functionally and detached. `pc` are
     the chosen log-probs of the current forward (their graph gives ∇L_SFT without another forward)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    grads = torch.autograd.grad((-pc.mean).mean(), [p for _, p in named], retain_graph=True, allow_unused=True)
+    params = [p for _, p in named]
+    grads = torch.autograd.grad((-pc.mean).mean(), params, retain_graph=True, allow_unused=True)
     virtual = {n: (p if g is None else p - alpha * g).detach() for (n, p), g in zip(named, grads)}
     with torch.no_grad():
         return -sequence_logps(model, prompts, completions, params=virtual).mean
@@ -113,37 +151,18 @@ def lookahead_anchor(model, prompts: list[list[int]], completions: list[list[int
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model, tok):
-        if cfg.batch_pairs % cfg.micro_pairs:
-            raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})")
-        if cfg.spo_anchor not in ("reference", "lookahead"):
-            raise ValueError(f"unknown spo_anchor {cfg.spo_anchor!r}; valid: reference, lookahead")
-        if cfg.bad_pairs not in ("skip", "error", "truncate"):
-            raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error, truncate")
         from accelerate import Accelerator
 
-        self.base, self.plug = parse_method(cfg.method)
-        asked = [k for k in ("DEEPSPEED", "FSDP", "MEGATRON_LM", "PARALLELISM_CONFIG") if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true", "yes")]
-        if asked:  # accelerate wires these only into `accelerator.prepare`: on GPUs each process would train unsynchronised
-            raise ValueError(f"the launcher's accelerate config asks for {asked[0]}, which this trainer does not take from accelerate: "
-                             "launch with configs/accelerate/multi_gpu.yaml (or torchrun) and pass --deepspeed CONFIG.json "
-                             "(configs/deepspeed/) or --fsdp")
-        self.acc = Accelerator(cpu=not torch.cuda.is_available())  # one process: a no-op; under a launcher: DDP (gloo on CPU)
-        if self.acc.num_processes > 1 and cfg.batch_pairs % (self.acc.num_processes * cfg.micro_pairs):
-            raise ValueError(f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
-                             f"({self.acc.num_processes} × {cfg.micro_pairs})")
-        flag = "--fsdp" if cfg.fsdp else "--deepspeed" if cfg.deepspeed else None  # the sharding asked for
-        if cfg.fsdp and cfg.deepspeed:
-            raise ValueError("--fsdp and --deepspeed both shard the model; choose one")
-        if flag and (cfg.lora_r or cfg.save_every or cfg.resume or (self.plug == "spo" and cfg.spo_anchor == "lookahead")):
-            raise ValueError(f"{flag} does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; drop {flag} for "
-                             "those (under a launcher the model is then replicated: DDP)")
-        world = self.acc.num_processes
-        if flag and world == 1:
-            print(f"note: {flag} with one process has nothing to shard; it takes effect under a launcher (torchrun, accelerate launch)", file=sys.stderr)
-        self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16  # the precision used (recorded in train.json)
-        self.fsdp = cfg.fsdp and world > 1
-        zero = deepspeed_config(cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, world, cfg.max_grad_norm, self.bf16) if cfg.deepspeed else None
-        self.zero = zero if world > 1 else None  # checked above either way
+        self.base, self.plug = self._check_config(cfg)
+        # one process: a no-op; under a launcher: the process group (gloo on CPU)
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self._check_processes(cfg)
+        # the precision used (recorded in train.json)
+        self.bf16 = native_bf16(self.acc.device.type) if cfg.bf16 is None else cfg.bf16
+        # how the loop runs over the processes (plain, DDP, FSDP or ZeRO), chosen once here
+        self.parallel = strategy(
+            self.acc, cfg.fsdp, cfg.deepspeed, cfg.batch_pairs, cfg.micro_pairs, cfg.max_grad_norm, self.bf16
+        )
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.out = Path(cfg.output_dir)
         self.pairs, self.skipped = self._encode(cfg.pairs)
@@ -151,19 +170,80 @@ class Trainer:
             raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
         self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
 
+    @staticmethod
+    def _check_config(cfg: TrainConfig) -> tuple[str, str]:
+        """The method's (loss, plug-in), once the config's values and the launcher's environment pass."""
+        if cfg.batch_pairs % cfg.micro_pairs:
+            raise ValueError(
+                f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})"
+            )
+        if cfg.spo_anchor not in ("reference", "lookahead"):
+            raise ValueError(f"unknown spo_anchor {cfg.spo_anchor!r}; valid: reference, lookahead")
+        if cfg.bad_pairs not in ("skip", "error", "truncate"):
+            raise ValueError(f"unknown bad_pairs policy {cfg.bad_pairs!r}; valid: skip, error, truncate")
+        method = parse_method(cfg.method)
+        kinds = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "PARALLELISM_CONFIG")
+        asked = [
+            k for k in kinds if os.environ.get(f"ACCELERATE_USE_{k}", "").lower() in ("1", "true", "yes")
+        ]
+        # accelerate wires these only into `accelerator.prepare`: on GPUs each process would train alone
+        if asked:
+            raise ValueError(
+                f"the launcher's accelerate config asks for {asked[0]}, which this trainer does not take "
+                "from accelerate: launch with configs/accelerate/multi_gpu.yaml (or torchrun) and pass "
+                "--deepspeed CONFIG.json (configs/deepspeed/) or --fsdp"
+            )
+        return method
+
+    def _check_processes(self, cfg: TrainConfig) -> None:
+        """Batches that split evenly over the processes, and a sharding the other options allow."""
+        world = self.acc.num_processes
+        if world > 1 and cfg.batch_pairs % (world * cfg.micro_pairs):
+            raise ValueError(
+                f"batch_pairs ({cfg.batch_pairs}) must be a multiple of processes × micro_pairs "
+                f"({world} × {cfg.micro_pairs})"
+            )
+        flag = None  # the sharding asked for
+        if cfg.fsdp:
+            flag = "--fsdp"
+        elif cfg.deepspeed:
+            flag = "--deepspeed"
+        if cfg.fsdp and cfg.deepspeed:
+            raise ValueError("--fsdp and --deepspeed both shard the model; choose one")
+        lookahead = self.plug == "spo" and cfg.spo_anchor == "lookahead"
+        if flag and (cfg.lora_r or cfg.save_every or cfg.resume or lookahead):
+            raise ValueError(
+                f"{flag} does not support --lora-r, --save-every/--resume or --spo-anchor lookahead yet; "
+                f"drop {flag} for those (under a launcher the model is then replicated: DDP)"
+            )
+        if flag and world == 1:
+            print(
+                f"note: {flag} with one process has nothing to shard; it takes effect under a launcher "
+                "(torchrun, accelerate launch)",
+                file=sys.stderr,
+            )
+
     def _encode(self, path: str) -> tuple[list, list[dict]]:
-        """Tokenised (prompt, chosen, rejected) pairs, and the skipped or truncated rows (line, id, field, reason, detail):
-        the file's bad rows (trainers.pairfile) and the pairs over max_len tokens, summarised on stderr."""
+        """Tokenised (prompt, chosen, rejected) pairs, and the skipped or truncated rows (line, id, field,
+        reason, detail): the file's bad rows (trainers.pairfile) and the pairs over max_len tokens, summarised
+        on stderr."""
         limit, policy = self.cfg.max_len, self.cfg.bad_pairs
         rows, report = load_pairs(path, "error" if policy == "error" else "skip")
         kept = []
         for line, p in zip(report.lines, rows):
-            (x, c), r = encode(self.tok, p["prompt"], p["chosen"]), encode(self.tok, p["prompt"], p["rejected"])[1]
+            x, c = encode(self.tok, p["prompt"], p["chosen"])
+            r = encode(self.tok, p["prompt"], p["rejected"])[1]
             n = len(x) + max(len(c), len(r))  # the longer of the two sequences
             if n > limit:
                 cut = policy == "truncate" and len(x) < limit  # the prompt stays whole
-                s = {"line": line, "id": p.get("id"), "field": None, "reason": "truncated" if cut else "too_long",
-                     "detail": f"{n} tokens, over max_len={limit}" + ("; completions cut, pair kept" if cut else "")}
+                s = {
+                    "line": line,
+                    "id": p.get("id"),
+                    "field": None,
+                    "reason": "truncated" if cut else "too_long",
+                    "detail": f"{n} tokens, over max_len={limit}"
+                    + ("; completions cut, pair kept" if cut else ""),
+                }
                 if policy == "error":
                     raise ValueError(describe(path, s))
                 report.skipped.append(s)
@@ -186,12 +266,23 @@ class Trainer:
         disk, keyed by the weights, the tokenised pairs and the precision (so methods share them)."""
         from safetensors.torch import load_file, save_file
 
-        key = hashlib.sha256(json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()
+        ).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         if not path.is_file() and self.acc.is_main_process:
-            rc, rr = score_pairs(self.model, *self._columns(pairs, range(len(pairs))), self.cfg.micro_pairs, self.bf16, "reference log-probs")
+            rc, rr = score_pairs(
+                self.model,
+                *self._columns(pairs, range(len(pairs))),
+                self.cfg.micro_pairs,
+                self.bf16,
+                "reference log-probs",
+            )
             with atomic_file(path) as tmp:
-                save_file({"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])}, str(tmp))
+                save_file(
+                    {"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])},
+                    str(tmp),
+                )
         self.acc.wait_for_everyone()
         t = load_file(path)
         ref = SeqLogps(t["total"], t["count"])
@@ -201,11 +292,19 @@ class Trainer:
     def probe_metrics(self, ref: tuple[SeqLogps, SeqLogps]) -> dict[str, float]:
         """Training dynamics on the fixed probe set: absolute and Δ log-probs of chosen and rejected,
         Δ log of their combined probability, DPO margin and reward accuracy, SPO region activity."""
-        pc, pr = score_pairs(self.model, *self._columns(self.probe, range(len(self.probe))), self.cfg.micro_pairs, self.bf16)
+        pc, pr = score_pairs(
+            self.model, *self._columns(self.probe, range(len(self.probe))), self.cfg.micro_pairs, self.bf16
+        )
         rc, rr = ref
         margin = self.cfg.beta * ((pc.total - rc.total) - (pr.total - rr.total))
-        values = {"logp_chosen": pc.mean, "logp_rejected": pr.mean, **pair_shift(pc, pr, rc, rr), "margin": margin,
-                  "reward_accuracy": (margin > 0).float(), "outside_safe_region": (-pc.mean > reference_anchor(rc, self.cfg.spo_delta)).float()}
+        values = {
+            "logp_chosen": pc.mean,
+            "logp_rejected": pr.mean,
+            **pair_shift(pc, pr, rc, rr),
+            "margin": margin,
+            "reward_accuracy": (margin > 0).float(),
+            "outside_safe_region": (-pc.mean > reference_anchor(rc, self.cfg.spo_delta)).float(),
+        }
         return {f"probe_{k}": v.mean().item() for k, v in values.items()}
 
     def _save_state(self, step: int, opt, sched) -> None:
@@ -216,14 +315,24 @@ class Trainer:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         save_model(self.model, str(partial / "model.safetensors"))
-        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, partial / "trainer.pt")
+        torch.save(
+            {
+                "step": step,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+            },
+            partial / "trainer.pt",
+        )
         replace_dir(partial, self.out / "state")
 
     def _load_state(self, opt, sched) -> int:
         from safetensors.torch import load_model
 
-        state = next((d for d in (self.out / "state", self.out / "state.old") if (d / "trainer.pt").is_file()), None)
+        state = next(
+            (d for d in (self.out / "state", self.out / "state.old") if (d / "trainer.pt").is_file()), None
+        )
         if state is None:
             return 0
         load_model(self.model, str(state / "model.safetensors"))
@@ -235,90 +344,52 @@ class Trainer:
         return t["step"]
 
     def _diverged(self, what: str, step: int) -> FloatingPointError:
-        return FloatingPointError(f"non-finite {what} at step {step}; the last good state is in {self.out / 'state'} (saved every "
-                                  f"{self.cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)")
+        return FloatingPointError(
+            f"non-finite {what} at step {step}; the last good state is in {self.out / 'state'} (saved every "
+            f"{self.cfg.save_every} steps; resume with --resume after lowering --lr or checking the pairs)"
+        )
 
     def train(self) -> dict:
+        """The loop, read top to bottom as nanoGPT's: 1. data order; then for each step 2. accumulate the
+        micro-batches, 3. optimizer step, 4. log; at the end 5. checkpoint and train.json."""
         from tqdm.auto import tqdm
 
-        cfg = self.cfg
+        cfg, main = self.cfg, self.acc.is_main_process
         seed_everything(cfg.seed)
-        ref_c, ref_r = self.reference_logps(self.pairs)  # before any resume: the initial weights
+        ref = self.reference_logps(self.pairs)  # before any resume: the initial weights
         probe_ref = self.reference_logps(self.probe) if self.probe else None
-        n, world, main = len(self.pairs), self.acc.num_processes, self.acc.is_main_process
-        # the last batch of an epoch may be smaller; across processes only full batches (equal shares)
-        steps_per_epoch = -(-n // cfg.batch_pairs) if world == 1 else n // cfg.batch_pairs
-        gen = torch.Generator().manual_seed(cfg.seed)
-        orders = [torch.randperm(n, generator=gen).tolist() for _ in range(cfg.epochs)]
-        batches = [o[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs] for o in orders for s in range(steps_per_epoch)]
-        warmup = max(1, int(cfg.warmup_ratio * len(batches)))
-        if self.fsdp:  # before the optimizer, which must hold the shards
-            shard(self.model)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup))))
-        # DeepSpeed partitions the optimizer state (ZeRO-1/2) and the weights (ZeRO-3), and steps opt and sched itself
-        engine = deepspeed_engine(self.model, opt, sched, self.zero) if self.zero else None
-        zero3 = engine is not None and engine.zero_optimization_partition_weights()
+        # 1. data order: every epoch's shuffle drawn up front from the seed, so a resumed run goes on with it
+        batches = self._batches()
+        opt, sched = self.parallel.prepare(self.model, lambda: self._optimizer(len(batches)))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
         log = MetricsLog(self.out, start) if main else None
-        probing = self.probe and (main or self.fsdp or zero3)  # a forward of sharded weights needs every process
+        probing = self.probe and (main or self.parallel.probes_everywhere)
         if probing and start == 0:
-            row = {"step": 0, **self.probe_metrics(probe_ref)}
-            if main:
-                log.write(row)
-        ddp = engine if engine is not None else self.acc.prepare_model(self.model) if world > 1 and not self.fsdp else self.model
+            self._write(log, {"step": 0, **self.probe_metrics(probe_ref)})
+        # the module of the training forwards, wrapped once the resumed weights are in place
+        forward = self.parallel.wrap(self.model)
         self.model.train()
         t0, row = time.time(), {}
         bar = tqdm(total=len(batches), initial=start, desc=f"train {cfg.method}", disable=not main)
         for step, batch in enumerate(batches[start:], start + 1):
-            t_step, stats, lr = time.time(), {}, opt.param_groups[0]["lr"]  # the rate this step uses
-            mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
-            mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))  # models that cannot pack (eager attention) pad less; the step's gradient is the same (the lookahead anchor's virtual step is per micro-batch)
-            for m in range(0, len(mine), cfg.micro_pairs):
-                idx = mine[m : m + cfg.micro_pairs]
-                prompts, chosen, rejected = self._columns(self.pairs, idx)
-                k = len(idx)
-                with autocast(self.bf16, self.model.device.type):
-                    pc, pr = pair_logps(ddp, prompts, chosen, rejected)
-                    v_hat = None
-                    if self.plug == "spo" and cfg.spo_anchor == "lookahead":
-                        v_hat = lookahead_anchor(self.model, prompts, chosen, pc, cfg.spo_alpha)
-                rc = SeqLogps(ref_c.total[idx], ref_c.count[idx]).to(pc.total.device)
-                rr = SeqLogps(ref_r.total[idx], ref_r.count[idx]).to(pc.total.device)
-                loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg, v_hat)  # TrainConfig is a LossParams
-                if not torch.isfinite(loss):
-                    raise self._diverged(f"loss ({loss.item()})", step)
-                scaled = loss * k / len(batch) * world  # DDP and ZeRO average gradients over processes
-                if engine is not None:
-                    engine.backward(scaled, scale_wrt_gas=False)
-                    engine.step()  # at the step's last micro-batch: clip, AdamW, schedule, zero the gradients
-                else:
-                    scaled.backward()
-                terms = {**terms, "loss": loss.detach().expand(k),
-                         "dlogp_chosen": (pc.mean - rc.mean).detach(), "dlogp_rejected": (pr.mean - rr.mean).detach()}
-                for name, v in terms.items():
-                    stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
-            if world > 1:
-                summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
-                stats = dict(zip(stats, summed.tolist()))
-            if engine is not None:  # it has stepped, or skipped the update (and the schedule) on a non-finite norm
-                grad_norm = float(engine.get_global_grad_norm())  # before clipping, as clip_grad_norm_ returns it
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm or math.inf)  # 0: no clipping
-                grad_norm = (grad_norm.full_tensor() if self.fsdp else grad_norm).item()  # FSDP: a DTensor
-            if not math.isfinite(grad_norm):  # the weights are still those of the last good step
-                raise self._diverged(f"gradient norm ({grad_norm})", step)
-            if engine is None:
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            row = {"step": step, **stats, "grad_norm": grad_norm, "lr": lr, "step_seconds": time.time() - t_step}
+            # read before 2.: DeepSpeed steps the schedule in the last micro-batch's backward
+            t_step, lr = time.time(), opt.param_groups[0]["lr"]
+            # 2. accumulate: forward, loss and backward of each micro-batch of this process's share
+            stats = self._accumulate(forward, batch, ref, step)
+            # 3. optimizer step: clip, AdamW, schedule, zero the gradients; a non-finite norm stops before it
+            grad_norm = self._optimizer_step(opt, sched, step)
+            # 4. log: the metrics row, with the probe set on probe steps; then the resumable state
+            row = {
+                "step": step,
+                **stats,
+                "grad_norm": grad_norm,
+                "lr": lr,
+                "step_seconds": time.time() - t_step,
+            }
             if probing and (step % cfg.probe_every == 0 or step == len(batches)):
                 row.update(self.probe_metrics(probe_ref))
-            if main:
-                log.write(row)
+            self._write(log, row)
             if cfg.save_every and step % cfg.save_every == 0:
                 if main:
                     self._save_state(step, opt, sched)
@@ -326,22 +397,119 @@ class Trainer:
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.4f}")
         bar.close()
+        # 5. checkpoint and train.json
+        return self._finish(log, row, len(batches), start, t0)
+
+    def _batches(self) -> list[list[int]]:
+        """The pair indices of every step, epoch after epoch, each epoch in its own seeded order."""
+        cfg, n = self.cfg, len(self.pairs)
+        # the last batch of an epoch may be smaller; across processes only full batches (equal shares)
+        steps_per_epoch = -(-n // cfg.batch_pairs) if self.acc.num_processes == 1 else n // cfg.batch_pairs
+        gen = torch.Generator().manual_seed(cfg.seed)
+        orders = [torch.randperm(n, generator=gen).tolist() for _ in range(cfg.epochs)]
+        return [
+            o[s * cfg.batch_pairs : (s + 1) * cfg.batch_pairs] for o in orders for s in range(steps_per_epoch)
+        ]
+
+    def _optimizer(self, steps: int):
+        """AdamW, and its schedule: linear warm-up over warmup_ratio of the steps (at least one), then
+        linear decay to 0."""
+        cfg = self.cfg
+        warmup = max(1, int(cfg.warmup_ratio * steps))
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
+        )
+        return opt, sched
+
+    def _accumulate(self, forward, batch: list[int], ref: tuple[SeqLogps, SeqLogps], step: int) -> dict:
+        """2. Forward, loss and backward of each micro-batch of this process's share of `batch`. Returns the
+        step's metrics, each the mean over the whole batch (all processes)."""
+        world = self.acc.num_processes
+        mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
+        # models that cannot pack (eager attention) pad less; the step's gradient is the same (the lookahead
+        # anchor's virtual step is per micro-batch)
+        mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))
+        stats = {}
+        for m in range(0, len(mine), self.cfg.micro_pairs):
+            idx = mine[m : m + self.cfg.micro_pairs]
+            loss, terms = self._micro_batch_loss(forward, idx, ref, step)
+            # each micro-batch weighs its share of the batch; DDP and ZeRO average gradients over processes
+            self.parallel.backward(loss * len(idx) / len(batch) * world)
+            for name, v in terms.items():
+                stats[name] = stats.get(name, 0.0) + v.detach().sum().item() / len(batch)
+        return self._sum_over_processes(stats)
+
+    def _micro_batch_loss(self, forward, idx: list[int], ref: tuple[SeqLogps, SeqLogps], step: int):
+        """The preference loss of the pairs in idx (a non-finite one stops the run before its backward), and
+        the per-pair terms to log."""
+        cfg = self.cfg
+        prompts, chosen, rejected = self._columns(self.pairs, idx)
+        with autocast(self.bf16, self.model.device.type):
+            pc, pr = pair_logps(forward, prompts, chosen, rejected)
+            v_hat = None
+            if self.plug == "spo" and cfg.spo_anchor == "lookahead":
+                v_hat = lookahead_anchor(self.model, prompts, chosen, pc, cfg.spo_alpha)
+        rc, rr = (SeqLogps(r.total[idx], r.count[idx]).to(pc.total.device) for r in ref)
+        loss, terms = preference_loss(cfg.method, pc, pr, rc, rr, cfg, v_hat)  # TrainConfig is a LossParams
+        if not torch.isfinite(loss):
+            raise self._diverged(f"loss ({loss.item()})", step)
+        terms = {
+            **terms,
+            "loss": loss.detach().expand(len(idx)),
+            "dlogp_chosen": (pc.mean - rc.mean).detach(),
+            "dlogp_rejected": (pr.mean - rr.mean).detach(),
+        }
+        return loss, terms
+
+    def _sum_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        if self.acc.num_processes == 1:
+            return stats  # as summed, in float64 (a reduce goes through a float32 tensor)
+        summed = self.acc.reduce(torch.tensor(list(stats.values()), device=self.acc.device), "sum")
+        return dict(zip(stats, summed.tolist()))
+
+    def _optimizer_step(self, opt, sched, step: int) -> float:
+        """3. The strategy's clip, AdamW, schedule and zeroed gradients; the gradient norm before clipping."""
+        grad_norm = self.parallel.step(opt, sched, self.cfg.max_grad_norm)
+        # the strategy skipped the update on a non-finite norm: the weights are still the last good step's
+        if not math.isfinite(grad_norm):
+            raise self._diverged(f"gradient norm ({grad_norm})", step)
+        return grad_norm
+
+    @staticmethod
+    def _write(log: MetricsLog | None, row: dict) -> None:
+        if log is not None:  # the main process's
+            log.write(row)
+
+    def _finish(self, log: MetricsLog | None, row: dict, steps: int, start: int, t0: float) -> dict:
+        """5. The checkpoint and train.json, written by the main process; the run's summary (the others: their
+        rank)."""
         self.acc.wait_for_everyone()
-        # every process takes part in gathering the shards (ZeRO-1/2 keep whole weights on each process)
-        weights = full_state_dict(self.model) if self.fsdp else engine._zero3_consolidated_16bit_state_dict() if zero3 else None
-        if not main:
-            return {"steps": len(batches), "process": self.acc.process_index}
+        weights = self.parallel.gather_state_dict()  # a collective: every process gathers the shards
+        if log is None:
+            return {"steps": steps, "process": self.acc.process_index}
         log.close()
         self.save(weights)
-        sharding = f"zero{engine.zero_optimization_stage()}" if engine is not None else "fsdp" if self.fsdp else "ddp" if world > 1 else None
-        summary = {"config": asdict(cfg), "bf16": self.bf16, "processes": world, "sharding": sharding, "steps": len(batches), "resumed_from": start, "pairs_used": n,
-                   "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
-                   "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped), "skipped": self.skipped, "train_seconds": time.time() - t0, "final": row}
+        summary = {
+            "config": asdict(self.cfg),
+            "bf16": self.bf16,
+            "processes": self.acc.num_processes,
+            "sharding": self.parallel.name,
+            "steps": steps,
+            "resumed_from": start,
+            "pairs_used": len(self.pairs),
+            "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
+            "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped),
+            "skipped": self.skipped,
+            "train_seconds": time.time() - t0,
+            "final": row,
+        }
         write_json(self.out / "train.json", summary)
         return summary
 
     def save(self, state_dict: dict | None = None) -> Path:
-        """HF checkpoint (safetensors + tokenizer; LoRA adapters merged), written aside and renamed into place."""
+        """HF checkpoint (safetensors + tokenizer; LoRA adapters merged), written aside and renamed into
+        place."""
         final, partial = self.out / "checkpoint", self.out / "checkpoint.partial"
         shutil.rmtree(partial, ignore_errors=True)
         if hasattr(self.model, "merge_and_unload"):
@@ -357,9 +525,13 @@ def run(cfg: TrainConfig) -> dict:
 
     seed_everything(cfg.seed)
     tok = AutoTokenizer.from_pretrained(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)  # device: Trainer
+    # the Trainer moves it to its device
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
     if cfg.lora_r:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"))
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
+        model = get_peft_model(model, lora)
     return Trainer(cfg, model, tok).train()
