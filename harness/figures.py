@@ -3,17 +3,26 @@ run (batch loss, margin, Δ log-prob of the batch's chosen and rejected) and the
 
     python -m harness.figures outputs/dpo outputs/spo --out results/figures/dynamics.png
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from common import read_jsonl, save_figure
+from tasks import TASKS
 
-BARS = [("arith_accuracy", "arith acc %"), ("gsm8k_accuracy", "GSM8K acc %"), ("math_accuracy", "MATH-500 acc %"), ("tldr_rougeL", "TL;DR ROUGE-L"),
-        ("judge_vs_reference", "TL;DR win % vs reference")]
-CURVES = [("loss", "training loss (batch)"), ("margin", "reward margin (batch)"),
-          ("dlogp_chosen", "Δ log-prob chosen vs ref (batch)"), ("dlogp_rejected", "Δ log-prob rejected vs ref (batch)")]
+# each task's headline metric, in registry order, then the first judged task's win rate vs the reference
+_JUDGED = next((t for t in TASKS.values() if t.JUDGED), None)
+BARS = [(f"{name}_{t.METRIC}", f"{t.TITLE} {t.METRIC_LABEL}") for name, t in TASKS.items()] + (
+    [("judge_vs_reference", f"{_JUDGED.TITLE} win % vs reference")] if _JUDGED else []
+)
+CURVES = [
+    ("loss", "training loss (batch)"),
+    ("margin", "reward margin (batch)"),
+    ("dlogp_chosen", "Δ log-prob chosen vs ref (batch)"),
+    ("dlogp_rejected", "Δ log-prob rejected vs ref (batch)"),
+]
 DYNAMICS = [  # the probe set: held-out pairs scored during training (--probe-pairs, --probe-every)
     ("probe_dlogp_chosen", "Δ log-prob chosen (token mean, vs reference)"),
     ("probe_dlogp_rejected", "Δ log-prob rejected (token mean, vs reference)"),
@@ -32,16 +41,26 @@ def _pyplot():
 
 
 def metrics_chart(groups: list[dict], out: Path) -> Path:
-    """`groups`: leaderboard.over_seeds rows. A metric a method lacks (e.g. the reference's win rate) is left out."""
+    """`groups`: leaderboard.over_seeds rows. A metric a method lacks (e.g. the reference's win rate) is
+    left out."""
     plt = _pyplot()
-    bars = [(k, t) for k, t in BARS if any(g[k]["mean"] is not None for g in groups)] or BARS[:1]  # panels of evaluated metrics
+    bars = [(k, t) for k, t in BARS if any(g[k]["mean"] is not None for g in groups)] or BARS[
+        :1
+    ]  # panels of evaluated metrics
     fig, axes = plt.subplots(1, len(bars), figsize=(3.6 * len(bars), 3.4), squeeze=False)
     color = {g["method"]: f"C{i}" for i, g in enumerate(groups)}  # one colour per method in every panel
     for ax, (key, title) in zip(axes[0], bars):
         shown = [g for g in groups if g[key]["mean"] is not None]
-        ax.bar(range(len(shown)), [g[key]["mean"] for g in shown], yerr=[g[key]["std"] or 0.0 for g in shown], capsize=4,
-               color=[color[g["method"]] for g in shown])
-        ax.set_xticks(range(len(shown)), [f"{g['method']} ({g['seeds']})" for g in shown], rotation=20, fontsize=8)
+        ax.bar(
+            range(len(shown)),
+            [g[key]["mean"] for g in shown],
+            yerr=[g[key]["std"] or 0.0 for g in shown],
+            capsize=4,
+            color=[color[g["method"]] for g in shown],
+        )
+        ax.set_xticks(
+            range(len(shown)), [f"{g['method']} ({g['seeds']})" for g in shown], rotation=20, fontsize=8
+        )
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     out = save_figure(fig, out)
@@ -49,16 +68,17 @@ def metrics_chart(groups: list[dict], out: Path) -> Path:
     return out
 
 
-def curves(run: Path, keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
-    """key → (steps, values) from a training run's metrics.jsonl (rows without the key skipped)."""
-    rows = read_jsonl(run / "metrics.jsonl")
+def curves(rows: list[dict], keys: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """key → (steps, values) from a training run's metrics.jsonl rows (rows without the key skipped)."""
     return {k: ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in keys}
 
 
-def training_chart(runs: dict[str, Path], out: Path, panels: list[tuple[str, str]] = CURVES) -> Path | None:
-    """One line per training run (name → folder with metrics.jsonl) in each panel (metrics key, title);
+def training_chart(
+    runs: dict[str, list[dict]], out: Path, panels: list[tuple[str, str]] = CURVES
+) -> Path | None:
+    """One line per training run (name → its metrics.jsonl rows) in each panel (metrics key, title);
     None when no run has metrics. Δ panels get a dashed line at 0 (no change from the reference)."""
-    data = {n: curves(p, [k for k, _ in panels]) for n, p in runs.items() if (p / "metrics.jsonl").is_file()}
+    data = {n: curves(rows, [k for k, _ in panels]) for n, rows in runs.items() if rows}
     if not data:
         return None
     plt = _pyplot()
@@ -79,11 +99,15 @@ def training_chart(runs: dict[str, Path], out: Path, panels: list[tuple[str, str
 
 
 def dynamics_chart(runs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
-    """The probe-set curves (held-out pairs) of several training runs: the picture of likelihood displacement."""
-    named = dict(zip(labels or [r.name for r in runs], runs, strict=True))
-    for run in runs:
-        if not curves(run, ["probe_dlogp_chosen"])["probe_dlogp_chosen"][0]:
-            raise SystemExit(f"{run}/metrics.jsonl has no probe rows: train with --probe-pairs and --probe-every")
+    """The probe-set curves (held-out pairs) of several training runs: the picture of likelihood
+    displacement."""
+    named = {}
+    for label, run in zip(labels or [r.name for r in runs], runs, strict=True):
+        named[label] = read_jsonl(run / "metrics.jsonl")
+        if not curves(named[label], ["probe_dlogp_chosen"])["probe_dlogp_chosen"][0]:
+            raise SystemExit(
+                f"{run}/metrics.jsonl has no probe rows: train with --probe-pairs and --probe-every"
+            )
     return training_chart(named, out, DYNAMICS)
 
 

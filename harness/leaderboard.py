@@ -5,16 +5,19 @@
 Each run folder holds eval.json and samples.jsonl (from harness.evaluate) and, for trained models,
 train.json; runs/compare.json (from harness.compare) gives the row order, the command, machine and date.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from common import exclusive, read_jsonl, run_main, write_json, write_text
 from harness import figures, report
 from harness.stats import mean_ci, paired_diff_ci
-from common import exclusive, read_jsonl, run_main, write_json, write_text
+from tasks import TASKS
 
 
 def _get(d: dict | None, *keys):
@@ -23,41 +26,92 @@ def _get(d: dict | None, *keys):
     return d
 
 
-ACCURACY_TASKS = {"gsm8k": "GSM8K", "math": "MATH-500", "arith": "arith"}  # reasoning: accuracy % per task
-ITEM_SCORES = {**{t: ("correct", 100.0) for t in ACCURACY_TASKS}, "tldr": ("rougeL", 1.0)}  # per-item field and scale
+# accuracy tasks share one table per section; the others get a table each (score_columns)
+ACCURACY_TASKS = [name for name, t in TASKS.items() if t.METRIC == "accuracy"]
+ITEM_SCORES = {name: t.ITEM_SCORE for name, t in TASKS.items()}  # per-item field and scale
+# the judge's columns (unprefixed row keys) come from the first judged task
+JUDGED = next((name for name, t in TASKS.items() if t.JUDGED), None)
+JUDGE_NOTE = (
+    " Win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; vs ref = "
+    "against the reference model's summary, vs human = against the human summary."
+)
 
 
-def item_scores(run: Path) -> dict[str, list[float]]:
-    """Per-item scores by task from samples.jsonl, in item order (accuracy items as 0/100, ROUGE-L ×100)."""
-    out: dict[str, list[float]] = {}
-    path = run / "samples.jsonl"
-    for s in read_jsonl(path) if path.is_file() else []:
-        if s["task"] in ITEM_SCORES:
-            field, scale = ITEM_SCORES[s["task"]]
-            out.setdefault(s["task"], []).append(scale * float(s[field]))
-    return out
+def _label(name: str) -> str:
+    """'GSM8K acc %', 'TL;DR ROUGE-L': a task's headline metric in tables and figures."""
+    return f"{TASKS[name].TITLE} {TASKS[name].METRIC_LABEL}"
 
 
-def row(name: str, run: Path) -> dict:
+def _name(name: str) -> str:
+    """The task in the verdict: its title alone for an accuracy task ('GSM8K'), else with the metric."""
+    return TASKS[name].TITLE if name in ACCURACY_TASKS else _label(name)
+
+
+@dataclass
+class Run:
+    """One run folder, read once: eval.json, samples.jsonl, and for a trained model train.json and
+    metrics.jsonl (an absent samples or train file: None; absent metrics: empty)."""
+
+    name: str
+    eval: dict
+    samples: list[dict] | None
+    train: dict | None
+    metrics: list[dict]
+
+    @classmethod
+    def read(cls, folder: Path) -> Run:
+        def optional(name: str, load):
+            return load(folder / name) if (folder / name).is_file() else None
+
+        return cls(
+            folder.name,
+            json.loads((folder / "eval.json").read_text()),
+            optional("samples.jsonl", read_jsonl),
+            optional("train.json", lambda p: json.loads(p.read_text())),
+            optional("metrics.jsonl", read_jsonl) or [],
+        )
+
+    def item_scores(self) -> dict[str, list[float]]:
+        """Per-item scores by task, in item order (accuracy items as 0/100, ROUGE-L ×100)."""
+        out: dict[str, list[float]] = {}
+        for s in self.samples or []:
+            if s["task"] in ITEM_SCORES:
+                field, scale = ITEM_SCORES[s["task"]]
+                out.setdefault(s["task"], []).append(scale * float(s[field]))
+        return out
+
+
+def row(run: Run) -> dict:
     """The flat, stable leaderboard.json row of one run; a metric of a task not evaluated is None."""
-    ev = json.loads((run / "eval.json").read_text())
-    train = json.loads((run / "train.json").read_text()) if (run / "train.json").is_file() else None
-    scores = item_scores(run)
-    r = {"model": name, "backend": ev["backend"]}
-    for task, metric in [*((t, "accuracy") for t in ACCURACY_TASKS), ("tldr", "rougeL")]:
-        r[f"{task}_{metric}"], r[f"{task}_n"] = _get(ev, task, metric), _get(ev, task, "n")
-        r[f"{task}_{metric}_ci95"] = list(mean_ci(scores[task])[1:]) if scores.get(task) else None
+    ev, train, scores = run.eval, run.train, run.item_scores()
+    r = {"model": run.name, "backend": ev["backend"]}
+    for task, t in TASKS.items():
+        r[f"{task}_{t.METRIC}"], r[f"{task}_n"] = _get(ev, task, t.METRIC), _get(ev, task, "n")
+        r[f"{task}_{t.METRIC}_ci95"] = list(mean_ci(scores[task])[1:]) if scores.get(task) else None
         for stat in ("mean_length", "format_rate", "distinct_2"):
             r[f"{task}_{stat}"] = _get(ev, task, "outputs", stat)
-    r["arith_level"] = _get(ev, "arith", "level")
-    r["tldr_rouge1"], r["tldr_rouge2"] = _get(ev, "tldr", "rouge1"), _get(ev, "tldr", "rouge2")
-    for base in ("reference", "human"):
-        j = _get(ev, "tldr", "judge", base) or {}
-        r[f"judge_vs_{base}"], r[f"judge_vs_{base}_ci95"], r[f"judge_vs_{base}_n"] = j.get("win_rate"), j.get("ci95"), j.get("n")
-        r[f"judge_vs_{base}_consistency"] = j.get("position_consistency")
-    r["judge"] = _get(ev, "tldr", "judge", "human", "judge")
+    for task, t in TASKS.items():
+        for key in t.EXTRAS:
+            r[f"{task}_{key}"] = _get(ev, task, key)
+    if JUDGED:
+        for base in ("reference", "human"):
+            j = _get(ev, JUDGED, "judge", base) or {}
+            r[f"judge_vs_{base}"], r[f"judge_vs_{base}_ci95"] = j.get("win_rate"), j.get("ci95")
+            r[f"judge_vs_{base}_n"], r[f"judge_vs_{base}_consistency"] = (
+                j.get("n"),
+                j.get("position_consistency"),
+            )
+        r["judge"] = _get(ev, JUDGED, "judge", "human", "judge")
     shift = ev["shift"]
-    for k in ("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "heldout_pairs", "kl", "kl_samples"):
+    for k in (
+        "dlogp_chosen",
+        "dlogp_rejected",
+        "dlog_combined",
+        "both_fell_share",
+        "heldout_pairs",
+        "kl",
+        "kl_samples",
+    ):
         r[k] = shift.get(k)
     r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
@@ -70,14 +124,20 @@ def method_of(name: str) -> str:
     return re.sub(r"-seed\d+$", "", name)
 
 
-def paired(runs: Path, order: list[str]) -> list[dict]:
+def paired(runs: list[Run]) -> list[dict]:
     """Each method (its seeds averaged per item) minus the reference and minus dpo, on the same items:
     mean difference and 95% paired-bootstrap interval per task."""
     groups: dict[str, list[dict]] = {}
-    for name in order:
-        groups.setdefault(method_of(name), []).append(item_scores(runs / name))
-    pooled = {m: {t: [sum(v) / len(v) for v in zip(*(r[t] for r in rs))] for t in ITEM_SCORES if all(t in r for r in rs)}
-              for m, rs in groups.items()}
+    for run in runs:
+        groups.setdefault(method_of(run.name), []).append(run.item_scores())
+    pooled = {
+        m: {
+            t: [sum(v) / len(v) for v in zip(*(r[t] for r in rs))]
+            for t in ITEM_SCORES
+            if all(t in r for r in rs)
+        }
+        for m, rs in groups.items()
+    }
     out = []
     for method in (m for m in pooled if m != "reference"):
         for base in ("reference", "dpo"):
@@ -88,13 +148,22 @@ def paired(runs: Path, order: list[str]) -> list[dict]:
                 a, b = pooled[method].get(task), pooled[base].get(task)
                 if a and b and len(a) == len(b):
                     mean, lo, hi = paired_diff_ci(a, b)
-                    diffs[task] = {"diff": mean, "ci95": [lo, hi], "n": len(a), "significant": lo > 0 or hi < 0}
+                    diffs[task] = {
+                        "diff": mean,
+                        "ci95": [lo, hi],
+                        "n": len(a),
+                        "significant": lo > 0 or hi < 0,
+                    }
             out.append({"method": method, "seeds": len(groups[method]), "vs": base, "tasks": diffs})
     return out
 
 
-SEED_METRICS = [*((f"{t}_accuracy", f"{label} acc %") for t, label in ACCURACY_TASKS.items()), ("tldr_rougeL", "TL;DR ROUGE-L"),
-                ("judge_vs_reference", "TL;DR win % vs ref"), ("dlogp_chosen", "Δ logp chosen /token"), ("kl", "KL to ref")]
+SEED_METRICS = [
+    *((f"{name}_{t.METRIC}", _label(name)) for name, t in TASKS.items()),
+    *([("judge_vs_reference", f"{TASKS[JUDGED].TITLE} win % vs ref")] if JUDGED else []),
+    ("dlogp_chosen", "Δ logp chosen /token"),
+    ("kl", "KL to ref"),
+]
 
 
 def over_seeds(rows: list[dict]) -> list[dict]:
@@ -115,7 +184,11 @@ def over_seeds(rows: list[dict]) -> list[dict]:
 
 
 def _mean_std(m: dict) -> str:
-    return "—" if m["mean"] is None else f"{m['mean']:.3g}" if m["std"] is None else f"{m['mean']:.3g} ± {m['std']:.2g}"
+    if m["mean"] is None:
+        return "—"
+    if m["std"] is None:
+        return f"{m['mean']:.3g}"
+    return f"{m['mean']:.3g} ± {m['std']:.2g}"
 
 
 def _diff(p: dict, task: str) -> str:
@@ -143,114 +216,235 @@ def _present(rows: list[dict], tasks) -> list[str]:
 
 
 def reasoning_columns(tasks: list[str]) -> list:
-    return [("model", lambda r: r["model"]), *((f"{ACCURACY_TASKS[t]} acc % [95% CI]", lambda r, t=t: _ci(r, f"{t}_accuracy")) for t in tasks),
-            ("train time", lambda r: "—" if r["train_seconds"] is None else f"{r['train_seconds']:.0f} s ({r['train_steps']} steps)")]
+    return [
+        ("model", lambda r: r["model"]),
+        *((f"{_label(t)} [95% CI]", lambda r, t=t: _ci(r, f"{t}_accuracy")) for t in tasks),
+        (
+            "train time",
+            lambda r: (
+                "—"
+                if r["train_seconds"] is None
+                else f"{r['train_seconds']:.0f} s ({r['train_steps']} steps)"
+            ),
+        ),
+    ]
 
 
-SUMMARY_COLUMNS = [
-    ("model", lambda r: r["model"]),
-    ("ROUGE-L [95% CI]", lambda r: _ci(r, "tldr_rougeL", ".2f")),
-    ("ROUGE-1 / ROUGE-2", lambda r: f"{_num(r['tldr_rouge1'], '.2f')} / {_num(r['tldr_rouge2'], '.2f')}"),
-    ("win % vs ref [95% CI]", lambda r: _ci(r, "judge_vs_reference")),
-    ("win % vs human [95% CI]", lambda r: _ci(r, "judge_vs_human")),
-]
+def score_columns(task: str) -> list:
+    """The own table of a task that is not an accuracy task: its metric, its EXTRAS, the judge's win rates."""
+    t = TASKS[task]
+    extras = [f"{task}_{key}" for key in t.EXTRAS]
+    columns = [
+        ("model", lambda r: r["model"]),
+        (f"{t.METRIC_LABEL} [95% CI]", lambda r: _ci(r, f"{task}_{t.METRIC}", ".2f")),
+    ]
+    if extras:
+        columns.append(
+            (" / ".join(t.EXTRAS.values()), lambda r: " / ".join(_num(r[k], ".2f") for k in extras))
+        )
+    if task == JUDGED:
+        columns += [
+            ("win % vs ref [95% CI]", lambda r: _ci(r, "judge_vs_reference")),
+            ("win % vs human [95% CI]", lambda r: _ci(r, "judge_vs_human")),
+        ]
+    return columns
+
+
+def _output_column(task: str) -> tuple:
+    """Mean output length and answer-format rate, or distinct-2 for a task without an answer format."""
+    label = TASKS[task].FORMAT_LABEL
+    if label is None:
+        return (
+            f"{TASKS[task].TITLE} len / distinct-2",
+            lambda r: f"{_num(r[f'{task}_mean_length'], '.0f')} / {_num(r[f'{task}_distinct_2'], '.3f')}",
+        )
+    return (
+        label,
+        lambda r: f"{_num(r[f'{task}_mean_length'], '.0f')} / {_num(r[f'{task}_format_rate'], '.0f')}",
+    )
 
 
 def shift_columns(tasks: list[str]) -> list:
-    fmt = {"gsm8k": "GSM8K len / format %", "math": "MATH len / boxed %", "arith": "arith len / format %"}
     return [
         ("model", lambda r: r["model"]),
         ("Δ logp chosen /token", lambda r: _num(r["dlogp_chosen"], "+.4f")),
         ("Δ logp rejected /token", lambda r: _num(r["dlogp_rejected"], "+.4f")),
         ("Δ log(π_c+π_r) /seq", lambda r: _num(r["dlog_combined"], "+.4f")),
-        ("both fell %", lambda r: _num(None if r["both_fell_share"] is None else 100 * r["both_fell_share"], ".0f")),
+        (
+            "both fell %",
+            lambda r: _num(None if r["both_fell_share"] is None else 100 * r["both_fell_share"], ".0f"),
+        ),
         ("KL to ref", lambda r: _num(r["kl"], "+.4f")),
-        *((fmt[t], lambda r, t=t: f"{_num(r[f'{t}_mean_length'], '.0f')} / {_num(r[f'{t}_format_rate'], '.0f')}") for t in tasks if t in fmt),
-        *((("TL;DR len / distinct-2", lambda r: f"{_num(r['tldr_mean_length'], '.0f')} / {_num(r['tldr_distinct_2'], '.3f')}"),) if "tldr" in tasks else ()),
+        *(_output_column(t) for t in tasks),
     ]
 
 
+def _note(task: str, rows: list[dict], n: dict) -> str:
+    """The task's NOTE with its item count and its EXTRAS (the first run's value that is set)."""
+    extras = {
+        k: next((r[f"{task}_{k}"] for r in rows if r.get(f"{task}_{k}") is not None), None)
+        for k in TASKS[task].EXTRAS
+    }
+    return TASKS[task].NOTE.format(n=n.get(f"{task}_n"), **extras)
+
+
 def table(columns: list, rows: list[dict]) -> list[str]:
-    return ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns),
-            *("| " + " | ".join(f(r) for _, f in columns) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(h for h, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(f(r) for _, f in columns) + " |" for r in rows),
+    ]
 
 
 def verdict(seeds: list[dict], diffs: list[dict], tasks: list[str]) -> list[str]:
     """One line per task (the best method and its paired difference to the others) and one on the
     preferred responses' probability: what a reader needs before the tables."""
-    names = {**ACCURACY_TASKS, "tldr": "TL;DR ROUGE-L"}
     by = {(p["method"], p["vs"]): p for p in diffs}
     lines = []
     for t in tasks:
-        key = f"{t}_accuracy" if t in ACCURACY_TASKS else "tldr_rougeL"
+        key = f"{t}_{TASKS[t].METRIC}"
         ranked = sorted((g for g in seeds if g[key]["mean"] is not None), key=lambda g: -g[key]["mean"])
         if not ranked:
             continue
         best = ranked[0]
         if all(g[key]["mean"] == best[key]["mean"] for g in ranked):
-            lines.append(f"- **{names[t]}**: all equal ({_mean_std(best[key])})")
+            lines.append(f"- **{_name(t)}**: all equal ({_mean_std(best[key])})")
             continue
-        vs = [f"vs {base} {_diff(by[best['method'], base], t)}" for base in ("reference", "dpo") if (best["method"], base) in by]
+        vs = [
+            f"vs {base} {_diff(by[best['method'], base], t)}"
+            for base in ("reference", "dpo")
+            if (best["method"], base) in by
+        ]
         if best["method"] == "dpo" and ("spo", "dpo") in by:
             vs.append(f"spo vs dpo {_diff(by['spo', 'dpo'], t)}")
-        lines.append(f"- **{names[t]}**: highest {best['method']} ({_mean_std(best[key])})" + (f"; {', '.join(vs)}" if vs else ""))
-    moved = [f"{g['method']} {'rose' if g['dlogp_chosen']['mean'] > 0 else 'fell'} ({g['dlogp_chosen']['mean']:+.4f})"
-             for g in seeds if g["method"] != "reference" and g["dlogp_chosen"]["mean"] is not None]
+        lines.append(
+            f"- **{_name(t)}**: highest {best['method']} ({_mean_std(best[key])})"
+            + (f"; {', '.join(vs)}" if vs else "")
+        )
+    moved = [
+        f"{g['method']} {'rose' if g['dlogp_chosen']['mean'] > 0 else 'fell'} "
+        f"({g['dlogp_chosen']['mean']:+.4f})"
+        for g in seeds
+        if g["method"] != "reference" and g["dlogp_chosen"]["mean"] is not None
+    ]
     if moved:
-        lines.append("- **preferred responses' probability** (held-out chosen, token-mean log-prob vs the reference): " + ", ".join(moved))
-    return lines + (["", "Differences are per-item paired means with a 95% bootstrap interval; * = the interval excludes 0."] if lines else [])
+        lines.append(
+            "- **preferred responses' probability** (held-out chosen, token-mean log-prob vs the reference): "
+            + ", ".join(moved)
+        )
+    return lines + (
+        [
+            "",
+            "Differences are per-item paired means with a 95% bootstrap interval; "
+            "* = the interval excludes 0.",
+        ]
+        if lines
+        else []
+    )
 
 
-def render(rows: list[dict], meta: dict, diffs: list[dict] | None = None, training_figure: bool = False) -> str:
+def render(
+    rows: list[dict], meta: dict, diffs: list[dict] | None = None, training_figure: bool = False
+) -> str:
     seeds, diffs = over_seeds(rows), diffs or []
-    reasoning, evaluated = _present(rows, ACCURACY_TASKS), _present(rows, [*ACCURACY_TASKS, "tldr"])
-    n = {k: max((r[k] for r in rows if r.get(k) is not None), default=None) for k in (*(f"{t}_n" for t in evaluated), "heldout_pairs", "kl_samples")}
-    judge = next((r["judge"] for r in rows if r["judge"]), None)
-    level = next((r["arith_level"] for r in rows if r.get("arith_level") is not None), None)
-    notes = {"gsm8k": f"GSM8K: first {n.get('gsm8k_n')} test questions, final number vs gold.",
-             "math": f"MATH-500: first {n.get('math_n')} problems, last \\boxed{{}} (else the stated 'answer is …'), equivalence by math-verify.",
-             "arith": f"arith: {n.get('arith_n')} generated test problems at level {level} (tasks/arith.py), final number vs gold."}
+    evaluated = _present(rows, TASKS)
+    n = {
+        k: max((r[k] for r in rows if r.get(k) is not None), default=None)
+        for k in (*(f"{t}_n" for t in evaluated), "heldout_pairs", "kl_samples")
+    }
+    judge = next((r["judge"] for r in rows if r.get("judge")), None)
     multi = any(g["seeds"] > 1 for g in seeds)
     seed_cols = [(k, h) for k, h in SEED_METRICS if any(g[k]["mean"] is not None for g in seeds)]
     lines = ["# Leaderboard", "", *verdict(seeds, diffs, evaluated), ""]
-    if reasoning:
-        lines += ["## Reasoning", "", *table(reasoning_columns(reasoning), rows), "",
-                  "Greedy decoding; accuracy % with a 95% bootstrap interval over the items. " + " ".join(notes[t] for t in reasoning), ""]
-    if "tldr" in evaluated:
-        lines += ["## Summarization (TL;DR)", "", *table(SUMMARY_COLUMNS, rows), "",
-                  f"Greedy decoding, first {n['tldr_n']} eval posts. ROUGE F×100 against the human summary (95% bootstrap interval over posts). "
-                  f"Win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; vs ref = against the reference "
-                  "model's summary, vs human = against the human summary.", ""]
+    # one section per SECTION, in registry order: its accuracy tasks share a table, any other task has its own
+    for section in dict.fromkeys(TASKS[t].SECTION for t in evaluated):
+        group = [t for t in evaluated if TASKS[t].SECTION == section]
+        accuracy = [t for t in group if t in ACCURACY_TASKS]
+        lines += [f"## {section}", ""]
+        if accuracy:
+            lines += [
+                *table(reasoning_columns(accuracy), rows),
+                "",
+                "Greedy decoding; accuracy % with a 95% bootstrap "
+                "interval over the items. " + " ".join(_note(t, rows, n) for t in accuracy),
+                "",
+            ]
+        for t in (t for t in group if t not in ACCURACY_TASKS):
+            judged = JUDGE_NOTE.format(judge=judge) if t == JUDGED else ""
+            lines += [*table(score_columns(t), rows), "", f"Greedy decoding, {_note(t, rows, n)}{judged}", ""]
     if multi:
-        lines += ["## Mean ± std over seeds", "", "| method (seeds) | " + " | ".join(h for _, h in seed_cols) + " |", "|" + "---|" * (len(seed_cols) + 1),
-                  *(f"| {g['method']} ({g['seeds']}) | " + " | ".join(_mean_std(g[k]) for k, _ in seed_cols) + " |" for g in seeds), "",
-                  "Sample standard deviation over a method's training seeds (same pairs, same evaluation items).", ""]
-    heads = {**{t: f"{label} acc Δ" for t, label in ACCURACY_TASKS.items()}, "tldr": "TL;DR ROUGE-L Δ"}
-    lines += ["## Paired differences on the same items", "", "| method (seeds) | vs | " + " | ".join(heads[t] for t in evaluated) + " |",
-              "|---|---|" + "---|" * len(evaluated),
-              *(f"| {p['method']} ({p['seeds']}) | {p['vs']} | " + " | ".join(_diff(p, t) for t in evaluated) + " |" for p in diffs),
-              "", "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, with a 95% paired "
-              "bootstrap interval over the items (2000 resamples); * = the interval excludes 0.",
-              "", "## Distribution shift from the reference", "", *table(shift_columns(evaluated), rows), "",
-              f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change; Δ log(π_c+π_r): change of the "
-              "pair's combined sequence probability; both fell: pairs whose chosen and rejected both lost probability (mass moved elsewhere). "
-              f"KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, one temperature-1 sample on each of {n['kl_samples']} eval prompts. "
-              "len: mean greedy output tokens; format: share with '####' (GSM8K, arith) or \\boxed{} (MATH).",
-              "", "## Figures", "", "![main metrics per method, mean ± std over seeds](figures/metrics.png)", "",
-              *(["![training curves of every run](figures/training.png)", ""] if training_figure else []),
-              "Per-prompt outputs side by side: [report.html](report.html).", ""]
+        lines += [
+            "## Mean ± std over seeds",
+            "",
+            "| method (seeds) | " + " | ".join(h for _, h in seed_cols) + " |",
+            "|" + "---|" * (len(seed_cols) + 1),
+            *(
+                f"| {g['method']} ({g['seeds']}) | "
+                + " | ".join(_mean_std(g[k]) for k, _ in seed_cols)
+                + " |"
+                for g in seeds
+            ),
+            "",
+            "Sample standard deviation over a method's training seeds (same pairs, same evaluation items).",
+            "",
+        ]
+    heads = {t: f"{TASKS[t].TITLE} acc Δ" if t in ACCURACY_TASKS else f"{_label(t)} Δ" for t in evaluated}
+    lines += [
+        "## Paired differences on the same items",
+        "",
+        "| method (seeds) | vs | " + " | ".join(heads[t] for t in evaluated) + " |",
+        "|---|---|" + "---|" * len(evaluated),
+        *(
+            f"| {p['method']} ({p['seeds']}) | {p['vs']} | "
+            + " | ".join(_diff(p, t) for t in evaluated)
+            + " |"
+            for p in diffs
+        ),
+        "",
+        "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, "
+        "with a 95% paired bootstrap interval over the items (2000 resamples); * = the interval excludes 0.",
+        "",
+        "## Distribution shift from the reference",
+        "",
+        *table(shift_columns(evaluated), rows),
+        "",
+        f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change; "
+        "Δ log(π_c+π_r): change of the pair's combined sequence probability; both fell: pairs whose chosen "
+        "and rejected both lost probability (mass moved elsewhere). "
+        "KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, one temperature-1 sample on each of "
+        f"{n['kl_samples']} eval prompts. "
+        "len: mean greedy output tokens; format: share with '####' (GSM8K, arith) or \\boxed{} (MATH).",
+        "",
+        "## Figures",
+        "",
+        "![main metrics per method, mean ± std over seeds](figures/metrics.png)",
+        "",
+        *(["![training curves of every run](figures/training.png)", ""] if training_figure else []),
+        "Per-prompt outputs side by side: [report.html](report.html).",
+        "",
+    ]
     for key in ("command", "preset", "commit", "machine", "date"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`" if key == "command" else f"- {key}: {meta[key]}")
     if rows and rows[0]["gen_tokens_per_second"] is not None:
-        lines.append(f"- generation ({rows[0]['backend']}): engine start-up " + ", ".join(f"{r['model']} {r['gen_startup_seconds']:.1f} s" for r in rows)
-                     + "; weight loads into the running engine " + ", ".join(f"{r['model']} {r['gen_load_seconds']:.1f} s" for r in rows)
-                     + "; tokens/s " + ", ".join(f"{r['model']} {r['gen_tokens_per_second']:.0f}" for r in rows))
+        lines.append(
+            f"- generation ({rows[0]['backend']}): engine start-up "
+            + ", ".join(f"{r['model']} {r['gen_startup_seconds']:.1f} s" for r in rows)
+            + "; weight loads into the running engine "
+            + ", ".join(f"{r['model']} {r['gen_load_seconds']:.1f} s" for r in rows)
+            + "; tokens/s "
+            + ", ".join(f"{r['model']} {r['gen_tokens_per_second']:.0f}" for r in rows)
+        )
     if "stage_seconds" in meta:
-        lines.append("- stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in meta["stage_seconds"].items()))
+        lines.append(
+            "- stage wall times (s): " + ", ".join(f"{k} {v}" for k, v in meta["stage_seconds"].items())
+        )
     if meta.get("kept_from_earlier", {}).get("train") or meta.get("kept_from_earlier", {}).get("eval"):
         kept = meta["kept_from_earlier"]
-        lines.append(f"- resumed: training kept for {', '.join(kept['train']) or 'none'}; evaluation kept for {', '.join(kept['eval']) or 'none'}")
+        lines.append(
+            f"- resumed: training kept for {', '.join(kept['train']) or 'none'}; "
+            f"evaluation kept for {', '.join(kept['eval']) or 'none'}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -260,19 +454,26 @@ def write(results: Path) -> str:
     found = sorted(p.name for p in runs.iterdir() if (p / "eval.json").is_file())
     # after a compare, only its own runs: older folders may come from other settings
     order = [n for n in meta["order"] if n in found] if "order" in meta else found
-    rows = [row(n, runs / n) for n in order]
-    diffs = paired(runs, order)
+    read = [Run.read(runs / n) for n in order]
+    rows = [row(r) for r in read]
+    diffs = paired(read)
     figures.metrics_chart(over_seeds(rows), results / "figures" / "metrics.png")
-    trained = figures.training_chart({n: runs / n for n in order}, results / "figures" / "training.png")
+    trained = figures.training_chart({r.name: r.metrics for r in read}, results / "figures" / "training.png")
     md = render(rows, meta, diffs, training_figure=trained is not None)
     write_text(results / "leaderboard.md", md)
-    write_json(results / "leaderboard.json", {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs})
-    report.write(results, order)
+    write_json(
+        results / "leaderboard.json",
+        {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs},
+    )
+    report.write(results, {r.name: r.samples for r in read})
     return md
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(prog="python -m harness.leaderboard", description="Rebuild the leaderboard and report from results/runs/*.")
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.leaderboard",
+        description="Rebuild the leaderboard and report from results/runs/*.",
+    )
     ap.add_argument("--results", type=Path, default=Path("results"))
     results = ap.parse_args().results
 

@@ -8,101 +8,185 @@ items never overlap the evaluation items: GSM8K evaluates on its test split, ari
 
     python -m harness.pairs --gsm8k 64 --arith 128 --tldr 32 --k 2 --out DIR   # DIR/<task>.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from common import (
+    ConfigError,
+    add_flags,
+    check_choices,
+    fingerprint,
+    option,
+    read_config_file,
+    read_jsonl,
+    run_main,
+    set_values,
+    typed_values,
+    write_json,
+    write_jsonl,
+)
 from harness import models
 from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
-from tasks import arith, gsm8k, tldr
-from common import fingerprint, read_jsonl, run_main, write_json, write_jsonl
+from harness.taskflags import (
+    add_option_flags,
+    add_size_flags,
+    check_tasks,
+    merge_options,
+    options_given,
+    sizes_given,
+)
+from tasks import TASKS
+from tasks.base import pair_report, resolve_options
 from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
 
-TASKS = ("gsm8k", "arith", "tldr")
-REASONING = ("gsm8k", "arith")  # k graded samples per question
-
 
 def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) -> Sampling:
-    length = {"gsm8k": 256, "arith": 128}.get(task, 64)
-    return Sampling(max_tokens=min(length, max_tokens or length), temperature=1.0, n=k if task in REASONING else 1, seed=seed)
+    """Temperature-1 sampling of pair samples: the task's PAIR_SAMPLES (else k) per item, up to its
+    MAX_TOKENS."""
+    t = TASKS[task]
+    length = min(t.MAX_TOKENS, max_tokens or t.MAX_TOKENS)
+    return Sampling(max_tokens=length, temperature=1.0, n=t.PAIR_SAMPLES or k, seed=seed)
 
 
-def build(path: str, task: str, n: int, k: int, seed: int, backend: str, generator: Callable[[], Generator],
-          max_tokens: int | None = None, arith_level: int = arith.DEFAULT_LEVEL, gold_chosen: bool = False, dtype: str = "auto") -> tuple[list[dict], dict]:
-    """(pairs, report): up to n pairs from the first n training items; items that give no pair
-    (e.g. every GSM8K sample correct, or no arith sample correct) are counted in the report, not
-    padded. `generator()` is called only when the pairs are not cached yet. The cache key covers
-    the model weights, the templated prompts, k, seed, backend, precision, sampling settings and options."""
+def build(
+    path: str,
+    task: str,
+    n: int,
+    k: int,
+    seed: int,
+    backend: str,
+    generator: Callable[[], Generator],
+    max_tokens: int | None = None,
+    options: dict | None = None,
+    dtype: str = "auto",
+) -> tuple[list[dict], dict]:
+    """(pairs, report): up to n pairs from the first n training items of a registered task (tasks.TASKS);
+    items that give no pair (e.g. every GSM8K sample correct, or no arith sample correct) are counted
+    in the report, not padded. `options` are the task's OPTIONS (defaults fill the rest). `generator()`
+    is called only when the pairs are not cached yet. The cache key covers the model weights, the
+    templated prompts, k, seed, backend, precision, sampling settings and options."""
     from transformers import AutoTokenizer
 
-    if task == "gsm8k":
-        items = gsm8k.load("train")[:n]
-        convs = [gsm8k.prompt(r["question"]) for r in items]
-    elif task == "arith":
-        items = arith.load("train", n, arith_level)
-        convs = [arith.prompt(r["question"]) for r in items]
-    elif task == "tldr":
-        items = tldr.split(tldr.load())[1][:n]
-        convs = [tldr.prompt(r) for r in items]
-    else:
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    prompts = chat_prompts(AutoTokenizer.from_pretrained(path), convs)
+    t = TASKS[task]
+    options = resolve_options(t, options)
+    items = t.load("train", n, **options)
+    prompts = chat_prompts(AutoTokenizer.from_pretrained(path), [t.prompt(it) for it in items])
     sampling = sampling_for(task, k, seed, max_tokens)
-    key = json.dumps([fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts, gold_chosen])
+    key = json.dumps(
+        [fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts, options]
+    )
     cached = cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
     report_file = cached.with_suffix(".report.json")
     if cached.is_file() and report_file.is_file():
         return read_jsonl(cached), {**json.loads(report_file.read_text()), "cached": str(cached)}
     gen = generator()
-    samples = gen.generate(prompts, sampling, desc=f"pairs {task}")
+    samples = [[c.text for c in s] for s in gen.generate(prompts, sampling, desc=f"pairs {task}")]
     rows = []
-    for i, (item, s) in enumerate(zip(items, samples)):
-        texts = [c.text for c in s]
-        pair = (gsm8k.make_pair(item, texts) if task == "gsm8k" else arith.make_pair(item, texts, gold_chosen) if task == "arith"
-                else tldr.make_pair(item, texts[0]))
-        if pair:
-            rows.append({"id": item.get("id") or f"{task}-{item.get('instruction_id', i)}", "task": task, **pair})
-    graded = [[arith.is_correct(c.text, arith.gold_answer(it["answer"])) for c in s] for it, s in zip(items, samples)] if task == "arith" else []
-    report = {"task": task, "items": n, "pairs": len(rows), "no_pair": n - len(rows),
-              **({"level": arith_level, "all_correct": sum(all(g) for g in graded), "none_correct": sum(not any(g) for g in graded),
-                  "sample_accuracy": 100 * sum(map(sum, graded)) / max(1, sum(map(len, graded)))} if task == "arith" else {}),
-              "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows), "backend": gen.backend, "dtype": gen.dtype, "generation": gen.stats}
+    for i, (item, texts) in enumerate(zip(items, samples)):
+        if pair := t.make_pair(item, texts, **options):
+            row_id = item.get("id") or f"{task}-{item.get('instruction_id', i)}"
+            rows.append({"id": row_id, "task": task, **pair})
+    report = {
+        "task": task,
+        "items": n,
+        "pairs": len(rows),
+        "no_pair": n - len(rows),
+        **pair_report(t, items, samples, options),
+        "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows),
+        "backend": gen.backend,
+        "dtype": gen.dtype,
+        "generation": gen.stats,
+    }
     write_jsonl(cached, rows)
     write_json(report_file, report)
     return rows, report
 
 
+@dataclass
+class PairsConfig:
+    """The pairs stage: flags, YAML/JSON (`--config`) and compare's stage file all come from here."""
+
+    out: str = option(help="folder for <task>.jsonl and report.json")
+    model: str = option(
+        models.DEFAULT_MODEL, "HF checkpoint dir or hub id: the model whose samples make the pairs"
+    )
+    sizes: dict[str, int] = option(
+        {}, "task → train items sampled (default: each task's PAIR_ITEMS; 0: none)"
+    )
+    options: dict[str, dict] = option({}, "task → its options (tasks/<task>.py OPTIONS)")
+    k: int = option(4, "samples per train item, for tasks that grade several samples")
+    seed: int = option(0, "sampling seed")
+    backend: str = option("auto", "generation backend (auto: vLLM if installed, else HF)", choices=BACKENDS)
+    dtype: str = option("auto", "sampling precision (auto: bf16 where native, else fp32)", choices=DTYPES)
+    max_tokens: int | None = option(
+        None, "cap on sample length (default: each task's MAX_TOKENS)", metavar="N"
+    )
+
+
+def parse(argv: list[str] | None = None) -> PairsConfig:
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.pairs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--config", type=Path, help="JSON/YAML file of the fields below; flags override it")
+    add_flags(ap, PairsConfig, exclude=("sizes", "options"))
+    per_task = ap.add_argument_group("per task")
+    add_size_flags(per_task, "", "train items sampled (0: none)", "PAIR_ITEMS")
+    add_option_flags(per_task)
+    a = vars(ap.parse_args(argv))
+    try:
+        values = (
+            typed_values(PairsConfig, read_config_file(a["config"]), str(a["config"])) if a["config"] else {}
+        )
+        values |= set_values(PairsConfig, argparse.Namespace(**a), exclude=("sizes", "options"))
+        if "out" not in values:
+            raise ConfigError("--out is required (or out in the --config file)")
+        cfg = PairsConfig(**values)
+        check_choices(cfg)
+        cfg.sizes = {t: task.PAIR_ITEMS for t, task in TASKS.items()} | cfg.sizes | sizes_given(a, "")
+        cfg.options = merge_options(cfg.options, options_given(a))
+        check_tasks(cfg.sizes)
+    except ConfigError as e:
+        ap.error(str(e))
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m harness.pairs", description="Sample the reference model on training items and write preference pairs (JSONL).")
-    ap.add_argument("--model", default=models.DEFAULT_MODEL, help="HF checkpoint dir or hub id (default: provisioned SmolLM2-135M-Instruct)")
-    ap.add_argument("--gsm8k", type=int, default=64, metavar="N", help="GSM8K train questions to sample (default 64; 0 = none)")
-    ap.add_argument("--arith", type=int, default=0, metavar="N", help="arith train problems to sample (default 0 = none)")
-    ap.add_argument("--arith-level", type=int, default=arith.DEFAULT_LEVEL, help=f"arith difficulty level (tasks.arith.LEVELS; default {arith.DEFAULT_LEVEL})")
-    ap.add_argument("--arith-gold-chosen", action="store_true", help="arith: use the gold solution as chosen when no sample is correct (off: such problems give no pair)")
-    ap.add_argument("--tldr", type=int, default=32, metavar="N", help="TL;DR training posts to sample (default 32; 0 = none)")
-    ap.add_argument("--k", type=int, default=2, help="samples per GSM8K and arith question (default 2)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", choices=BACKENDS, default="auto")
-    ap.add_argument("--max-tokens", type=int, metavar="N", help="cap on sample length (default: 256 GSM8K, 64 TL;DR)")
-    ap.add_argument("--dtype", choices=DTYPES, default="auto", help="sampling precision (default auto: bf16 where native, else fp32)")
-    ap.add_argument("--out", type=Path, required=True, help="folder for <task>.jsonl and report.json")
-    a = ap.parse_args(argv)
-    path = models.resolve_model(a.model)
-    generator = cache(lambda: make_generator(path, a.backend, a.dtype, seed=a.seed))  # one engine, only if needed
+    cfg = parse(argv)
+    path = models.resolve_model(cfg.model)
+    # one engine, created only if some task's pairs are not cached yet
+    generator = cache(lambda: make_generator(path, cfg.backend, cfg.dtype, seed=cfg.seed))
     reports = []
-    for task, n in (("gsm8k", a.gsm8k), ("arith", a.arith), ("tldr", a.tldr)):
+    for task, n in cfg.sizes.items():
         if n > 0:
-            rows, report = build(path, task, n, a.k, a.seed, a.backend, generator, a.max_tokens, a.arith_level, a.arith_gold_chosen, a.dtype)
-            write_jsonl(a.out / f"{task}.jsonl", rows)
+            rows, report = build(
+                path,
+                task,
+                n,
+                cfg.k,
+                cfg.seed,
+                cfg.backend,
+                generator,
+                cfg.max_tokens,
+                cfg.options.get(task, {}),
+                cfg.dtype,
+            )
+            write_jsonl(Path(cfg.out) / f"{task}.jsonl", rows)
             reports.append(report)
             print(json.dumps(report))
-    write_json(a.out / "report.json", reports)
+    write_json(Path(cfg.out) / "report.json", reports)
 
 
 if __name__ == "__main__":

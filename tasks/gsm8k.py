@@ -1,4 +1,5 @@
-"""GSM8K: loading, prompt, final-answer extraction and numeric scoring."""
+"""GSM8K: loading, prompt, final-answer extraction and numeric scoring (a tasks.base.Task)."""
+
 from __future__ import annotations
 
 import re
@@ -10,13 +11,28 @@ from tasks.data import resolve
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
 _CALC = re.compile(r"<<[^>]*>>")
 
+NAME, TITLE = "gsm8k", "GSM8K"
+MAX_TOKENS, EVAL_ITEMS, PAIR_ITEMS, PAIR_SAMPLES = 256, 100, 32, None
+OPTIONS: dict = {}
+METRIC, METRIC_LABEL, ITEM_SCORE, SECTION = "accuracy", "acc %", ("correct", 100.0), "Reasoning"
+NOTE = "GSM8K: first {n} test questions, final number vs gold."
+FORMAT_LABEL, JUDGED, EXTRAS = "GSM8K len / format %", False, {}
+LM_EVAL_TASK = "spo_gsm8k"  # its lm-eval twin in tasks/lm_eval/ (harness.crosscheck), or None
 
-def load(split: str = "test") -> list[dict]:
-    return read_jsonl(resolve("gsm8k", f"{split}.jsonl"))
+
+def load(split: str = "test", n: int | None = None, **_options) -> list[dict]:
+    return read_jsonl(resolve("gsm8k", f"{split}.jsonl"))[:n]
 
 
-def prompt(question: str) -> list[dict]:
-    return [{"role": "user", "content": f"{question}\nSolve it step by step and give the final answer after '####'."}]
+def prompt(item: dict | str) -> list[dict]:
+    """Chat messages for an item (or its question text)."""
+    question = item if isinstance(item, str) else item["question"]
+    return [
+        {
+            "role": "user",
+            "content": f"{question}\nSolve it step by step and give the final answer after '####'.",
+        }
+    ]
 
 
 def gold_answer(solution: str) -> str:
@@ -56,7 +72,27 @@ def is_correct(output: str, gold: str) -> bool:
     return pred is not None and pred == to_number(gold)
 
 
-def make_pair(row: dict, samples: list[str]) -> dict | None:
+def grade(items: list[dict], outputs: list[str]) -> tuple[dict, list[dict], list[bool]]:
+    """Accuracy by final-number equivalence; an output is in format when it has '####'."""
+    golds = [gold_answer(q["answer"]) for q in items]
+    rows = [
+        {
+            "id": q.get("id", f"gsm8k-{i}"),
+            "gold": g,
+            "extracted": extract_answer(t),
+            "correct": is_correct(t, g),
+        }
+        for i, (q, g, t) in enumerate(zip(items, golds, outputs))
+    ]
+    correct = sum(r["correct"] for r in rows)
+    return (
+        {"accuracy": 100 * correct / len(rows), "correct": correct, "n": len(rows)},
+        rows,
+        ["####" in t for t in outputs],
+    )
+
+
+def make_pair(row: dict, samples: list[str], **_options) -> dict | None:
     """On-policy pair from graded samples: chosen = a correct sample, else the cleaned gold
     solution; rejected = an incorrect sample. None when every sample is correct."""
     gold = gold_answer(row["answer"])
@@ -65,4 +101,4 @@ def make_pair(row: dict, samples: list[str]) -> dict | None:
     if not wrong:
         return None
     chosen, source = (correct[0], "sample") if correct else (clean_solution(row["answer"]), "gold")
-    return {"prompt": prompt(row["question"]), "chosen": chosen, "rejected": wrong[0], "chosen_source": source}
+    return {"prompt": prompt(row), "chosen": chosen, "rejected": wrong[0], "chosen_source": source}

@@ -1,5 +1,6 @@
 """compare end to end: the smoke preset and the real default model at toy sizes, held to the committed
 regression baselines (results/baselines/); presets and --config; --resume."""
+
 import json
 import math
 import subprocess
@@ -18,43 +19,100 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_preset_reproduces_its_baseline(smoke_run):
     _, results = smoke_run
-    bad = baseline.compare(baseline.metrics(results), json.loads(baseline.path("smoke").read_text())["metrics"])
-    assert not bad, "smoke numbers moved (refresh deliberately with python -m harness.baseline --refresh smoke):\n" + "\n".join(bad)
+    bad = baseline.compare(
+        baseline.metrics(results), json.loads(baseline.path("smoke").read_text())["metrics"]
+    )
+    assert not bad, (
+        "smoke numbers moved (refresh deliberately with python -m harness.baseline --refresh smoke):\n"
+        + "\n".join(bad)
+    )
     board = json.loads((results / "leaderboard.json").read_text())
-    assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"]["preset"] == "smoke"
-    assert board["meta"]["machine"].endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")  # the stages' allocator
+    assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"][
+        "preset"
+    ] == "smoke"
+    assert board["meta"]["machine"].endswith(
+        "tcmalloc" if runinfo.tcmalloc() else "glibc malloc"
+    )  # the stages' allocator
 
 
 def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "")
     probe = [sys.executable, "-c", "print(open('/proc/self/maps').read().count('tcmalloc') > 0)"]
     env = runinfo.stage_env()
-    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip() == str(runinfo.tcmalloc() is not None)
+    assert subprocess.run(probe, env=env, capture_output=True, text=True).stdout.strip() == str(
+        runinfo.tcmalloc() is not None
+    )
     assert runinfo.machine(env).endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")
     monkeypatch.setenv("LD_PRELOAD", "libm.so.6")  # a preload of the user's own is kept
     assert runinfo.stage_env()["LD_PRELOAD"].split(":")[-1] == "libm.so.6"
     seen = []
-    monkeypatch.setattr(compare.subprocess, "run", lambda cmd, env: seen.append(env) or subprocess.CompletedProcess(cmd, 0))
-    compare.stage("pairs", timings := {}, ["harness.pairs", "--help"])
+    monkeypatch.setattr(
+        compare.subprocess,
+        "run",
+        lambda cmd, env, stdout: seen.append(env) or subprocess.CompletedProcess(cmd, 0),
+    )
+    compare.stage("pairs", timings := {}, "harness.pairs", "x.json")
     assert seen == [runinfo.stage_env()] and "pairs" in timings  # compare's stages run in that environment
 
 
 def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
     work, results = smoke_run
-    monkeypatch.setenv("SPO_CACHE_DIR", str(work / "cache"))  # the cache the first run used (the model path is part of the config hash)
+    monkeypatch.setenv(
+        "SPO_CACHE_DIR", str(work / "cache")
+    )  # the cache the first run used (the model path is part of the config hash)
     args = ["--preset", "smoke", "--results", str(results), "--outputs", str(work / "outputs"), "--resume"]
     before = (results / "runs" / "spo-seed0" / "eval.json").read_text()
     compare.main(args)
     meta = json.loads((results / "runs" / "compare.json").read_text())
-    assert meta["kept_from_earlier"] == {"train": ["dpo-seed0", "spo-seed0"], "eval": ["reference", "dpo-seed0", "spo-seed0"]}
+    assert meta["kept_from_earlier"] == {
+        "train": ["dpo-seed0", "spo-seed0"],
+        "eval": ["reference", "dpo-seed0", "spo-seed0"],
+    }
     assert (results / "runs" / "spo-seed0" / "eval.json").read_text() == before  # not re-evaluated
-    assert set(meta["stage_seconds"]) == {"pairs", "train dpo-seed0", "train spo-seed0", "eval"}  # the kept stages keep their times
-    compare.main([*args, "--methods", "spo", "--lr", "2e-3"])  # another config hash: retrain spo; the reference's evaluation stays
+    assert set(meta["stage_seconds"]) == {
+        "pairs",
+        "train dpo-seed0",
+        "train spo-seed0",
+        "eval",
+    }  # the kept stages keep their times
+    started, run = [], subprocess.run
+
+    # every stage is a process of its own, given its config file, in one environment (compare.subprocess
+    # is the subprocess module: other calls pass through)
+    def spy(cmd, **kw):
+        if "--config" in cmd:
+            started.append((cmd[2], json.loads(open(cmd[4]).read()), kw["env"]))
+        return run(cmd, **kw)
+
+    monkeypatch.setattr(compare.subprocess, "run", spy)
+    compare.main(
+        [*args, "--methods", "spo", "--lr", "2e-3"]
+    )  # another config hash: retrain spo; the reference's evaluation stays
+    assert [m for m, _, _ in started] == ["harness.pairs", "trainers.train", "harness.evaluate"]
+    assert all(env == runinfo.stage_env() for _, _, env in started)
+    pairs_cfg, train_cfg, eval_cfg = (c for _, c, _ in started)
+    assert (
+        pairs_cfg["sizes"] == {"gsm8k": 8, "math": 0, "arith": 6, "tldr": 6}
+        and pairs_cfg["options"]["arith"]["gold_chosen"]
+    )
+    assert (train_cfg["lr"], train_cfg["method"], train_cfg["batch_pairs"]) == (2e-3, "spo", 4)
+    assert (
+        eval_cfg["model"] == [str(work / "outputs" / "spo-seed0" / "checkpoint")]
+        and eval_cfg["sizes"]["arith"] == 8
+    )
     meta = json.loads((results / "runs" / "compare.json").read_text())
-    assert meta["kept_from_earlier"] == {"train": [], "eval": ["reference"]} and meta["order"] == ["reference", "spo-seed0"]
+    assert meta["kept_from_earlier"] == {"train": [], "eval": ["reference"]} and meta["order"] == [
+        "reference",
+        "spo-seed0",
+    ]
     ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
-    assert ev["fingerprint"] != json.loads(before)["fingerprint"] and ev["config"]["run_key"] == json.loads(before)["config"]["run_key"]
-    assert ev["tldr"]["judge"]["reference"]["n"] == 6  # judged against the reference summaries kept from the first call
+    assert (
+        ev["fingerprint"] != json.loads(before)["fingerprint"]
+        and ev["config"]["run_key"] == json.loads(before)["config"]["run_key"]
+    )
+    assert (
+        ev["tldr"]["judge"]["reference"]["n"] == 6
+    )  # judged against the reference summaries kept from the first call
     assert json.loads((results / "runs" / "spo-seed0" / "train.json").read_text())["config"]["lr"] == 2e-3
 
 
@@ -62,9 +120,23 @@ def test_presets_config_and_flags_override_in_that_order(tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("lr: 0.5\nseeds: [3, 4]\ngsm8k-eval: 7\n")
     a = compare.parse(["--preset", "smoke", "--config", str(cfg), "--lr", "0.25"])
-    assert (a.model, a.lr, a.seeds, a.gsm8k_eval, a.tldr_eval, a.bf16) == ("tiny-random-llama", 0.25, [3, 4], 7, 6, False)
+    assert (a.model, a.lr, a.seeds, a.gsm8k_eval, a.tldr_eval, a.bf16) == (
+        "tiny-random-llama",
+        0.25,
+        [3, 4],
+        7,
+        6,
+        False,
+    )
     a = compare.parse([])
-    assert (a.model, a.methods, a.seeds, a.gsm8k_eval, a.lr, a.spo_anchor) == ("smollm2-135m-instruct", ["dpo", "spo"], [0], 100, 1e-5, None)
+    assert (a.model, a.methods, a.seeds, a.gsm8k_eval, a.lr, a.spo_anchor) == (
+        "smollm2-135m-instruct",
+        ["dpo", "spo"],
+        [0],
+        100,
+        1e-5,
+        None,
+    )
     cfg.write_text("lr: 0.5\nlearning_rate: 1\n")
     with pytest.raises(SystemExit):
         compare.parse(["--config", str(cfg)])
@@ -84,57 +156,117 @@ def test_unknown_config_key_names_the_file_and_the_key(tmp_path, capsys):
 
 def test_baseline_check_flags_moved_missing_and_new_metrics():
     base = {"a/loss": 0.5, "a/kl": None, "a/acc": 10.0}
-    assert baseline.compare({"a/loss": 0.5 + 5e-4, "a/kl": None, "a/acc": 10.0}, base) == []  # within 1e-5 + 1e-3·0.5
+    assert (
+        baseline.compare({"a/loss": 0.5 + 5e-4, "a/kl": None, "a/acc": 10.0}, base) == []
+    )  # within 1e-5 + 1e-3·0.5
     bad = baseline.compare({"a/loss": 0.501, "a/kl": 0.1, "b/new": 1.0}, base)
     assert bad[0] == "a/acc: missing now" and bad[1] == "a/kl: baseline None, now 0.1"
-    assert bad[2].startswith("a/loss: baseline 0.5, now 0.501 (Δ +0.001") and bad[3] == "b/new: not in the baseline"
+    assert (
+        bad[2].startswith("a/loss: baseline 0.5, now 0.501 (Δ +0.001")
+        and bad[3] == "b/new: not in the baseline"
+    )
 
 
 def test_each_cpu_class_is_held_to_its_own_baseline_file_else_the_shared_one(monkeypatch):
     monkeypatch.setattr(baseline, "cpu_class", lambda: "AVX2")
-    assert baseline.path("cpu-short").name == "cpu-short.AVX2.json" and baseline.path("smoke").name == "smoke.json"
+    assert (
+        baseline.path("cpu-short").name == "cpu-short.AVX2.json"
+        and baseline.path("smoke").name == "smoke.json"
+    )
     monkeypatch.setattr(baseline, "cpu_class", lambda: "NEON")
     assert baseline.path("cpu-short") is None and baseline.path("smoke").name == "smoke.json"
 
 
 def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, default_model_path):
-    """The real default model at toy sizes, HF generation: pairs sampled fresh (no cache), dpo & spo → eval → leaderboard.
-    (Pooling over seeds: tests/test_leaderboard.py; another seed, another data order: tests/test_trainer.py.)"""
-    if (held := baseline.path("cpu-short")) is None:  # its SPO run is held per CPU class (see harness/baseline.py)
-        pytest.skip(f"no cpu-short baseline for CPU class {baseline.cpu_class()}: python -m harness.baseline --refresh cpu-short")
+    """The real default model at toy sizes, HF generation: pairs sampled fresh (no cache), dpo & spo →
+    eval → leaderboard. (Pooling over seeds: tests/test_leaderboard.py; another seed, another data
+    order: tests/test_trainer.py.)"""
+    # its SPO run is held per CPU class (see harness/baseline.py)
+    if (held := baseline.path("cpu-short")) is None:
+        refresh = "python -m harness.baseline --refresh cpu-short"
+        pytest.skip(f"no cpu-short baseline for CPU class {baseline.cpu_class()}: {refresh}")
     results = baseline.run("cpu-short", tmp_path)  # an empty cache in tmp_path: pairs sampled afresh
     cache = tmp_path / "cache"
     bad = baseline.compare(baseline.metrics(results), json.loads(held.read_text())["metrics"])
-    assert not bad, "cpu-short numbers moved (refresh deliberately with python -m harness.baseline --refresh cpu-short):\n" + "\n".join(bad)
+    assert not bad, (
+        "cpu-short numbers moved (refresh deliberately with python -m harness.baseline --refresh "
+        "cpu-short):\n" + "\n".join(bad)
+    )
     board = json.loads((results / "leaderboard.json").read_text())
     rows = {r["model"]: r for r in board["rows"]}
     names = ["dpo-seed0", "spo-seed0"]
     assert list(rows) == ["reference", *names]
-    # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones on-policy (both sides sampled)
+    # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones
+    # on-policy (both sides sampled)
     report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
-    assert [r["task"] for r in report] == ["gsm8k", "arith", "tldr"] and not any("cached" in r for r in report)
+    assert [r["task"] for r in report] == ["gsm8k", "arith", "tldr"] and not any(
+        "cached" in r for r in report
+    )
     made = [r["pairs"] for r in report]
-    assert made[0] == 6 and made[2] == 4 and made[1] >= 3 and report[1]["pairs"] + report[1]["no_pair"] == 24 and report[1]["chosen_from_gold"] == 0
+    assert (
+        made[0] == 6
+        and made[2] == 4
+        and made[1] >= 3
+        and report[1]["pairs"] + report[1]["no_pair"] == 24
+        and report[1]["chosen_from_gold"] == 0
+    )
     pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
     assert len(pairs) == sum(made) - 3 * 2 and {p["task"] for p in pairs} == {"gsm8k", "arith", "tldr"}
     assert all(p["chosen_source"] == "sample" for p in pairs if p["task"] == "arith")
     assert len(list((cache / "pairs").glob("*.jsonl"))) == 3
     for name in names:
         r = rows[name]
-        for key in ("gsm8k_accuracy", "arith_accuracy", "tldr_rougeL", "dlogp_chosen", "dlogp_rejected", "kl", "train_seconds"):
+        for key in (
+            "gsm8k_accuracy",
+            "arith_accuracy",
+            "tldr_rougeL",
+            "dlogp_chosen",
+            "dlogp_rejected",
+            "kl",
+            "train_seconds",
+        ):
             assert isinstance(r[key], float) and math.isfinite(r[key]), (name, key)
-        assert (r["gsm8k_n"], r["math_n"], r["arith_n"], r["tldr_n"], r["heldout_pairs"], r["kl_samples"]) == (4, 2, 6, 3, 6, 4)
+        assert (
+            r["gsm8k_n"],
+            r["math_n"],
+            r["arith_n"],
+            r["tldr_n"],
+            r["heldout_pairs"],
+            r["kl_samples"],
+        ) == (4, 2, 6, 3, 6, 4)
         assert r["train_steps"] == math.ceil(len(pairs) / 4) and r["arith_level"] == 2
-        assert r["judge_vs_reference_n"] == 3 and 0 <= r["judge_vs_reference"] <= 100 and r["judge"].startswith("embedding")
+        assert (
+            r["judge_vs_reference_n"] == 3
+            and 0 <= r["judge_vs_reference"] <= 100
+            and r["judge"].startswith("embedding")
+        )
         assert r["dlogp_chosen"] != 0.0  # the policy moved away from the reference
         assert (tmp_path / "outputs" / name / "checkpoint" / "model.safetensors").is_file()
     assert rows["reference"]["train_seconds"] is None
     paired = {(p["method"], p["vs"]): p for p in board["paired"]}
-    assert set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")} and paired[("spo", "dpo")]["seeds"] == 1
-    assert [paired[("spo", "reference")]["tasks"][t]["n"] for t in ("gsm8k", "math", "arith", "tldr")] == [4, 2, 6, 3]
+    assert (
+        set(paired) == {("dpo", "reference"), ("spo", "reference"), ("spo", "dpo")}
+        and paired[("spo", "dpo")]["seeds"] == 1
+    )
+    assert [paired[("spo", "reference")]["tasks"][t]["n"] for t in ("gsm8k", "math", "arith", "tldr")] == [
+        4,
+        2,
+        6,
+        3,
+    ]
     ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
-    assert ev["backend"] == "hf" and ev["generation"]["startup_seconds"] == 0 and ev["generation"]["load_seconds"] > 0  # one generator, reloaded
+    assert (
+        ev["backend"] == "hf"
+        and ev["generation"]["startup_seconds"] == 0
+        and ev["generation"]["load_seconds"] > 0
+    )  # one generator, reloaded
     assert (results / "report.html").stat().st_size > 1000
     md = (results / "leaderboard.md").read_text()
-    assert "| spo-seed0 |" in md and "- command: `python -m harness.compare --preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 " in md and "cores" in md
+    assert (
+        "| spo-seed0 |" in md
+        and "- command: `python -m harness.compare --preset cpu --backend hf --dtype float32 --no-bf16 "
+        "--max-tokens 32 --seeds 0 "
+        in md
+        and "cores" in md
+    )
     assert "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md

@@ -13,8 +13,10 @@ from harness.shift import ShiftScorer, distinct_n, output_stats
 from tasks import arith
 from trainers.logprobs import encode, sequence_logps
 
-HELDOUT = [{"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
-           {"prompt": "plain prompt", "chosen": "yes indeed", "rejected": "no"}]
+HELDOUT = [
+    {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
+    {"prompt": "plain prompt", "chosen": "yes indeed", "rejected": "no"},
+]
 SAMPLES = [Completion("ab", [300, 301], True), Completion("cd", [302, 303, 304], False)]
 
 
@@ -32,8 +34,18 @@ def other_model_dir(tiny_model_dir, tmp_path_factory):
 def test_shift_is_zero_for_a_copy_of_the_reference(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
     out = ShiftScorer(tiny_model_dir, HELDOUT).measure(str(copy), ["p1", "p2"], SAMPLES)
-    assert (out["dlogp_chosen"], out["dlogp_rejected"], out["dlog_combined"], out["kl"]) == (0.0, 0.0, 0.0, 0.0)
-    assert (out["heldout_pairs"], out["kl_samples"], out["kl_finished_share"], out["both_fell_share"]) == (2, 2, 0.5, 0.0)
+    assert (out["dlogp_chosen"], out["dlogp_rejected"], out["dlog_combined"], out["kl"]) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert (out["heldout_pairs"], out["kl_samples"], out["kl_finished_share"], out["both_fell_share"]) == (
+        2,
+        2,
+        0.5,
+        0.0,
+    )
 
 
 def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
@@ -46,14 +58,29 @@ def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
         with torch.no_grad():
             return sequence_logps(model, [e[0] for e in enc], [e[1] for e in enc])
 
-    pc, pr, rc, rr = logps(pol, "chosen"), logps(pol, "rejected"), logps(ref, "chosen"), logps(ref, "rejected")
+    pc, pr, rc, rr = (
+        logps(pol, "chosen"),
+        logps(pol, "rejected"),
+        logps(ref, "chosen"),
+        logps(ref, "rejected"),
+    )
     combined = torch.log(pc.total.exp() + pr.total.exp()) - torch.log(rc.total.exp() + rr.total.exp())
     both = ((pc.mean < rc.mean) & (pr.mean < rr.mean)).float().mean().item()
     # the finished sample is scored with its end-of-turn token, the cut one without
-    prompts = [tok("p1", add_special_tokens=False)["input_ids"], tok("p2", add_special_tokens=False)["input_ids"]]
+    prompts = [
+        tok("p1", add_special_tokens=False)["input_ids"],
+        tok("p2", add_special_tokens=False)["input_ids"],
+    ]
     completions = [[300, 301, tok.eos_token_id], [302, 303, 304]]
     with torch.no_grad():
-        kl = (sequence_logps(pol, prompts, completions).total - sequence_logps(ref, prompts, completions).total).mean().item()
+        kl = (
+            (
+                sequence_logps(pol, prompts, completions).total
+                - sequence_logps(ref, prompts, completions).total
+            )
+            .mean()
+            .item()
+        )
     assert out["dlogp_chosen"] == pytest.approx((pc.mean - rc.mean).mean().item(), abs=1e-5)
     assert out["dlogp_rejected"] == pytest.approx((pr.mean - rr.mean).mean().item(), abs=1e-5)
     assert out["dlog_combined"] == pytest.approx(combined.mean().item(), abs=1e-4)
@@ -66,33 +93,77 @@ def test_distinct_n_and_output_stats():
     assert distinct_n([[1, 2, 1, 2], [1, 2]], 2) == 2 / 4  # (1,2) ×3, (2,1) ×1
     assert distinct_n([[1]], 2) is None
     stats = output_stats([Completion("a", [1, 2, 3], True), Completion("b", [4], False)], [True, False])
-    assert stats == {"mean_length": 2.0, "finished_share": 0.5, "format_rate": 50.0, "distinct_1": 1.0, "distinct_2": 1.0}
+    assert stats == {
+        "mean_length": 2.0,
+        "finished_share": 0.5,
+        "format_rate": 50.0,
+        "distinct_1": 1.0,
+        "distinct_2": 1.0,
+    }
     assert output_stats([Completion("a", [1], True)], None)["format_rate"] is None
 
 
-def test_evaluate_several_checkpoints_with_one_generator(tiny_model_dir, other_model_dir, tmp_path, monkeypatch):
+def test_evaluate_several_checkpoints_with_one_generator(
+    tiny_model_dir, other_model_dir, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SPO_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = EvalConfig(reference=tiny_model_dir, gsm8k=3, math=2, arith=4, arith_level=2, tldr=3, kl_prompts=3, heldout=HELDOUT, backend="hf",
-                     judge="rouge", max_tokens=8, seed=1)
+    cfg = EvalConfig(
+        reference=tiny_model_dir,
+        sizes={"gsm8k": 3, "math": 2, "arith": 4, "tldr": 3},
+        options={"arith": {"level": 2}},
+        kl_prompts=3,
+        heldout=HELDOUT,
+        backend="hf",
+        judge="rouge",
+        max_tokens=8,
+        seed=1,
+    )
     outs = [tmp_path / "policy", tmp_path / "ref"]
     policy, ref = evaluate([other_model_dir, tiny_model_dir], outs, cfg)  # the reference runs first
     assert ref["model"] == tiny_model_dir and policy["model"] == other_model_dir
-    assert ref["shift"]["kl"] == 0.0 and policy["shift"]["kl_samples"] == 3 and policy["shift"]["heldout_pairs"] == 2
-    assert (policy["gsm8k"]["n"], policy["math"]["n"], policy["arith"]["n"], policy["tldr"]["n"]) == (3, 2, 4, 3) and policy["arith"]["level"] == 2
+    assert (
+        ref["shift"]["kl"] == 0.0
+        and policy["shift"]["kl_samples"] == 3
+        and policy["shift"]["heldout_pairs"] == 2
+    )
+    assert (policy["gsm8k"]["n"], policy["math"]["n"], policy["arith"]["n"], policy["tldr"]["n"]) == (
+        3,
+        2,
+        4,
+        3,
+    ) and policy["arith"]["level"] == 2
     assert set(policy["math"]["by_level"]) <= {"1", "2", "3", "4", "5"} and policy["math"]["by_subject"]
-    assert policy["gsm8k"]["sampling"] == {"max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "n": 1, "seed": 1, "stop": ()}
+    assert policy["gsm8k"]["sampling"] == {
+        "max_tokens": 8,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "n": 1,
+        "seed": 1,
+        "stop": (),
+    }
     assert set(ref["tldr"]["judge"]) == {"human"} and set(policy["tldr"]["judge"]) == {"human", "reference"}
-    assert policy["tldr"]["judge"]["reference"]["n"] == 3 and policy["tldr"]["judge"]["reference"]["judge"] == "rouge"
+    assert (
+        policy["tldr"]["judge"]["reference"]["n"] == 3
+        and policy["tldr"]["judge"]["reference"]["judge"] == "rouge"
+    )
     assert ref["generation"]["startup_seconds"] > 0 and not ref["generation"]["engine_reused"]
-    assert policy["generation"]["startup_seconds"] == 0 and policy["generation"]["load_seconds"] > 0  # one generator, weights swapped
+    assert (
+        policy["generation"]["startup_seconds"] == 0 and policy["generation"]["load_seconds"] > 0
+    )  # one generator, weights swapped
     assert policy["generation"]["engine_reused"] and policy["generation"]["tokens"] > 0
     assert policy["versions"]["torch"] == torch.__version__
     saved = json.loads((outs[0] / "eval.json").read_text())
     assert saved["config"]["heldout_pairs"] == 2 and saved["commit"]
     rows = [json.loads(line) for line in open(outs[0] / "samples.jsonl")]
     assert [r["task"] for r in rows] == ["gsm8k"] * 3 + ["math"] * 2 + ["arith"] * 4 + ["tldr"] * 3
-    assert rows[5]["id"].startswith("arith-l2-test-") and rows[5]["gold"] == arith.gold_answer(arith.load("test", 4, 2)[0]["answer"])
-    assert {"prompt", "output", "extracted", "correct", "gold"} <= set(rows[0]) and {"rougeL", "judge_vs_human", "judge_vs_reference"} <= set(rows[-1])
+    assert rows[5]["id"].startswith("arith-l2-test-") and rows[5]["gold"] == arith.gold_answer(
+        arith.load("test", 4, 2)[0]["answer"]
+    )
+    assert {"prompt", "output", "extracted", "correct", "gold"} <= set(rows[0]) and {
+        "rougeL",
+        "judge_vs_human",
+        "judge_vs_reference",
+    } <= set(rows[-1])
     assert policy["gsm8k"]["correct"] == sum(r["correct"] for r in rows[:3])
 
 
@@ -112,14 +183,41 @@ def perturbed_default(default_model_path, tmp_path_factory):
 
 def _evaluate_cli(backend: str, models: list[str], tmp_path) -> list[list[str]]:
     outs = [str(tmp_path / f"{backend}-{i}") for i in range(len(models))]
-    cmd = [sys.executable, "-m", "harness.evaluate", "--model", *models, "--out", *outs, "--backend", backend, "--dtype", "float32",
-           "--tasks", "gsm8k,math,tldr", "--gsm8k", "8", "--math", "8", "--tldr", "8", "--max-tokens", "32", "--kl-prompts", "0", "--judge", "rouge"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.evaluate",
+        "--model",
+        *models,
+        "--out",
+        *outs,
+        "--backend",
+        backend,
+        "--dtype",
+        "float32",
+        "--tasks",
+        "gsm8k,math,tldr",
+        "--gsm8k",
+        "8",
+        "--math",
+        "8",
+        "--tldr",
+        "8",
+        "--max-tokens",
+        "32",
+        "--kl-prompts",
+        "0",
+        "--judge",
+        "rouge",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [[json.loads(line)["output"] for line in open(f"{o}/samples.jsonl")] for o in outs]
 
 
-def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(default_model_path, perturbed_default, tmp_path):
+def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(
+    default_model_path, perturbed_default, tmp_path
+):
     """24 prompts (GSM8K, MATH, TL;DR), greedy fp32: vLLM == HF for the reference, and for a second
     checkpoint whose weights were loaded into the running vLLM engine."""
     pytest.importorskip("vllm", reason="vLLM not installed (make install EXTRAS=dev,cpu)")
@@ -127,4 +225,6 @@ def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(default
     hf = _evaluate_cli("hf", [default_model_path, perturbed_default], tmp_path)
     assert len(vllm[0]) == 24 and vllm[0] == hf[0]
     assert vllm[1] == hf[1]
-    assert sum(a != b for a, b in zip(hf[0], hf[1])) >= 8  # the second checkpoint really generates differently
+    assert (
+        sum(a != b for a, b in zip(hf[0], hf[1])) >= 8
+    )  # the second checkpoint really generates differently

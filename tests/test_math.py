@@ -36,7 +36,8 @@ WRONG = [
     (r"first \boxed{2}, finally \boxed{3}", r"2"),  # only the last box counts
     (r"\boxed{}", r"3"),
     (r"I do not know.", r"3"),
-    # real SmolLM2 outputs that math-verify's whole-text extraction accepted: only the stated final answer counts
+    # real SmolLM2 outputs that math-verify's whole-text extraction accepted: only the stated final
+    # answer counts
     (r"$= 10 + 3 + 4 = 14.$ ... So, the final answer is $10 + 14 + 20 = 28.$", r"10"),
     (r"the sphere is V = (4/3)πr^3 = (4/3)π cubic units. So, the answer is (4/3)π cubic units.", r"3"),
     (r"which is 4. So, M = 4. This is the maximum possible value.", r"4"),  # no final-answer statement at all
@@ -55,7 +56,9 @@ def test_wrong_answers_are_rejected(output, gold):
 
 def test_extract_answer_prefers_the_last_box_then_the_stated_answer():
     assert math.extract_answer(r"the answer is 3, so \boxed{4}") == "4"
-    assert math.extract_answer("The answer is 2. Later: the answer is: $\\frac{1}{2}$ indeed") == r"\frac{1}{2}"
+    assert (
+        math.extract_answer("The answer is 2. Later: the answer is: $\\frac{1}{2}$ indeed") == r"\frac{1}{2}"
+    )
     assert math.extract_answer("Final Answer: 12.5.") == "12.5"
     assert math.extract_answer("I answered 5") is None and math.extract_answer("the answer is") is None
 
@@ -63,7 +66,9 @@ def test_extract_answer_prefers_the_last_box_then_the_stated_answer():
 def test_extract_boxed():
     assert math.extract_boxed(r"so $\boxed{\frac{a}{b^{2}}}$.") == r"\frac{a}{b^{2}}"
     assert math.extract_boxed(r"\boxed{1} and \fbox{\{x \mid x>0\}} end") == r"\{x \mid x>0\}"
-    assert math.extract_boxed(r"\boxed{\left\{ 1 \right.}") == r"\left\{ 1 \right."  # escaped braces do not nest
+    assert (
+        math.extract_boxed(r"\boxed{\left\{ 1 \right.}") == r"\left\{ 1 \right."
+    )  # escaped braces do not nest
     assert math.extract_boxed(r"thus \boxed 5$.") == "5"
     assert math.extract_boxed(r"\boxed{}") == ""
     assert math.extract_boxed("no answer here") is None
@@ -74,15 +79,48 @@ def test_extract_boxed():
 def test_works_off_the_main_thread():
     # math-verify's signal timeout fails outside the main thread; is_correct must still judge there
     out: list[bool] = []
-    worker = threading.Thread(target=lambda: out.extend([math.is_correct(r"\boxed{0.5}", r"\frac12"), math.is_correct(r"\boxed{2}", "3")]))
+    worker = threading.Thread(
+        target=lambda: out.extend(
+            [math.is_correct(r"\boxed{0.5}", r"\frac12"), math.is_correct(r"\boxed{2}", "3")]
+        )
+    )
     worker.start()
     worker.join()
     assert out == [True, False]
 
 
-LATEXISH = st.lists(st.sampled_from(["\\boxed", "\\fbox", "{", "}", "\\{", "\\}", "$", "\\frac", "\\sqrt", "\\left(", "\\right)", "^", "_",
-                                     "\\text{", "1", "2.5", "x", "=", ",", "%", "\\", " ", "\\begin{pmatrix}", "\\\\", "\\end{pmatrix}"]),
-                    max_size=30).map("".join)
+LATEXISH = st.lists(
+    st.sampled_from(
+        [
+            "\\boxed",
+            "\\fbox",
+            "{",
+            "}",
+            "\\{",
+            "\\}",
+            "$",
+            "\\frac",
+            "\\sqrt",
+            "\\left(",
+            "\\right)",
+            "^",
+            "_",
+            "\\text{",
+            "1",
+            "2.5",
+            "x",
+            "=",
+            ",",
+            "%",
+            "\\",
+            " ",
+            "\\begin{pmatrix}",
+            "\\\\",
+            "\\end{pmatrix}",
+        ]
+    ),
+    max_size=30,
+).map("".join)
 
 
 @settings(max_examples=150, deadline=None)
@@ -94,21 +132,35 @@ def test_never_raises_on_arbitrary_text(output, gold):
 
 
 def test_aggregation_by_subject_and_level():
-    rows = [{"subject": "Algebra", "level": 1, "answer": "2"}, {"subject": "Algebra", "level": 2, "answer": "3"},
-            {"subject": "Geometry", "level": 2, "answer": r"\frac12"}, {"subject": "Geometry", "level": 5, "answer": "7"}]
+    rows = [
+        {"subject": "Algebra", "level": 1, "answer": "2"},
+        {"subject": "Algebra", "level": 2, "answer": "3"},
+        {"subject": "Geometry", "level": 2, "answer": r"\frac12"},
+        {"subject": "Geometry", "level": 5, "answer": "7"},
+    ]
     outputs = [r"\boxed{2}", r"\boxed{4}", r"\boxed{0.5}", "no idea"]
     s = math.score(rows, outputs)
     assert (s["accuracy"], s["correct"], s["n"]) == (50.0, 2, 4)
-    assert s["by_subject"] == {"Algebra": {"accuracy": 50.0, "correct": 1, "n": 2}, "Geometry": {"accuracy": 50.0, "correct": 1, "n": 2}}
-    assert s["by_level"] == {"1": {"accuracy": 100.0, "correct": 1, "n": 1}, "2": {"accuracy": 50.0, "correct": 1, "n": 2},
-                             "5": {"accuracy": 0.0, "correct": 0, "n": 1}}
-    assert [math.grade(o, r["answer"]) for r, o in zip(rows, outputs)][2:] == [{"extracted": "0.5", "boxed": True, "correct": True},
-                                                                                     {"extracted": None, "boxed": False, "correct": False}]
+    assert s["by_subject"] == {
+        "Algebra": {"accuracy": 50.0, "correct": 1, "n": 2},
+        "Geometry": {"accuracy": 50.0, "correct": 1, "n": 2},
+    }
+    assert s["by_level"] == {
+        "1": {"accuracy": 100.0, "correct": 1, "n": 1},
+        "2": {"accuracy": 50.0, "correct": 1, "n": 2},
+        "5": {"accuracy": 0.0, "correct": 0, "n": 1},
+    }
+    assert [math.grade_item(o, r["answer"]) for r, o in zip(rows, outputs)][2:] == [
+        {"extracted": "0.5", "boxed": True, "correct": True},
+        {"extracted": None, "boxed": False, "correct": False},
+    ]
 
 
 def test_real_data_gold_solutions_verify():
     rows = math.load()
-    assert len(rows) == 500 and {"problem", "solution", "answer", "subject", "level", "unique_id"} <= set(rows[0])
+    assert len(rows) == 500 and {"problem", "solution", "answer", "subject", "level", "unique_id"} <= set(
+        rows[0]
+    )
     assert all(math.is_correct(r["solution"], r["answer"]) for r in rows[:50])  # measured: 500 of 500 pass
     text = math.prompt(rows[0]["problem"])[0]["content"]
     assert rows[0]["problem"] in text and "\\boxed{}" in text

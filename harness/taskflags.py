@@ -1,0 +1,78 @@
+"""Per-task command-line options, derived from the task registry: a new task gets its flags (and preset
+keys) without a line here. Each task gets an item count `--<task><suffix> N` and one flag per entry of
+its OPTIONS, `--<task>-<option>`; the stage configs hold them as `sizes` and `options` dicts."""
+
+from __future__ import annotations
+
+import argparse
+
+from common import ConfigError, coerce
+from tasks import TASKS
+
+
+def _dest(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def add_size_flags(ap: argparse._ActionsContainer, suffix: str, what: str, default: str | None) -> None:
+    """`--<task><suffix> N` for every task ("<what>", default: the task's attribute `default`)."""
+    for task in TASKS.values():
+        shown = f" (default {getattr(task, default)})" if default else ""
+        ap.add_argument(
+            f"--{task.NAME}{suffix}",
+            dest=_dest(task.NAME + suffix),
+            type=int,
+            metavar="N",
+            help=f"{task.TITLE}: {what}{shown}",
+        )
+
+
+def add_option_flags(ap: argparse._ActionsContainer) -> None:
+    """`--<task>-<option>` for every task option (default: unset, the task's own default applies)."""
+    for task in TASKS.values():
+        for option, (default, help_text) in task.OPTIONS.items():
+            flag = f"--{task.NAME}-{option.replace('_', '-')}"
+            dest = _dest(f"{task.NAME}_{option}")
+            text = f"{task.TITLE}: {help_text} (default {default})"
+            if isinstance(default, bool):
+                ap.add_argument(
+                    flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
+                )
+            else:
+                ap.add_argument(flag, dest=dest, type=type(default), default=None, help=text)
+
+
+def sizes_given(values: dict, suffix: str) -> dict[str, int]:
+    """task → item count, for the tasks whose `--<task><suffix>` is set in `values` (namespace vars)."""
+    found = {}
+    for name in TASKS:
+        value = values.get(_dest(name + suffix))
+        if value is not None:
+            found[name] = coerce(int, value, f"--{name}{suffix}")
+    return found
+
+
+def options_given(values: dict) -> dict[str, dict]:
+    """task → {option: value} for the task options set in `values`, typed as the option's default."""
+    found: dict[str, dict] = {}
+    for name, task in TASKS.items():
+        for option, (default, _) in task.OPTIONS.items():
+            value = values.get(_dest(f"{name}_{option}"))
+            if value is not None:
+                found.setdefault(name, {})[option] = coerce(type(default), value, f"--{name}-{option}")
+    return found
+
+
+def merge_options(*layers: dict[str, dict]) -> dict[str, dict]:
+    """Task options of several layers (later ones win, option by option)."""
+    merged: dict[str, dict] = {}
+    for layer in layers:
+        for name, opts in layer.items():
+            merged.setdefault(name, {}).update(opts)
+    return merged
+
+
+def check_tasks(names) -> None:
+    """Refuse an unknown task name, naming the valid ones."""
+    if bad := [n for n in names if n not in TASKS]:
+        raise ConfigError(f"unknown task(s) {', '.join(bad)}; valid: {', '.join(TASKS)}")
