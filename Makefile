@@ -22,6 +22,7 @@ run: $(VENV)/.installed
 	$(PY) -m harness.compare --methods dpo,spo
 
 test: $(VENV)/.installed
+	$(PY) -m ruff format --check --quiet . && $(PY) -m ruff check --quiet .  # 110 columns (pyproject.toml)
 	LD_PRELOAD="$$($(PY) -m harness.runinfo)" $(PY) -m pytest -q
 
 .PHONY: install run test

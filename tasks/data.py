@@ -1,5 +1,6 @@
 """Data resolution, local first: $SPO_DATA_DIR, then ../shared/data beside the project, then the
 Hugging Face hub (downloaded once into $SPO_CACHE_DIR/data, in the same JSONL form)."""
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,8 @@ def resolve(task: str, filename: str) -> Path:
         except Exception as e:  # offline, missing dataset, ...: report it with the local paths
             hub = f"hub {HUB[task, filename][0]} failed: {type(e).__name__}: {str(e)[:200]}"
     raise FileNotFoundError(
-        f"{task}/{filename} not found; looked in: {looked}; {hub}. Set {ENV_VAR} to a folder holding {task}/{filename}."
+        f"{task}/{filename} not found; looked in: {looked}; {hub}. "
+        f"Set {ENV_VAR} to a folder holding {task}/{filename}."
     )
 
 

@@ -34,7 +34,9 @@ def test_generation_ignores_global_random_state():
 def test_train_and_test_share_no_equation(level):
     train, test = arith.generate(2000, level, "train"), arith.generate(2000, level, "test")
     tr, te = {r["equation"] for r in train}, {r["equation"] for r in test}
-    assert len({r["question"] for r in train}) == len({r["question"] for r in test}) == 2000  # no repeated problem within a split
+    assert (
+        len({r["question"] for r in train}) == len({r["question"] for r in test}) == 2000
+    )  # no repeated problem within a split
     assert not tr & te  # the same equation never lands in both, in any wording
     assert all(arith.split_of(e) == "test" for e in te) and all(arith.split_of(e) == "train" for e in tr)
     assert {r["level"] for r in train + test} == {level} and len({r["id"] for r in train + test}) == 4000
@@ -42,7 +44,12 @@ def test_train_and_test_share_no_equation(level):
 
 def test_split_hash_is_stable():
     """A fixed equation lands in a fixed split in every process (sha256, not the salted hash())."""
-    assert [arith.split_of(e) for e in ("3+4=7", "2+2=4", "6*7=42", "42/6=7;7+1=8")] == ["train", "test", "train", "train"]
+    assert [arith.split_of(e) for e in ("3+4=7", "2+2=4", "6*7=42", "42/6=7;7+1=8")] == [
+        "train",
+        "test",
+        "train",
+        "train",
+    ]
     share = sum(arith.split_of(f"{a}+{b}={a + b}") == "test" for a in range(100) for b in range(100)) / 10_000
     assert 0.18 < share < 0.22  # one fifth
 
@@ -81,9 +88,17 @@ def test_surface_forms_vary():
     rows = arith.generate(300, 6)
     names = Counter(r["question"].split()[0] for r in rows)
     nouns = Counter(r["answer"].split()[-3] for r in rows)
-    verbs = Counter(r["question"].split(". ")[1].split()[1] for r in rows)  # the verb of the first step's sentence
-    asks = Counter(re.sub(r"[A-Z]\w+|\b(?:apples|stickers|dollars|marbles|cookies|cards|shells|stamps|pencils|eggs)\b", "_",
-                          r["question"].rsplit(". ", 1)[-1]) for r in rows)
+    verbs = Counter(
+        r["question"].split(". ")[1].split()[1] for r in rows
+    )  # the verb of the first step's sentence
+    asks = Counter(
+        re.sub(
+            r"[A-Z]\w+|\b(?:apples|stickers|dollars|marbles|cookies|cards|shells|stamps|pencils|eggs)\b",
+            "_",
+            r["question"].rsplit(". ", 1)[-1],
+        )
+        for r in rows
+    )
     for forms, least in ((names, 15), (nouns, 8), (verbs, 10), (asks, 3)):
         assert len(forms) >= least and max(forms.values()) < 0.5 * len(rows), forms
 
@@ -102,37 +117,56 @@ def test_bad_arguments_are_refused():
 
 
 def test_scoring_on_hand_written_outputs():
-    row = {"question": "Ava has 1200 stamps. She buys 34 more stamps. How many stamps does Ava have now?",
-           "answer": "Ava then has 1200 + 34 = 1234 stamps.\n#### 1234"}
+    row = {
+        "question": "Ava has 1200 stamps. She buys 34 more stamps. How many stamps does Ava have now?",
+        "answer": "Ava then has 1200 + 34 = 1234 stamps.\n#### 1234",
+    }
     gold = arith.gold_answer(row["answer"])
     assert gold == "1234"
-    assert arith.is_correct("1200 + 34 = 1234\n#### 1234", gold)             # with the marker
-    assert arith.is_correct("So she has 1200 + 34 = 1234 stamps.", gold)      # last number
-    assert arith.is_correct("#### 1,234 stamps", gold)                        # commas
+    assert arith.is_correct("1200 + 34 = 1234\n#### 1234", gold)  # with the marker
+    assert arith.is_correct("So she has 1200 + 34 = 1234 stamps.", gold)  # last number
+    assert arith.is_correct("#### 1,234 stamps", gold)  # commas
     assert arith.extract_answer("#### 1,234 stamps") == "1234"
-    assert not arith.is_correct("1200 + 34 = 1244\n#### 1244", gold)          # wrong number
-    assert not arith.is_correct("#### 1234\nthen 5 more", "1239") and arith.is_correct("#### 1234\nthen 5 more", gold)
-    assert not arith.is_correct("She has a lot of stamps.", gold) and arith.extract_answer("no number") is None
-    assert arith.is_correct is gsm8k.is_correct and arith.extract_answer is gsm8k.extract_answer  # GSM8K's code, not a copy
+    assert not arith.is_correct("1200 + 34 = 1244\n#### 1244", gold)  # wrong number
+    assert not arith.is_correct("#### 1234\nthen 5 more", "1239") and arith.is_correct(
+        "#### 1234\nthen 5 more", gold
+    )
+    assert (
+        not arith.is_correct("She has a lot of stamps.", gold) and arith.extract_answer("no number") is None
+    )
+    assert (
+        arith.is_correct is gsm8k.is_correct and arith.extract_answer is gsm8k.extract_answer
+    )  # GSM8K's code, not a copy
     assert arith.prompt("Q?") == [{"role": "user", "content": "Q?\nAnswer with a single number."}]
 
 
-ROW = {"question": "Ben has 5 cards. He finds 3 more cards. How many cards does Ben have now?",
-       "answer": "Ben then has 5 + 3 = 8 cards.\n#### 8"}
+ROW = {
+    "question": "Ben has 5 cards. He finds 3 more cards. How many cards does Ben have now?",
+    "answer": "Ben then has 5 + 3 = 8 cards.\n#### 8",
+}
 
 
 def test_make_pair_needs_a_correct_and_an_incorrect_sample():
     pair = arith.make_pair(ROW, ["", "5 + 3 = 9\n#### 9", "5 + 3 = 8\n#### 8", "#### 7"])
-    assert pair == {"prompt": arith.prompt(ROW["question"]), "chosen": "5 + 3 = 8\n#### 8", "rejected": "5 + 3 = 9\n#### 9",
-                    "chosen_source": "sample"}
-    assert arith.make_pair(ROW, ["#### 9", "#### 7", "  "]) is None       # none correct
-    assert arith.make_pair(ROW, ["#### 8", "so 8", ""]) is None           # all correct (the empty one is skipped)
+    assert pair == {
+        "prompt": arith.prompt(ROW["question"]),
+        "chosen": "5 + 3 = 8\n#### 8",
+        "rejected": "5 + 3 = 9\n#### 9",
+        "chosen_source": "sample",
+    }
+    assert arith.make_pair(ROW, ["#### 9", "#### 7", "  "]) is None  # none correct
+    assert arith.make_pair(ROW, ["#### 8", "so 8", ""]) is None  # all correct (the empty one is skipped)
     assert arith.make_pair(ROW, []) is None and arith.make_pair(ROW, ["", " "], gold_chosen=True) is None
 
 
 def test_make_pair_gold_chosen_only_when_no_sample_is_correct():
     gold = arith.make_pair(ROW, ["#### 9", "#### 7"], gold_chosen=True)
-    assert gold is not None and gold["chosen"] == ROW["answer"] and gold["chosen_source"] == "gold" and gold["rejected"] == "#### 9"
+    assert (
+        gold is not None
+        and gold["chosen"] == ROW["answer"]
+        and gold["chosen_source"] == "gold"
+        and gold["rejected"] == "#### 9"
+    )
     assert gsm8k.is_correct(gold["chosen"], "8")
     sample = arith.make_pair(ROW, ["#### 9", "#### 8"], gold_chosen=True)
     assert sample["chosen"] == "#### 8" and sample["chosen_source"] == "sample"

@@ -6,12 +6,18 @@ from tasks import gsm8k, math, tldr
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir):
-    return run_lm_eval(tiny_model_dir, ["gsm8k", "math", "tldr"], limit=2, batch_size=2, dtype="float32", log_samples=True)
+    return run_lm_eval(
+        tiny_model_dir, ["gsm8k", "math", "tldr"], limit=2, batch_size=2, dtype="float32", log_samples=True
+    )
 
 
 def test_runs_and_reports_metrics(tiny_run):
     assert tiny_run["lm_eval_version"] >= "0.4"
-    for task, metrics in (("gsm8k", {"accuracy"}), ("math", {"accuracy"}), ("tldr", {"rouge1", "rouge2", "rougeL"})):
+    for task, metrics in (
+        ("gsm8k", {"accuracy"}),
+        ("math", {"accuracy"}),
+        ("tldr", {"rouge1", "rouge2", "rougeL"}),
+    ):
         assert tiny_run[task]["n"] == 2 and len(tiny_run[task]["samples"]) == 2
         assert metrics | {m + "_stderr" for m in metrics} <= set(tiny_run[task])
         for m in metrics:
@@ -33,11 +39,17 @@ def test_prompts_equal_our_chat_templated_prompts(tiny_run, tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     q = gsm8k.load("test")[0]["question"]
-    assert tiny_run["gsm8k"]["samples"][0]["prompt"] == tok.apply_chat_template(gsm8k.prompt(q), add_generation_prompt=True, tokenize=False)
+    assert tiny_run["gsm8k"]["samples"][0]["prompt"] == tok.apply_chat_template(
+        gsm8k.prompt(q), add_generation_prompt=True, tokenize=False
+    )
     problem = math.load()[0]["problem"]
-    assert tiny_run["math"]["samples"][0]["prompt"] == tok.apply_chat_template(math.prompt(problem), add_generation_prompt=True, tokenize=False)
+    assert tiny_run["math"]["samples"][0]["prompt"] == tok.apply_chat_template(
+        math.prompt(problem), add_generation_prompt=True, tokenize=False
+    )
     post = tldr.load()[0]
-    assert tiny_run["tldr"]["samples"][0]["prompt"] == tok.apply_chat_template(tldr.prompt(post), add_generation_prompt=True, tokenize=False)
+    assert tiny_run["tldr"]["samples"][0]["prompt"] == tok.apply_chat_template(
+        tldr.prompt(post), add_generation_prompt=True, tokenize=False
+    )
 
 
 def test_unknown_task_is_refused():

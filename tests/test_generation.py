@@ -10,7 +10,9 @@ QUESTION = [{"role": "user", "content": "What is 2+3?"}]
 def test_hf_backend_greedy_on_the_default_model(default_model_path):
     gen = HFGenerator(default_model_path, dtype="float32", batch_size=2)
     tok = AutoTokenizer.from_pretrained(default_model_path)
-    prompts = chat_prompts(tok, [QUESTION, gsm8k.prompt("Ann has 2 cats and 3 dogs. How many pets?"), QUESTION])
+    prompts = chat_prompts(
+        tok, [QUESTION, gsm8k.prompt("Ann has 2 cats and 3 dogs. How many pets?"), QUESTION]
+    )
     out = gen.generate(prompts, Sampling(max_tokens=16))
     assert out[0][0].text == "2 + 3 = 5" and out[0][0].finished
     assert tok.decode(out[0][0].token_ids) == "2 + 3 = 5"
@@ -23,7 +25,10 @@ def test_hf_backend_greedy_on_the_default_model(default_model_path):
 def test_sampling_n_returns_n_different_completions(default_model_path):
     gen = HFGenerator(default_model_path, dtype="float32")
     tok = AutoTokenizer.from_pretrained(default_model_path)
-    [out] = gen.generate(chat_prompts(tok, [[{"role": "user", "content": "Name an animal."}]]), Sampling(max_tokens=12, temperature=1.0, n=4, seed=1))
+    [out] = gen.generate(
+        chat_prompts(tok, [[{"role": "user", "content": "Name an animal."}]]),
+        Sampling(max_tokens=12, temperature=1.0, n=4, seed=1),
+    )
     assert len(out) == 4 and len({c.text for c in out}) > 1
 
 

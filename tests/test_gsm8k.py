@@ -13,8 +13,17 @@ def test_extraction_on_hand_written_outputs():
 
 
 def test_numeric_equivalence_of_answers():
-    """Commas, currency, trailing zeros and a sentence-final period do not change the number; sign and value do."""
-    for pred, gold in [("1,000", "1000"), ("$1,000.00", "1000"), ("18.0", "18"), ("18.", "18"), ("0.50", ".5"), ("-$3", "-3"), ("1,234,567", "1234567")]:
+    """Commas, currency, trailing zeros and a sentence-final period do not change the number; sign and value
+    do."""
+    for pred, gold in [
+        ("1,000", "1000"),
+        ("$1,000.00", "1000"),
+        ("18.0", "18"),
+        ("18.", "18"),
+        ("0.50", ".5"),
+        ("-$3", "-3"),
+        ("1,234,567", "1234567"),
+    ]:
         assert gsm8k.to_number(pred) == gsm8k.to_number(gold), (pred, gold)
     for pred, gold in [("-3", "3"), ("18.01", "18"), ("1,001", "1000"), ("12", "1.2")]:
         assert gsm8k.to_number(pred) != gsm8k.to_number(gold), (pred, gold)
@@ -30,7 +39,10 @@ def test_real_data_gold_and_cleaning():
     assert gsm8k.gold_answer(first["answer"]) == "72"
     cleaned = gsm8k.clean_solution(first["answer"])
     assert "<<" not in cleaned and gsm8k.is_correct(cleaned, "72")
-    assert all(gsm8k.is_correct(gsm8k.clean_solution(r["answer"]), gsm8k.gold_answer(r["answer"])) for r in rows[:500])
+    assert all(
+        gsm8k.is_correct(gsm8k.clean_solution(r["answer"]), gsm8k.gold_answer(r["answer"]))
+        for r in rows[:500]
+    )
 
 
 def test_missing_data_names_where_it_looked(monkeypatch, tmp_path):

@@ -50,6 +50,7 @@ def test_paired_diff_ci():
 @dataclass
 class PositionJudge:
     """Always names position A: pure position bias."""
+
     name: str = "always-a"
 
     def prefer(self, prompt: str, a: str, b: str, reference: str | None = None) -> float:
@@ -59,6 +60,7 @@ class PositionJudge:
 @dataclass
 class LongerJudge:
     """Prefers the longer text (tie when equal) and counts its calls."""
+
     name: str = "longer"
     calls: int = 0
 
@@ -68,7 +70,10 @@ class LongerJudge:
 
 
 def make_items(n: int = 20) -> list[dict]:
-    return [{"id": f"q{i}", "prompt": f"prompt {i}", "output": "x" * (i + 5), "baseline": "y" * 5} for i in range(n)]
+    return [
+        {"id": f"q{i}", "prompt": f"prompt {i}", "output": "x" * (i + 5), "baseline": "y" * 5}
+        for i in range(n)
+    ]
 
 
 def test_position_bias_cancels():
@@ -114,8 +119,15 @@ def test_cache_resumes_and_tolerates_truncation(tmp_path):
 
 def test_embedding_judge_prefers_the_human_summary():
     posts = tldr.split(tldr.load())[0][:101]
-    items = [{"id": p["instruction_id"], "prompt": tldr.prompt(p)[0]["content"], "output": p["gold_response"], "baseline": q["gold_response"]}
-             for p, q in zip(posts[:-1], posts[1:])]
+    items = [
+        {
+            "id": p["instruction_id"],
+            "prompt": tldr.prompt(p)[0]["content"],
+            "output": p["gold_response"],
+            "baseline": q["gold_response"],
+        }
+        for p, q in zip(posts[:-1], posts[1:])
+    ]
     judge = J.make_judge("embedding")
     r = J.win_rate(judge, items, progress=None)
     assert r["judge"] == "embedding:all-MiniLM-L6-v2" and r["n"] == 100 and r["errors"] == 0
@@ -130,8 +142,12 @@ def test_rouge_judge():
     assert judge.prefer("a source text", same, other, reference=ref) == 1.0
     assert judge.prefer("a source text", other, same, reference=ref) == 0.0
     assert judge.prefer("a source text", same, same, reference=ref) == 0.5
-    assert judge.prefer("dogs run fast in parks today", same, other) == 0.0  # no reference: the prompt is the anchor
-    r = J.win_rate(judge, [{"prompt": "p", "output": same, "baseline": other, "reference": ref}], progress=None)
+    assert (
+        judge.prefer("dogs run fast in parks today", same, other) == 0.0
+    )  # no reference: the prompt is the anchor
+    r = J.win_rate(
+        judge, [{"prompt": "p", "output": same, "baseline": other, "reference": ref}], progress=None
+    )
     assert (r["win_rate"], r["judge"], r["verdicts"][0]["id"]) == (100.0, "rouge", 0)
 
 
@@ -174,12 +190,27 @@ class Server:
                 if outer.mode == "flaky" and n % 3 == 2:
                     return self.reply(500, {"error": "oops"})
                 letter = "A" if len(a) > len(b) else "B"
-                self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": letter}, "finish_reason": "stop"}]})
+                self.reply(
+                    200,
+                    {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": letter},
+                                "finish_reason": "stop",
+                            }
+                        ]
+                    },
+                )
 
             def reply(self, code: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(code)
-                for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
+                for k, v in {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(data)),
+                    **(headers or {}),
+                }.items():
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
@@ -204,7 +235,15 @@ def no_proxy(monkeypatch):
 
 
 def endpoint_items(n: int = 12) -> list[dict]:
-    return [{"id": i, "prompt": f"Summarise post {i}", "output": "long summary " * (1 + i % 3), "baseline": "short summary " * 2} for i in range(n)]
+    return [
+        {
+            "id": i,
+            "prompt": f"Summarise post {i}",
+            "output": "long summary " * (1 + i % 3),
+            "baseline": "short summary " * 2,
+        }
+        for i in range(n)
+    ]
 
 
 def test_flaky_endpoint_loses_no_judgment(server, monkeypatch):
@@ -229,12 +268,18 @@ def test_failing_endpoint_counts_errors_not_losses(server, tmp_path):
     cache = tmp_path / "cache.jsonl"
     judge = J.EndpointJudge(server.url, "judge-model", retries=2, backoff=0.001)
     r = J.win_rate(judge, items, cache=cache, progress=None)
-    assert (r["errors"], r["n"], r["retries"]) == (2, 4, 2 * 2)  # each failed item: 2 retries on its first order, second never tried
+    assert (r["errors"], r["n"], r["retries"]) == (
+        2,
+        4,
+        2 * 2,
+    )  # each failed item: 2 retries on its first order, second never tried
     assert [v["score"] for v in r["verdicts"]] == [0.0, None, 1.0, 0.0, None, 1.0]
     assert r["win_rate"] == 50.0
     assert len(cache.read_text().splitlines()) == 8  # only the judged items' verdicts are cached
     server.mode = "down"
-    r = J.win_rate(J.EndpointJudge(server.url, "judge-model", retries=1, backoff=0.001), items[:3], progress=None)
+    r = J.win_rate(
+        J.EndpointJudge(server.url, "judge-model", retries=1, backoff=0.001), items[:3], progress=None
+    )
     assert (r["errors"], r["n"]) == (3, 0) and r["win_rate"] is None and r["position_consistency"] is None
     assert all(v["score"] is None for v in r["verdicts"])
 
@@ -265,7 +310,14 @@ def test_retry_after():
 
 
 def test_parse_verdict():
-    assert [J.parse_verdict(s) for s in ("A", "B.", "**B**", "Tie", "Response A", " a tie")] == [1.0, 0.0, 0.0, 0.5, 1.0, 0.5]
+    assert [J.parse_verdict(s) for s in ("A", "B.", "**B**", "Tie", "Response A", " a tie")] == [
+        1.0,
+        0.0,
+        0.0,
+        0.5,
+        1.0,
+        0.5,
+    ]
     with pytest.raises(J.JudgeError):
         J.parse_verdict("I cannot decide")
 
@@ -295,11 +347,16 @@ def test_hf_judge_matches_its_logits(tiny_model_dir):
     judge = J.make_judge("hf", model=tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    a_id, b_id = tok("A", add_special_tokens=False)["input_ids"][0], tok("B", add_special_tokens=False)["input_ids"][0]
+    a_id, b_id = (
+        tok("A", add_special_tokens=False)["input_ids"][0],
+        tok("B", add_special_tokens=False)["input_ids"][0],
+    )
     assert a_id != b_id
 
     def expected(prompt: str, a: str, b: str) -> float:
-        text = tok.apply_chat_template(J.judge_messages(prompt, a, b), add_generation_prompt=True, tokenize=False)
+        text = tok.apply_chat_template(
+            J.judge_messages(prompt, a, b), add_generation_prompt=True, tokenize=False
+        )
         with torch.no_grad():
             logits = model(torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])).logits[0, -1]
         return 0.5 if abs(logits[a_id] - logits[b_id]) <= 1e-6 else float(logits[a_id] > logits[b_id])

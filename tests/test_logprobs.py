@@ -17,7 +17,9 @@ def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(tiny_model_dir)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), AutoTokenizer.from_pretrained(
+        tiny_model_dir
+    )
 
 
 def test_batched_logps_equal_unpadded_full_logits(tiny):
@@ -47,7 +49,7 @@ def test_score_batches_match_one_batch_and_gradients_flow(tiny):
     for p, c in zip(prompts, completions):  # the same objective, unpadded and with full logits
         ids = torch.tensor([p + c])
         logp = model(ids).logits[0, :-1].log_softmax(-1)
-        expected = expected + logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), ids[0, len(p):]].sum()
+        expected = expected + logp[torch.arange(len(p) - 1, len(p) + len(c) - 1), ids[0, len(p) :]].sum()
     expected.backward()
     assert grad.abs().sum() > 0 and torch.allclose(grad, weight.grad, atol=1e-6)
     model.zero_grad()
@@ -71,7 +73,9 @@ def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
     model, _ = tiny
     g = torch.Generator().manual_seed(1)
     shapes = [(5, 3, 4), (2, 7, 1), (9, 1, 6)]
-    prompts, chosen, rejected = ([torch.randint(3, 1000, (s[j],), generator=g).tolist() for s in shapes] for j in range(3))
+    prompts, chosen, rejected = (
+        [torch.randint(3, 1000, (s[j],), generator=g).tolist() for s in shapes] for j in range(3)
+    )
     pc, pr = pair_logps(model, prompts, chosen, rejected)
     alone = sequence_logps(model, prompts + prompts, chosen + rejected)
     assert torch.cat([pc.count, pr.count]).tolist() == [3, 7, 1, 4, 1, 6]
@@ -85,11 +89,14 @@ def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
     c2 = [[t + 1 for t in c] for c in chosen]  # other chosen tokens leave the rejected log-probs alone
     assert torch.equal(pair_logps(model, prompts, c2, rejected)[1].total.detach(), pr.total.detach())
     sc, sr = score_pairs(model, prompts, chosen, rejected, batch_size=2)
-    assert torch.allclose(sc.total, pc.total.detach(), atol=1e-5) and torch.allclose(sr.total, pr.total.detach(), atol=1e-5)
+    assert torch.allclose(sc.total, pc.total.detach(), atol=1e-5) and torch.allclose(
+        sr.total, pr.total.detach(), atol=1e-5
+    )
 
 
 def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tiny_model_dir):
-    """Models that cannot pack (here: eager attention) are scored as two padded sequences per pair, with the same result."""
+    """Models that cannot pack (here: eager attention) are scored as two padded sequences per pair, with the
+    same result."""
     from trainers.logprobs import packable
 
     sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
@@ -98,12 +105,15 @@ def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tin
     prompts, chosen, rejected = [[5, 6, 7], [8, 9]], [[11, 12], [13, 14, 15]], [[16], [17, 18]]
     with torch.no_grad():
         a, b = pair_logps(sdpa, prompts, chosen, rejected), pair_logps(eager, prompts, chosen, rejected)
-    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(a[1].total, b[1].total, atol=1e-5)
+    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(
+        a[1].total, b[1].total, atol=1e-5
+    )
 
 
 def test_packed_rows_carry_no_padding_and_equal_padded_rows_in_values_and_gradients(tiny_model_dir):
-    """Sequences of very different lengths go through the model as one row of exactly their tokens; log-probs and
-    gradients equal the right-padded batch (eager attention cannot pack), and the model's attention is restored."""
+    """Sequences of very different lengths go through the model as one row of exactly their tokens; log-probs
+    and gradients equal the right-padded batch (eager attention cannot pack), and the model's attention is
+    restored."""
     from trainers.logprobs import packable
 
     sdpa = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -113,29 +123,51 @@ def test_packed_rows_carry_no_padding_and_equal_padded_rows_in_values_and_gradie
     prompts = [torch.randint(3, 1000, (p,), generator=g).tolist() for p, _ in shapes]
     completions = [torch.randint(3, 1000, (c,), generator=g).tolist() for _, c in shapes]
     seen = []
-    sdpa.model.register_forward_hook(lambda m, args, kwargs, out: seen.append((kwargs["input_ids"], kwargs["position_ids"])), with_kwargs=True)
+    sdpa.model.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append((kwargs["input_ids"], kwargs["position_ids"])),
+        with_kwargs=True,
+    )
     a, b = sequence_logps(sdpa, prompts, completions), sequence_logps(padded, prompts, completions)
     assert len(seen) == 1 and packable(sdpa) and not packable(padded)
-    assert seen[0][0].tolist() == [[t for p, c in zip(prompts, completions) for t in p + c]]  # exactly the tokens, no pads
-    assert seen[0][1].tolist() == [[i for p, c in shapes for i in range(p + c)]]  # each sequence counts its positions from 0
+    # exactly the tokens, no pads
+    assert seen[0][0].tolist() == [[t for p, c in zip(prompts, completions) for t in p + c]]
+    # each sequence counts its positions from 0
+    assert seen[0][1].tolist() == [[i for p, c in shapes for i in range(p + c)]]
     assert sdpa.config._attn_implementation == "sdpa"
     assert torch.allclose(a.total, b.total, atol=1e-5) and torch.equal(a.count, b.count)
     (a.total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
     (b.total * torch.tensor([1.0, -2.0, 0.5, 3.0])).sum().backward()
-    for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
+    for name in (
+        "model.layers.0.self_attn.k_proj.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.embed_tokens.weight",
+    ):
         ga, gb = sdpa.get_parameter(name).grad, padded.get_parameter(name).grad
         assert ga.abs().sum() > 0 and torch.allclose(ga, gb, atol=1e-6), name
 
 
 def test_packed_pairs_on_the_default_model_equal_each_sequence_scored_alone(default_model_path):
-    """The real model (grouped-query attention, 30 layers): chosen and rejected log-probs of pairs packed in one row
-    equal each prompt+completion run alone through the plain model, with full logits."""
+    """The real model (grouped-query attention, 30 layers): chosen and rejected log-probs of pairs packed in
+    one row equal each prompt+completion run alone through the plain model, with full logits."""
     model = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(default_model_path)
-    rows = [("What is 7 times 8?", "7 times 8 is 56. #### 56", "It is 54. #### 54"),
-            ("Tom has 3 apples and buys 12 more. How many apples does he have now?", "3 + 12 = 15. #### 15", "He has 13. #### 13"),
-            ("Name a prime number.", "Seven is prime, because it has no divisors other than one and itself. #### 7", "9 #### 9")]
-    enc = [(encode(tok, [{"role": "user", "content": q}], c), encode(tok, [{"role": "user", "content": q}], r)) for q, c, r in rows]
+    rows = [
+        ("What is 7 times 8?", "7 times 8 is 56. #### 56", "It is 54. #### 54"),
+        (
+            "Tom has 3 apples and buys 12 more. How many apples does he have now?",
+            "3 + 12 = 15. #### 15",
+            "He has 13. #### 13",
+        ),
+        (
+            "Name a prime number.",
+            "Seven is prime, because it has no divisors other than one and itself. #### 7",
+            "9 #### 9",
+        ),
+    ]
+    enc = [
+        (encode(tok, [{"role": "user", "content": q}], c), encode(tok, [{"role": "user", "content": q}], r))
+        for q, c, r in rows
+    ]
     prompts, chosen, rejected = [e[0][0] for e in enc], [e[0][1] for e in enc], [e[1][1] for e in enc]
     with torch.no_grad():
         pc, pr = pair_logps(model, prompts, chosen, rejected)
@@ -143,13 +175,20 @@ def test_packed_pairs_on_the_default_model_equal_each_sequence_scored_alone(defa
     assert torch.allclose(torch.cat([pc.total, pr.total]), torch.tensor(expected), rtol=1e-5, atol=1e-4)
 
 
-TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY = dict(
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3"])
 def test_every_packable_family_packs_to_the_padded_result(family):
-    """Each family `packable` admits gives the padded (eager) log-probs when packed; the same families with a sliding
-    window, a family outside the list, and gradient checkpointing are not packed."""
+    """Each family `packable` admits gives the padded (eager) log-probs when packed; the same families with a
+    sliding window, a family outside the list, and gradient checkpointing are not packed."""
     from transformers import AutoConfig, GPT2Config
 
     from trainers.logprobs import packable
@@ -157,19 +196,31 @@ def test_every_packable_family_packs_to_the_padded_result(family):
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(family, **TINY, **({"sliding_window": None} if family == "mistral" else {}))
     sdpa = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa").eval()
-    eager = AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()  # from_config sets the config it gets
+    # from_config sets the config it gets
+    eager = AutoModelForCausalLM.from_config(copy.deepcopy(cfg), attn_implementation="eager").eval()
     eager.load_state_dict(sdpa.state_dict())
     prompts, chosen, rejected = [[5, 6, 7, 8], [9]], [[11, 12], [13, 14, 15, 16, 17]], [[18, 19, 20], [21]]
     assert packable(sdpa) and not packable(eager)
     with torch.no_grad():
         a, b = pair_logps(sdpa, prompts, chosen, rejected), pair_logps(eager, prompts, chosen, rejected)
-    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(a[1].total, b[1].total, atol=1e-5)
-    windowed = {"mistral": {"sliding_window": 8}, "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0}}
+    assert torch.allclose(a[0].total, b[0].total, atol=1e-5) and torch.allclose(
+        a[1].total, b[1].total, atol=1e-5
+    )
+    windowed = {
+        "mistral": {"sliding_window": 8},
+        "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 0},
+    }
     if family in windowed:
-        assert not packable(AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **TINY, **windowed[family]), attn_implementation="sdpa"))
+        assert not packable(
+            AutoModelForCausalLM.from_config(
+                AutoConfig.for_model(family, **TINY, **windowed[family]), attn_implementation="sdpa"
+            )
+        )
     sdpa.gradient_checkpointing_enable()
     assert not packable(sdpa)
-    gpt2 = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=1000, n_embd=64, n_layer=2, n_head=4), attn_implementation="sdpa")
+    gpt2 = AutoModelForCausalLM.from_config(
+        GPT2Config(vocab_size=1000, n_embd=64, n_layer=2, n_head=4), attn_implementation="sdpa"
+    )
     assert not packable(gpt2)
 
 

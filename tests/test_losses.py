@@ -7,7 +7,9 @@ from trainers.losses import LossParams, SeqLogps, dpo, preference_loss, referenc
 
 
 def S(total, count):
-    return SeqLogps(torch.tensor(total, dtype=torch.float64, requires_grad=True), torch.tensor(count, dtype=torch.float64))
+    return SeqLogps(
+        torch.tensor(total, dtype=torch.float64, requires_grad=True), torch.tensor(count, dtype=torch.float64)
+    )
 
 
 def test_dpo_hand_computed():
@@ -62,8 +64,14 @@ def test_unknown_method_lists_valid():
 
 def test_spo_on_the_region_boundary_is_plain_dpo():
     """Policy == reference (the first step): the penalty and its gradient are exactly zero."""
+
     def grad(method):
-        pc, pr, rc, rr = S([-10.0, -7.0], [5, 4]), S([-12.0, -9.0], [4, 6]), S([-10.0, -7.0], [5, 4]), S([-12.0, -9.0], [4, 6])
+        pc, pr, rc, rr = (
+            S([-10.0, -7.0], [5, 4]),
+            S([-12.0, -9.0], [4, 6]),
+            S([-10.0, -7.0], [5, 4]),
+            S([-12.0, -9.0], [4, 6]),
+        )
         loss, terms = preference_loss(method, pc, pr, rc, rr, LossParams(spo_lambda=5.0))
         loss.backward()
         return loss, pc.total.grad, terms
@@ -78,13 +86,24 @@ def test_spo_on_the_region_boundary_is_plain_dpo():
 PAIR = ([-10.0], [5]), ([-12.0], [4]), ([-11.0], [5]), ([-11.5], [4])
 
 
-@pytest.mark.parametrize("method, params, expected", [
-    ("dpo", LossParams(beta=0.1), math.log1p(math.exp(-0.15))),
-    ("ipo", LossParams(beta=0.1), (0.325 - 5.0) ** 2),                       # (0.2 − (−0.125) − 1/(2·0.1))²
-    ("simpo", LossParams(simpo_beta=2.0, gamma=1.0), math.log1p(math.exp(-1.0))),  # −log σ(2·(−2+3) − 1)
-    ("dpop", LossParams(beta=0.1, dpop_lambda=50.0), math.log1p(math.exp(-0.15))),  # chosen rose: no shortfall
-    ("rpo", LossParams(beta=0.1, rpo_alpha=1.0), math.log1p(math.exp(-0.15)) + 2.0),  # + NLL = −a_θ(y_w) = 2
-])
+@pytest.mark.parametrize(
+    "method, params, expected",
+    [
+        ("dpo", LossParams(beta=0.1), math.log1p(math.exp(-0.15))),
+        ("ipo", LossParams(beta=0.1), (0.325 - 5.0) ** 2),  # (0.2 − (−0.125) − 1/(2·0.1))²
+        ("simpo", LossParams(simpo_beta=2.0, gamma=1.0), math.log1p(math.exp(-1.0))),  # −log σ(2·(−2+3) − 1)
+        (
+            "dpop",
+            LossParams(beta=0.1, dpop_lambda=50.0),
+            math.log1p(math.exp(-0.15)),
+        ),  # chosen rose: no shortfall
+        (
+            "rpo",
+            LossParams(beta=0.1, rpo_alpha=1.0),
+            math.log1p(math.exp(-0.15)) + 2.0,
+        ),  # + NLL = −a_θ(y_w) = 2
+    ],
+)
 def test_every_loss_on_a_fixed_pair(method, params, expected):
     loss, terms = preference_loss(method, *(S(*x) for x in PAIR), params)
     assert loss.item() == pytest.approx(expected, abs=1e-9)
@@ -114,7 +133,9 @@ def test_every_plus_spo_with_lambda_zero_is_the_base_loss(base):
     l_base, g_base, _ = run(base)
     l_spo, g_spo, terms = run(base + "+spo")
     assert torch.equal(l_base, l_spo)
-    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(g_base, g_spo))  # simpo: no reference grads
+    assert all(
+        (a is None and b is None) or torch.equal(a, b) for a, b in zip(g_base, g_spo)
+    )  # simpo: no reference grads
     assert terms["outside_safe_region"].sum() > 0  # the penalty was there, weighted by 0
 
 

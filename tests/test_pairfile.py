@@ -1,5 +1,6 @@
 """The user-pairs loader: a corpus of malformed files with the expected report for each, both policies,
 the conversational forms, and property tests (no input crashes it; valid rows round-trip)."""
+
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -8,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks import gsm8k
 from common import write_jsonl
+from tasks import gsm8k
 from trainers.pairfile import REASONS, load_pairs
 
 BAD = Path(__file__).parent / "data" / "bad"
@@ -17,8 +18,11 @@ CORPUS = sorted(p.name.removesuffix(".jsonl") for p in BAD.glob("*.jsonl"))
 
 
 def test_the_corpus_covers_every_reason_of_the_loader():
-    seen = {s[2] for name in CORPUS for s in json.loads((BAD / f"{name}.expected.json").read_text())["skipped"]}
-    assert seen == set(REASONS) - {"truncated"}  # truncated is the trainer's (token lengths), tested in test_trainer
+    seen = {
+        s[2] for name in CORPUS for s in json.loads((BAD / f"{name}.expected.json").read_text())["skipped"]
+    }
+    # truncated is the trainer's (token lengths), tested in test_trainer
+    assert seen == set(REASONS) - {"truncated"}
 
 
 @pytest.mark.parametrize("name", CORPUS)
@@ -28,7 +32,10 @@ def test_malformed_file_gives_its_expected_report(name):
     assert [[s["line"], s["field"], s["reason"]] for s in report.skipped] == expected["skipped"]
     assert (report.rows, report.kept, len(rows)) == (expected["rows"], expected["kept"], expected["kept"])
     assert all(isinstance(r["chosen"], str) and isinstance(r["rejected"], str) for r in rows)
-    assert report.summary().startswith(f"{BAD / name}.jsonl: {expected['rows']} rows, {expected['kept']} kept, {len(expected['skipped'])} skipped")
+    assert report.summary().startswith(
+        f"{BAD / name}.jsonl: {expected['rows']} rows, {expected['kept']} kept, "
+        f"{len(expected['skipped'])} skipped"
+    )
 
 
 def test_error_policy_stops_at_the_first_bad_row_naming_file_line_and_field():
@@ -42,9 +49,13 @@ def test_error_policy_stops_at_the_first_bad_row_naming_file_line_and_field():
 
 def test_summary_counts_reasons_and_names_the_first_bad_rows():
     _, report = load_pairs(str(BAD / "invalid_json.jsonl"))
-    assert report.summary() == (f"{BAD}/invalid_json.jsonl: 5 rows, 2 kept, 3 skipped [invalid JSON: 2, not a JSON object: 1]; first: "
-                                f"{BAD}/invalid_json.jsonl:2: invalid JSON (Expecting value); {BAD}/invalid_json.jsonl:3: invalid JSON (Expecting value); "
-                                f"{BAD}/invalid_json.jsonl:4: expected a JSON object, got list")
+    assert report.summary() == (
+        f"{BAD}/invalid_json.jsonl: 5 rows, 2 kept, 3 skipped "
+        "[invalid JSON: 2, not a JSON object: 1]; first: "
+        f"{BAD}/invalid_json.jsonl:2: invalid JSON (Expecting value); "
+        f"{BAD}/invalid_json.jsonl:3: invalid JSON (Expecting value); "
+        f"{BAD}/invalid_json.jsonl:4: expected a JSON object, got list"
+    )
     assert report.lines == [1, 5]
 
 
@@ -57,15 +68,48 @@ def test_conversational_forms_become_the_plain_form():
 
 def test_other_keys_are_kept(tmp_path):
     path = tmp_path / "p.jsonl"
-    write_jsonl(path, [{"id": 3, "task": "arith", "prompt": "p", "chosen": "a", "rejected": "b", "chosen_source": "sample"}])
+    write_jsonl(
+        path,
+        [
+            {
+                "id": 3,
+                "task": "arith",
+                "prompt": "p",
+                "chosen": "a",
+                "rejected": "b",
+                "chosen_source": "sample",
+            }
+        ],
+    )
     rows, report = load_pairs(str(path))
-    assert rows == [{"id": 3, "task": "arith", "prompt": "p", "chosen": "a", "rejected": "b", "chosen_source": "sample"}] and report.skipped == []
+    assert (
+        rows
+        == [
+            {
+                "id": 3,
+                "task": "arith",
+                "prompt": "p",
+                "chosen": "a",
+                "rejected": "b",
+                "chosen_source": "sample",
+            }
+        ]
+        and report.skipped == []
+    )
 
 
 TEXT = st.text(min_size=1, max_size=40).filter(str.strip)
-MESSAGES = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=30)}), min_size=1, max_size=3)
-PAIR = st.fixed_dictionaries({"prompt": st.one_of(TEXT, MESSAGES), "chosen": TEXT, "rejected": TEXT},
-                             optional={"id": st.integers(), "task": st.text(max_size=5)}).filter(lambda r: r["chosen"].strip() != r["rejected"].strip())
+MESSAGES = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text(max_size=30)}
+    ),
+    min_size=1,
+    max_size=3,
+)
+PAIR = st.fixed_dictionaries(
+    {"prompt": st.one_of(TEXT, MESSAGES), "chosen": TEXT, "rejected": TEXT},
+    optional={"id": st.integers(), "task": st.text(max_size=5)},
+).filter(lambda r: r["chosen"].strip() != r["rejected"].strip())
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -74,14 +118,33 @@ def test_no_byte_sequence_crashes_the_loader(tmp_path, lines):
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in lines))
     rows, report = load_pairs(str(path))
-    assert report.rows == sum(bool(line.replace(b"\n", b" ").strip()) for line in lines) == report.kept + len(report.skipped)
+    assert (
+        report.rows
+        == sum(bool(line.replace(b"\n", b" ").strip()) for line in lines)
+        == report.kept + len(report.skipped)
+    )
     assert len(rows) == report.kept and all(s["reason"] in REASONS for s in report.skipped)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(PAIR, st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                                              lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(["prompt", "chosen", "rejected", "id", "x"]), c, max_size=4),
-                                              max_leaves=8)), max_size=8))
+@given(
+    st.lists(
+        st.one_of(
+            PAIR,
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                lambda c: (
+                    st.lists(c, max_size=3)
+                    | st.dictionaries(
+                        st.sampled_from(["prompt", "chosen", "rejected", "id", "x"]), c, max_size=4
+                    )
+                ),
+                max_leaves=8,
+            ),
+        ),
+        max_size=8,
+    )
+)
 def test_any_json_rows_are_kept_or_reported_never_raised(tmp_path, rows):
     path = tmp_path / "fuzz.jsonl"
     write_jsonl(path, rows)
@@ -107,8 +170,15 @@ def test_gsm8k_extraction_never_raises(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(-10**9, 10**9), st.sampled_from(["", "$"]), st.booleans(), st.text(alphabet="abc .:!?\n", max_size=20))
+@given(
+    st.integers(-(10**9), 10**9),
+    st.sampled_from(["", "$"]),
+    st.booleans(),
+    st.text(alphabet="abc .:!?\n", max_size=20),
+)
 def test_gsm8k_answer_written_any_usual_way_round_trips(n, dollar, commas, prose):
-    written = f"{'-' if n < 0 else ''}{dollar}{abs(n):,}" if commas else f"{'-' if n < 0 else ''}{dollar}{abs(n)}"
+    written = (
+        f"{'-' if n < 0 else ''}{dollar}{abs(n):,}" if commas else f"{'-' if n < 0 else ''}{dollar}{abs(n)}"
+    )
     assert gsm8k.to_number(gsm8k.extract_answer(f"{prose} 12 steps later\n#### {written}.")) == Fraction(n)
     assert gsm8k.is_correct(f"{prose} so the total is {written}", str(n))

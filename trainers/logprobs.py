@@ -5,8 +5,10 @@ switched, for that forward, to SDPA run segment by segment (`_segment_attention`
 tokens or on token pairs from different sequences. Models whose attention cannot be switched (eager, sliding
 window, no attention interface) get right-padded rows instead: with right padding every real token sits before
 every pad, so the causal mask alone keeps pads out of attention. The LM head runs only at the positions that
-predict completion tokens, so the (large-vocabulary) logits are never materialised for prompt or pad positions.
+predict completion tokens, so the (large-vocabulary) logits are never materialised for prompt or pad
+positions.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,15 +21,23 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from trainers.losses import SeqLogps
 
-SEGMENTS = "spo_harness_segments"  # the attention implementation of packed rows, registered with transformers below
+# the attention implementation of packed rows, registered with transformers below
+SEGMENTS = "spo_harness_segments"
 
 
-def _segment_attention(module, query, key, value, attention_mask, segments: list[tuple[int, torch.Tensor | None]], **kwargs):
-    """SDPA on each segment of a packed row alone, `segments` being (length, 4D boolean mask or None = causal) in row
-    order. transformers builds no row mask for an implementation without a mask function, so `attention_mask` is None."""
+def _segment_attention(
+    module, query, key, value, attention_mask, segments: list[tuple[int, torch.Tensor | None]], **kwargs
+):
+    """SDPA on each segment of a packed row alone, `segments` being (length, 4D boolean mask or None = causal)
+    in row order. transformers builds no row mask for an implementation without a mask function, so
+    `attention_mask` is None."""
     lengths = [n for n, _ in segments]
-    parts = zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), segments, strict=True)
-    return torch.cat([sdpa_attention_forward(module, q, k, v, m, **kwargs)[0] for q, k, v, (_, m) in parts], 1), None
+    parts = zip(
+        query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), segments, strict=True
+    )
+    return torch.cat(
+        [sdpa_attention_forward(module, q, k, v, m, **kwargs)[0] for q, k, v, (_, m) in parts], 1
+    ), None
 
 
 AttentionInterface.register(SEGMENTS, _segment_attention)
@@ -36,16 +46,20 @@ AttentionInterface.register(SEGMENTS, _segment_attention)
 def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids): the chat template with the generation prompt, then the
     response followed by the end-of-turn token, so the model is scored on stopping as well."""
-    text = prompt if isinstance(prompt, str) else tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    text = (
+        prompt
+        if isinstance(prompt, str)
+        else tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    )
     p = tok(text, add_special_tokens=False)["input_ids"]
     c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return p, c
 
 
 def native_bf16(device_type: str | None = None) -> bool:
-    """Whether bf16 runs natively on `device_type` (default: cuda if there is a GPU, else cpu): a GPU with bf16
-    units, or a CPU with AVX-512 bf16 or AMX. Elsewhere bf16 is emulated (an AVX2-only CPU here: 0.2 GFLOP/s
-    bf16 against 64.9 fp32 for a 2048² matmul)."""
+    """Whether bf16 runs natively on `device_type` (default: cuda if there is a GPU, else cpu): a GPU with
+    bf16 units, or a CPU with AVX-512 bf16 or AMX. Elsewhere bf16 is emulated (an AVX2-only CPU here: 0.2
+    GFLOP/s bf16 against 64.9 fp32 for a 2048² matmul)."""
     if (device_type or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
@@ -53,7 +67,9 @@ def native_bf16(device_type: str | None = None) -> bool:
 
 def resolve_dtype(dtype: str) -> str:
     """`auto` → bfloat16 where it is native (`native_bf16`), else float32; other names pass through."""
-    return ("bfloat16" if native_bf16() else "float32") if dtype == "auto" else dtype
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16() else "float32"
 
 
 def autocast(bf16: bool, device_type: str = "cpu"):
@@ -66,7 +82,8 @@ def _core(model):
 
 @contextmanager
 def _attention(model, implementation: str):
-    """The model's attention implementation set to `implementation` for one forward (the backward does not read it)."""
+    """The model's attention implementation set to `implementation` for one forward (the backward does not
+    read it)."""
     cfg = _core(model).config
     before, cfg._attn_implementation = cfg._attn_implementation, implementation
     try:
@@ -75,15 +92,24 @@ def _attention(model, implementation: str):
         cfg._attn_implementation = before
 
 
-def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor, counts: list[int],
-                      params: dict | None = None, **forward) -> SeqLogps:
-    """Summed log-prob of `targets`, predicted at (rows, cols) of the batch `ids`, per sequence: the targets are
-    the sequences' tokens one after another, `counts` long each. The LM head runs only at those positions.
+def _completion_logps(
+    model,
+    ids: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    targets: torch.Tensor,
+    counts: list[int],
+    params: dict | None = None,
+    **forward,
+) -> SeqLogps:
+    """Summed log-prob of `targets`, predicted at (rows, cols) of the batch `ids`, per sequence: the targets
+    are the sequences' tokens one after another, `counts` long each. The LM head runs only at those positions.
     `forward` goes to the model (position ids, segments); `params` evaluates other weights functionally."""
     seq = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(ids.device)
     kwargs = {"input_ids": ids, **forward}
     if params is None and not _wrapped(model):
-        core = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model: its LoRA-injected base
+        # a peft model: its LoRA-injected base
+        core = model.get_base_model() if hasattr(model, "get_base_model") else model
         hidden = core.base_model(**kwargs).last_hidden_state
         logits = core.get_output_embeddings()(hidden[rows, cols]).float()
     else:  # other weights (functional call), or a DDP/FSDP/DeepSpeed model
@@ -92,7 +118,9 @@ def _completion_logps(model, ids: torch.Tensor, rows: torch.Tensor, cols: torch.
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
         logits = out.logits[rows, where].float()
     token_logps = -F.cross_entropy(logits, targets, reduction="none")
-    total = torch.zeros(len(counts), device=ids.device, dtype=token_logps.dtype).index_add(0, seq, token_logps)
+    total = torch.zeros(len(counts), device=ids.device, dtype=token_logps.dtype).index_add(
+        0, seq, token_logps
+    )
     return SeqLogps(total, torch.tensor(counts, device=ids.device, dtype=total.dtype))
 
 
@@ -103,43 +131,68 @@ def _wrapped(model) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     deepspeed = sys.modules.get("deepspeed")  # imported only by a run that uses it
-    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule) or bool(deepspeed and isinstance(model, deepspeed.DeepSpeedEngine))
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule) or bool(
+        deepspeed and isinstance(model, deepspeed.DeepSpeedEngine)
+    )
 
 
-PACKABLE = ("llama", "mistral", "qwen2", "qwen3")  # decoders made only of attention and per-token layers (tested packed = padded)
+# decoders made only of attention and per-token layers (tested packed = padded)
+PACKABLE = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def packable(model) -> bool:
-    """Whether sequences may be packed into one row (`_segment_attention`): a model family whose only token mixing is
-    its attention (hybrid convolution, state-space or linear-attention layers would run across the whole row), with
-    SDPA, full attention in every layer (no sliding window, which the segments would not apply), and no gradient
-    checkpointing (its recomputation in the backward would run the model's own attention)."""
+    """Whether sequences may be packed into one row (`_segment_attention`): a model family whose only token
+    mixing is its attention (hybrid convolution, state-space or linear-attention layers would run across the
+    whole row), with SDPA, full attention in every layer (no sliding window, which the segments would not
+    apply), and no gradient checkpointing (its recomputation in the backward would run the model's own
+    attention)."""
     core = _core(model)
     text = core.config.get_text_config()
     layers = getattr(text, "layer_types", None)
     full = set(layers) == {"full_attention"} if layers else not getattr(text, "sliding_window", None)
-    return (core.config._attn_implementation == "sdpa" and text.model_type in PACKABLE and full
-            and not getattr(core, "is_gradient_checkpointing", False))
+    return (
+        core.config._attn_implementation == "sdpa"
+        and text.model_type in PACKABLE
+        and full
+        and not getattr(core, "is_gradient_checkpointing", False)
+    )
 
 
 def _starts(lengths: list[int]) -> list[int]:
     return [sum(lengths[:i]) for i in range(len(lengths))]
 
 
-def _packed(model, segments: list[tuple[list[int], torch.Tensor, torch.Tensor | None]], cols: torch.Tensor, targets: list[int],
-            counts: list[int], params: dict | None) -> SeqLogps:
-    """`_completion_logps` of one row holding the segments (tokens, position ids, 4D mask or None = causal) one after
-    another, each attending only to itself; `cols` are positions in that row."""
+def _packed(
+    model,
+    segments: list[tuple[list[int], torch.Tensor, torch.Tensor | None]],
+    cols: torch.Tensor,
+    targets: list[int],
+    counts: list[int],
+    params: dict | None,
+) -> SeqLogps:
+    """`_completion_logps` of one row holding the segments (tokens, position ids, 4D mask or None = causal)
+    one after another, each attending only to itself; `cols` are positions in that row."""
     device = next(model.parameters()).device
     ids = torch.tensor([[t for s in segments for t in s[0]]], device=device)
     positions = torch.cat([s[1] for s in segments])[None].to(device)
     attention = [(len(s[0]), None if s[2] is None else s[2].to(device)) for s in segments]
     with _attention(model, SEGMENTS):
-        return _completion_logps(model, ids, torch.zeros_like(cols).to(device), cols.to(device), torch.tensor(targets, device=device),
-                                 counts, params, position_ids=positions, segments=attention)
+        return _completion_logps(
+            model,
+            ids,
+            torch.zeros_like(cols).to(device),
+            cols.to(device),
+            torch.tensor(targets, device=device),
+            counts,
+            params,
+            position_ids=positions,
+            segments=attention,
+        )
 
 
-def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]], params: dict | None = None) -> SeqLogps:
+def sequence_logps(
+    model, prompts: list[list[int]], completions: list[list[int]], params: dict | None = None
+) -> SeqLogps:
     """Summed log-prob of each completion given its prompt, and its length, in one forward.
     `params` (name → tensor) evaluates the model at other weights through `torch.func.functional_call`."""
     if any(len(c) == 0 for c in completions):
@@ -150,24 +203,43 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     counts, targets = [len(c) for c in completions], [t for c in completions for t in c]
     # position t predicts token t+1: completion tokens p..p+c-1 are predicted at p-1..p+c-2
     if packable(model):
-        cols = torch.cat([torch.arange(s + len(p) - 1, s + n - 1) for s, n, p in zip(_starts(lengths), lengths, prompts)])
-        return _packed(model, [(p + c, torch.arange(n), None) for p, c, n in zip(prompts, completions, lengths)], cols, targets, counts, params)
+        cols = torch.cat(
+            [torch.arange(s + len(p) - 1, s + n - 1) for s, n, p in zip(_starts(lengths), lengths, prompts)]
+        )
+        return _packed(
+            model,
+            [(p + c, torch.arange(n), None) for p, c, n in zip(prompts, completions, lengths)],
+            cols,
+            targets,
+            counts,
+            params,
+        )
     device = next(model.parameters()).device
     ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
     for i, (p, c) in enumerate(zip(prompts, completions)):
         ids[i, : lengths[i]] = torch.tensor(p + c)
     rows = torch.cat([torch.full((len(c),), i) for i, c in enumerate(completions)])
     cols = torch.cat([torch.arange(len(p) - 1, n - 1) for p, n in zip(prompts, lengths)])
-    return _completion_logps(model, ids.to(device), rows.to(device), cols.to(device), torch.tensor(targets, device=device), counts, params)
+    return _completion_logps(
+        model,
+        ids.to(device),
+        rows.to(device),
+        cols.to(device),
+        torch.tensor(targets, device=device),
+        counts,
+        params,
+    )
 
 
-def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]) -> tuple[SeqLogps, SeqLogps]:
+def pair_logps(
+    model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]
+) -> tuple[SeqLogps, SeqLogps]:
     """(chosen, rejected) log-probs of each pair in one forward with the prompt encoded once.
 
-    A pair is one segment: prompt, chosen, rejected. The rejected tokens take the positions that follow the prompt
-    and the segment's mask lets them attend to the prompt and to earlier rejected tokens, never to the chosen ones,
-    so each log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one pass instead of
-    two. Models it cannot pack (`packable`) get two padded sequences per pair."""
+    A pair is one segment: prompt, chosen, rejected. The rejected tokens take the positions that follow the
+    prompt and the segment's mask lets them attend to the prompt and to earlier rejected tokens, never to the
+    chosen ones, so each log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one
+    pass instead of two. Models it cannot pack (`packable`) get two padded sequences per pair."""
     if any(len(c) == 0 for c in chosen + rejected):
         raise ValueError("empty completion: nothing to score")
     if any(len(p) == 0 for p in prompts):
@@ -181,45 +253,88 @@ def pair_logps(model, prompts: list[list[int]], chosen: list[list[int]], rejecte
         n = len(p) + len(c) + len(r)
         mask = torch.ones(n, n, dtype=torch.bool).tril()
         mask[len(p) + len(c) :, len(p) : len(p) + len(c)] = False  # rejected tokens never see chosen ones
-        segments.append((p + c + r, torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))]), mask[None, None]))
+        segments.append(
+            (
+                p + c + r,
+                torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))]),
+                mask[None, None],
+            )
+        )
     starts = _starts([len(s[0]) for s in segments])
-    # chosen token j (at p+j) is predicted at p+j-1; the first rejected token at p-1 (the prompt's end), the next at p+c+j-1
-    cols = torch.cat([torch.arange(s + len(p) - 1, s + len(p) + len(c) - 1) for s, p, c in zip(starts, prompts, chosen)]
-                     + [torch.cat([torch.tensor([s + len(p) - 1]), torch.arange(s + len(p) + len(c), s + len(p) + len(c) + len(r) - 1)])
-                        for s, p, c, r in zip(starts, prompts, chosen, rejected)])
-    out = _packed(model, segments, cols, [t for c in chosen for t in c] + [t for r in rejected for t in r],
-                  [len(c) for c in chosen] + [len(r) for r in rejected], None)
+    # chosen token j (at p+j) is predicted at p+j-1; the first rejected token at p-1 (the prompt's end),
+    # the next at p+c+j-1
+    cols = torch.cat(
+        [torch.arange(s + len(p) - 1, s + len(p) + len(c) - 1) for s, p, c in zip(starts, prompts, chosen)]
+        + [
+            torch.cat(
+                [
+                    torch.tensor([s + len(p) - 1]),
+                    torch.arange(s + len(p) + len(c), s + len(p) + len(c) + len(r) - 1),
+                ]
+            )
+            for s, p, c, r in zip(starts, prompts, chosen, rejected)
+        ]
+    )
+    out = _packed(
+        model,
+        segments,
+        cols,
+        [t for c in chosen for t in c] + [t for r in rejected for t in r],
+        [len(c) for c in chosen] + [len(r) for r in rejected],
+        None,
+    )
     return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
 
 
-def _no_grad_batches(model, logps, columns: tuple[list, ...], batch_size: int, bf16: bool, progress: str | None) -> list[SeqLogps]:
-    """`logps(model, *columns)` over the rows of `columns` in batches, in eval mode without gradients, on the CPU."""
+def _no_grad_batches(
+    model, logps, columns: tuple[list, ...], batch_size: int, bf16: bool, progress: str | None
+) -> list[SeqLogps]:
+    """`logps(model, *columns)` over the rows of `columns` in batches, in eval mode without gradients, on the
+    CPU."""
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
     parts = []
     with torch.no_grad():
-        for s in tqdm(range(0, len(columns[0]), batch_size), desc=progress, disable=progress is None, leave=False):
+        for s in tqdm(
+            range(0, len(columns[0]), batch_size), desc=progress, disable=progress is None, leave=False
+        ):
             with autocast(bf16, model.device.type):
                 out = logps(model, *(c[s : s + batch_size] for c in columns))
             parts.append([o.to("cpu") for o in (out if isinstance(out, tuple) else (out,))])
     model.train(was_training)
     if not parts:
         raise ValueError("nothing to score")
-    return [SeqLogps(torch.cat([p[j].total for p in parts]), torch.cat([p[j].count for p in parts])) for j in range(len(parts[0]))]
+    return [
+        SeqLogps(torch.cat([p[j].total for p in parts]), torch.cat([p[j].count for p in parts]))
+        for j in range(len(parts[0]))
+    ]
 
 
-def score(model, prompts: list[list[int]], completions: list[list[int]], batch_size: int = 16,
-          bf16: bool = False, progress: str | None = None) -> SeqLogps:
+def score(
+    model,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    batch_size: int = 16,
+    bf16: bool = False,
+    progress: str | None = None,
+) -> SeqLogps:
     """`sequence_logps` over many sequences in batches, without gradients (eval mode)."""
     if not prompts:
         return SeqLogps(torch.empty(0), torch.empty(0))
     return _no_grad_batches(model, sequence_logps, (prompts, completions), batch_size, bf16, progress)[0]
 
 
-def score_pairs(model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]], batch_size: int = 8,
-                bf16: bool = False, progress: str | None = None) -> tuple[SeqLogps, SeqLogps]:
+def score_pairs(
+    model,
+    prompts: list[list[int]],
+    chosen: list[list[int]],
+    rejected: list[list[int]],
+    batch_size: int = 8,
+    bf16: bool = False,
+    progress: str | None = None,
+) -> tuple[SeqLogps, SeqLogps]:
     """`pair_logps` over many pairs in batches of `batch_size` pairs, without gradients (eval mode)."""
     pc, pr = _no_grad_batches(model, pair_logps, (prompts, chosen, rejected), batch_size, bf16, progress)
     return pc, pr
@@ -230,5 +345,8 @@ def pair_shift(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps) -> dict[s
     log-prob of the chosen and of the rejected response, and Δ log of their combined probability
     log(π(y_w)+π(y_l)). Both falling means the mass went to other responses. Shared by the
     training probes and the evaluator, so both report the same quantities."""
-    return {"dlogp_chosen": pc.mean - rc.mean, "dlogp_rejected": pr.mean - rr.mean,
-            "dlog_combined": torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total)}
+    return {
+        "dlogp_chosen": pc.mean - rc.mean,
+        "dlogp_rejected": pr.mean - rr.mean,
+        "dlog_combined": torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total),
+    }

@@ -12,6 +12,7 @@ other keys (id, task, ...) kept. A bad row never stops the load silently and nev
 unreported: with policy `skip` it is counted in the `LoadReport` (file, line, field, reason) and
 the load goes on; with `error` the first one raises a ValueError naming file, line and field.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 MAX_CHARS = 200_000  # per text field: far beyond any max_len, it keeps a stray huge row from being tokenised
-REASONS = {"encoding": "not UTF-8", "json": "invalid JSON", "not_object": "not a JSON object", "missing": "missing field",
-           "type": "wrong type", "empty": "empty text", "too_long": "too long", "duplicate_id": "duplicated id",
-           "identical": "chosen == rejected",
-           "truncated": "truncated to max_len"}  # the last one: the trainer's, kept with cut completions
+REASONS = {
+    "encoding": "not UTF-8",
+    "json": "invalid JSON",
+    "not_object": "not a JSON object",
+    "missing": "missing field",
+    "type": "wrong type",
+    "empty": "empty text",
+    "too_long": "too long",
+    "duplicate_id": "duplicated id",
+    "identical": "chosen == rejected",
+    "truncated": "truncated to max_len",
+}  # the last one: the trainer's, kept with cut completions
 
 
 class BadRow(ValueError):
@@ -46,9 +55,12 @@ class LoadReport:
         return dict(Counter(s["reason"] for s in self.skipped))
 
     def summary(self) -> str:
-        """One line for the end of loading, e.g. `p.jsonl: 12 rows, 9 kept, 3 skipped [missing field: 2, invalid JSON: 1]; first: ...`."""
+        """One line for the end of loading, e.g.
+        `p.jsonl: 12 rows, 9 kept, 3 skipped [missing field: 2, invalid JSON: 1]; first: ...`."""
         cut = sum(s["reason"] == "truncated" for s in self.skipped)
-        text = f"{self.path}: {self.rows} rows, {self.kept} kept, {len(self.skipped) - cut} skipped" + (f" ({cut} of the kept truncated)" if cut else "")
+        text = f"{self.path}: {self.rows} rows, {self.kept} kept, {len(self.skipped) - cut} skipped" + (
+            f" ({cut} of the kept truncated)" if cut else ""
+        )
         if self.skipped:
             text += " [" + ", ".join(f"{REASONS[r]}: {n}" for r, n in self.counts().items()) + "]; first: "
             text += "; ".join(describe(self.path, s) for s in self.skipped[:3])
@@ -65,7 +77,9 @@ def _text(row: dict, key: str, max_chars: int) -> str:
     if isinstance(v, list):  # conversational completion: exactly one assistant message
         msgs = _messages(v, key, max_chars)
         if len(msgs) != 1 or msgs[0]["role"] != "assistant":
-            raise BadRow("type", key, f"expected a string or one assistant message, got {len(msgs)} message(s)")
+            raise BadRow(
+                "type", key, f"expected a string or one assistant message, got {len(msgs)} message(s)"
+            )
         v = msgs[0]["content"]
     if not isinstance(v, str):
         raise BadRow("type", key, f"expected a string, got {type(v).__name__}")
@@ -83,7 +97,9 @@ def _messages(v, key: str, max_chars: int) -> list[dict]:
         if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
             raise BadRow("type", key, f"message {i} is not a {{role: str, content: str}} object")
         if len(m["content"]) > max_chars:
-            raise BadRow("too_long", key, f"message {i}: {len(m['content'])} characters, over the limit of {max_chars}")
+            raise BadRow(
+                "too_long", key, f"message {i}: {len(m['content'])} characters, over the limit of {max_chars}"
+            )
     return v
 
 
@@ -95,18 +111,26 @@ def normalise(row, max_chars: int = MAX_CHARS) -> dict:
         if key not in row:
             raise BadRow("missing", key, "missing")
     out = dict(row)
-    prompt_key = "prompt" if "prompt" in row else "messages" if "messages" in row else None
+    prompt_key = next((k for k in ("prompt", "messages") if k in row), None)
     if prompt_key is None:  # implicit prompt: two conversations differing in their last message
         if not (isinstance(row["chosen"], list) and isinstance(row["rejected"], list)):
-            raise BadRow("missing", "prompt", "missing (and chosen/rejected are not conversations that would hold it)")
+            raise BadRow(
+                "missing", "prompt", "missing (and chosen/rejected are not conversations that would hold it)"
+            )
         c, r = (_messages(row[k], k, max_chars) for k in ("chosen", "rejected"))
         if c[:-1] != r[:-1] or len(c) < 2:
-            raise BadRow("missing", "prompt", "no prompt, and chosen/rejected are not conversations sharing all but their last message")
+            raise BadRow(
+                "missing",
+                "prompt",
+                "no prompt, and chosen/rejected are not conversations sharing all but their last message",
+            )
         out["prompt"], out["chosen"], out["rejected"] = c[:-1], [c[-1]], [r[-1]]
     else:
         p = row[prompt_key]
         out.pop("messages", None)
-        out["prompt"] = _messages(p, prompt_key, max_chars) if isinstance(p, list) else _text(row, prompt_key, max_chars)
+        out["prompt"] = (
+            _messages(p, prompt_key, max_chars) if isinstance(p, list) else _text(row, prompt_key, max_chars)
+        )
     out["chosen"], out["rejected"] = _text(out, "chosen", max_chars), _text(out, "rejected", max_chars)
     if out["chosen"].strip() == out["rejected"].strip():
         raise BadRow("identical", "rejected", "chosen and rejected are the same text")
@@ -128,10 +152,13 @@ def load_pairs(path: str, policy: str = "skip", max_chars: int = MAX_CHARS) -> t
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise BadRow("encoding", None, f"not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+                    raise BadRow(
+                        "encoding", None, f"not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})"
+                    ) from None
                 try:
                     parsed = json.loads(text)
-                except (ValueError, RecursionError) as e:  # JSONDecodeError, an over-long integer, too deep nesting
+                # JSONDecodeError, an over-long integer, too deep nesting
+                except (ValueError, RecursionError) as e:
                     raise BadRow("json", None, f"invalid JSON ({getattr(e, 'msg', str(e)[:80])})") from None
                 row = normalise(parsed, max_chars)
                 rid = row.get("id")
@@ -142,7 +169,13 @@ def load_pairs(path: str, policy: str = "skip", max_chars: int = MAX_CHARS) -> t
                     seen[key] = lineno
             except BadRow as e:
                 rid = parsed.get("id") if isinstance(parsed, dict) else None
-                s = {"line": lineno, "id": rid if isinstance(rid, (str, int)) else None, "field": e.field, "reason": e.reason, "detail": str(e)}
+                s = {
+                    "line": lineno,
+                    "id": rid if isinstance(rid, (str, int)) else None,
+                    "field": e.field,
+                    "reason": e.reason,
+                    "detail": str(e),
+                }
                 if policy == "error":
                     raise ValueError(describe(str(path), s)) from None
                 report.skipped.append(s)

@@ -1,10 +1,15 @@
 """lm-evaluation-harness hooks for the spo_* tasks: the data, prompts and scoring of tasks/*, so that a
 cross-check against harness.evaluate differs only in the generation engine."""
+
 from __future__ import annotations
 
 from datasets import Dataset, DatasetDict
 
-from tasks import gsm8k, math, tldr  # the project must be installed (pip install -e .) in lm-eval's environment
+from tasks import (
+    gsm8k,
+    math,
+    tldr,
+)  # the project must be installed (pip install -e .) in lm-eval's environment
 
 
 def _test_split(rows: list[dict]) -> DatasetDict:
