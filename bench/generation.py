@@ -48,8 +48,9 @@ def run(path: str, backend: str, n: int, max_tokens: int, dtype: str, batch: int
         [sys.executable, "-c", ONE, path, backend, str(n), str(max_tokens), dtype, str(batch)],
         capture_output=True,
         text=True,
+        # as compare runs its stages: tcmalloc where installed
         env=stage_env(),
-    )  # as compare runs its stages: tcmalloc where installed
+    )
     if proc.returncode:
         raise SystemExit(f"{backend} failed:\n{proc.stderr[-3000:]}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -211,9 +211,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.seeds = [int(x) for x in str(a.seeds).split(",") if x.strip()] if a.seeds is not None else [a.seed]
     except ValueError:
         ap.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
-    a.dtype = resolve_dtype(
-        a.dtype
-    )  # the precision used is part of the pairs, training and evaluation keys (--resume)
+    # the precision used is part of the pairs, training and evaluation keys (--resume)
+    a.dtype = resolve_dtype(a.dtype)
     if a.bf16 is None:
         a.bf16 = native_bf16()
     a.methods = [m.strip() for m in str(a.methods).split(",") if m.strip()]
@@ -313,9 +312,8 @@ def train_all(a: argparse.Namespace, ref: str, runs: Path, timings: dict) -> lis
                 print(f"\n== train {label}: finished earlier with config hash {key}, kept", flush=True)
                 kept.append(label)
                 continue
-            cfg.resume = (
-                a.resume and key_file.is_file() and key_file.read_text() == key
-            )  # its saved state (if any) fits
+            # its saved state (if any) fits
+            cfg.resume = a.resume and key_file.is_file() and key_file.read_text() == key
             write_text(key_file, key)
             write_json(out / "train_config.json", config_json(cfg))
             note = " (resuming)" if cfg.resume else ""

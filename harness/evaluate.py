@@ -265,8 +265,13 @@ class Evaluator:
         tasks = [t for t in self.cfg.tasks if t in LM_EVAL]  # not every task has an lm-eval twin
         limit = self.cfg.cross_check_limit or max(len(self.items[t]) for t in tasks)
         lm = run_lm_eval(
-            path, tasks, limit, dtype=self.gen.dtype, log_samples=True
-        )  # the precision our generation used
+            path,
+            tasks,
+            limit,
+            # the precision our generation used
+            dtype=self.gen.dtype,
+            log_samples=True,
+        )
         out: dict = {"lm_eval_version": lm["lm_eval_version"], "seconds": lm["seconds"], "limit": limit}
         for task in tasks:
             mine = [s for s in samples if s["task"] == task][:limit]
@@ -297,9 +302,8 @@ def evaluate(models_: list[str], outs: list[Path], cfg: EvalConfig) -> list[dict
     check_models(models_, outs)
     paths = [models.resolve_model(m) for m in models_]
     ref = Path(models.resolve_model(cfg.reference)).resolve()
-    order = sorted(
-        range(len(paths)), key=lambda i: Path(paths[i]).resolve() != ref
-    )  # stable: reference first
+    # stable: reference first
+    order = sorted(range(len(paths)), key=lambda i: Path(paths[i]).resolve() != ref)
     ev = Evaluator(cfg)
     results = {i: ev.run(models_[i], outs[i]) for i in order}
     return [results[i] for i in range(len(paths))]

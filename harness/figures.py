@@ -44,9 +44,8 @@ def metrics_chart(groups: list[dict], out: Path) -> Path:
     """`groups`: leaderboard.over_seeds rows. A metric a method lacks (e.g. the reference's win rate) is
     left out."""
     plt = _pyplot()
-    bars = [(k, t) for k, t in BARS if any(g[k]["mean"] is not None for g in groups)] or BARS[
-        :1
-    ]  # panels of evaluated metrics
+    # panels of evaluated metrics
+    bars = [(k, t) for k, t in BARS if any(g[k]["mean"] is not None for g in groups)] or BARS[:1]
     fig, axes = plt.subplots(1, len(bars), figsize=(3.6 * len(bars), 3.4), squeeze=False)
     color = {g["method"]: f"C{i}" for i, g in enumerate(groups)}  # one colour per method in every panel
     for ax, (key, title) in zip(axes[0], bars):

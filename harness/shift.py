@@ -54,9 +54,8 @@ class ShiftScorer:
         """Held-out pair shift and the KL estimate of one policy (samples drawn from that policy)."""
         kl_p = [self.tok(t, add_special_tokens=False)["input_ids"] for t in kl_prompts]
         kl_c = [c.token_ids + [self.tok.eos_token_id] * c.finished for c in kl_samples]
-        policy = _load(
-            policy_path
-        )  # scored in the same batches as the reference, so a copy of it gives exact zeros
+        # scored in the same batches as the reference, so a copy of it gives exact zeros
+        policy = _load(policy_path)
         pol = score(
             policy, self.pair_prompts, self.pair_completions, self.batch_size, progress="log-probs (policy)"
         )

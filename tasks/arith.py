@@ -260,21 +260,18 @@ def _problem(
     fill = dict(
         N=name, F=friend, F2=other, P=pro[0], p=pro[1], O=pro[2], s=pro[3], s2=pro[4], noun=noun, group=group
     )
-    body: list[tuple[str, dict]] = (
-        [] if steps else [(have, {"x": start})]
-    )  # (template, its numbers), formatted after distractors are placed
+    # (template, its numbers), formatted after distractors are placed
+    body: list[tuple[str, dict]] = [] if steps else [(have, {"x": start})]
     lines = [] if steps else [f"{name} has {start} {noun}."]
     question = rng.choice(QUESTION)
     for i, (op, a, b, y) in enumerate(steps):
-        if (
-            i == 0 and op == "*" and rng.random() < 0.5
-        ):  # "a groups of b": the start amount is a count of groups
+        # "a groups of b": the start amount is a count of groups
+        if i == 0 and op == "*" and rng.random() < 0.5:
             body.append((rng.choice(OPEN_MULTIPLY), {"a": a, "b": b}))
             lines.append(f"{name} has {a} {group} of {b} {noun}: {a} * {b} = {y} {noun}.")
             continue
-        if (
-            i == 0 and op == "+" and len(steps) == 1 and rng.random() < 0.5
-        ):  # two people's amounts, put together
+        # two people's amounts, put together
+        if i == 0 and op == "+" and len(steps) == 1 and rng.random() < 0.5:
             body += [(have, {"x": a}), (rng.choice(HAS), {"x": b})]
             lines.append(f"{name} and {friend} have {a} + {b} = {y} {noun} together.")
             question = rng.choice(TOGETHER)
@@ -289,9 +286,8 @@ def _problem(
         )
     text = []
     for j, (template, nums) in enumerate(body):
-        after_distractor = (
-            j > 0 and "distractor" in body[j - 1][1]
-        )  # a pronoun there could mean the other person
+        # a pronoun there could mean the other person
+        after_distractor = j > 0 and "distractor" in body[j - 1][1]
         names_only = dict(P=name, p=name, O=name) if after_distractor else {}
         text.append(template.format(**{**fill, **names_only, **nums}))
     return " ".join(text + [question.format(**fill)]), "\n".join(

@@ -34,9 +34,8 @@ def test_generation_ignores_global_random_state():
 def test_train_and_test_share_no_equation(level):
     train, test = arith.generate(2000, level, "train"), arith.generate(2000, level, "test")
     tr, te = {r["equation"] for r in train}, {r["equation"] for r in test}
-    assert (
-        len({r["question"] for r in train}) == len({r["question"] for r in test}) == 2000
-    )  # no repeated problem within a split
+    # no repeated problem within a split
+    assert len({r["question"] for r in train}) == len({r["question"] for r in test}) == 2000
     assert not tr & te  # the same equation never lands in both, in any wording
     assert all(arith.split_of(e) == "test" for e in te) and all(arith.split_of(e) == "train" for e in tr)
     assert {r["level"] for r in train + test} == {level} and len({r["id"] for r in train + test}) == 4000
@@ -88,9 +87,8 @@ def test_surface_forms_vary():
     rows = arith.generate(300, 6)
     names = Counter(r["question"].split()[0] for r in rows)
     nouns = Counter(r["answer"].split()[-3] for r in rows)
-    verbs = Counter(
-        r["question"].split(". ")[1].split()[1] for r in rows
-    )  # the verb of the first step's sentence
+    # the verb of the first step's sentence
+    verbs = Counter(r["question"].split(". ")[1].split()[1] for r in rows)
     asks = Counter(
         re.sub(
             r"[A-Z]\w+|\b(?:apples|stickers|dollars|marbles|cookies|cards|shells|stamps|pencils|eggs)\b",
@@ -134,9 +132,8 @@ def test_scoring_on_hand_written_outputs():
     assert (
         not arith.is_correct("She has a lot of stamps.", gold) and arith.extract_answer("no number") is None
     )
-    assert (
-        arith.is_correct is gsm8k.is_correct and arith.extract_answer is gsm8k.extract_answer
-    )  # GSM8K's code, not a copy
+    # GSM8K's code, not a copy
+    assert arith.is_correct is gsm8k.is_correct and arith.extract_answer is gsm8k.extract_answer
     assert arith.prompt("Q?") == [{"role": "user", "content": "Q?\nAnswer with a single number."}]
 
 

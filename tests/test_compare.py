@@ -30,9 +30,8 @@ def test_smoke_preset_reproduces_its_baseline(smoke_run):
     assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"][
         "preset"
     ] == "smoke"
-    assert board["meta"]["machine"].endswith(
-        "tcmalloc" if runinfo.tcmalloc() else "glibc malloc"
-    )  # the stages' allocator
+    # the stages' allocator
+    assert board["meta"]["machine"].endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")
 
 
 def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
@@ -57,9 +56,8 @@ def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
 
 def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
     work, results = smoke_run
-    monkeypatch.setenv(
-        "SPO_CACHE_DIR", str(work / "cache")
-    )  # the cache the first run used (the model path is part of the config hash)
+    # the cache the first run used (the model path is part of the config hash)
+    monkeypatch.setenv("SPO_CACHE_DIR", str(work / "cache"))
     args = ["--preset", "smoke", "--results", str(results), "--outputs", str(work / "outputs"), "--resume"]
     before = (results / "runs" / "spo-seed0" / "eval.json").read_text()
     compare.main(args)
@@ -69,12 +67,8 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
         "eval": ["reference", "dpo-seed0", "spo-seed0"],
     }
     assert (results / "runs" / "spo-seed0" / "eval.json").read_text() == before  # not re-evaluated
-    assert set(meta["stage_seconds"]) == {
-        "pairs",
-        "train dpo-seed0",
-        "train spo-seed0",
-        "eval",
-    }  # the kept stages keep their times
+    # the kept stages keep their times
+    assert set(meta["stage_seconds"]) == {"pairs", "train dpo-seed0", "train spo-seed0", "eval"}
     started, run = [], subprocess.run
 
     # every stage is a process of its own, given its config file, in one environment (compare.subprocess
@@ -85,9 +79,8 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
         return run(cmd, **kw)
 
     monkeypatch.setattr(compare.subprocess, "run", spy)
-    compare.main(
-        [*args, "--methods", "spo", "--lr", "2e-3"]
-    )  # another config hash: retrain spo; the reference's evaluation stays
+    # another config hash: retrain spo; the reference's evaluation stays
+    compare.main([*args, "--methods", "spo", "--lr", "2e-3"])
     assert [m for m, _, _ in started] == ["harness.pairs", "trainers.train", "harness.evaluate"]
     assert all(env == runinfo.stage_env() for _, _, env in started)
     pairs_cfg, train_cfg, eval_cfg = (c for _, c, _ in started)
@@ -110,9 +103,8 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
         ev["fingerprint"] != json.loads(before)["fingerprint"]
         and ev["config"]["run_key"] == json.loads(before)["config"]["run_key"]
     )
-    assert (
-        ev["tldr"]["judge"]["reference"]["n"] == 6
-    )  # judged against the reference summaries kept from the first call
+    # judged against the reference summaries kept from the first call
+    assert ev["tldr"]["judge"]["reference"]["n"] == 6
     assert json.loads((results / "runs" / "spo-seed0" / "train.json").read_text())["config"]["lr"] == 2e-3
 
 
@@ -156,9 +148,8 @@ def test_unknown_config_key_names_the_file_and_the_key(tmp_path, capsys):
 
 def test_baseline_check_flags_moved_missing_and_new_metrics():
     base = {"a/loss": 0.5, "a/kl": None, "a/acc": 10.0}
-    assert (
-        baseline.compare({"a/loss": 0.5 + 5e-4, "a/kl": None, "a/acc": 10.0}, base) == []
-    )  # within 1e-5 + 1e-3·0.5
+    # within 1e-5 + 1e-3·0.5
+    assert baseline.compare({"a/loss": 0.5 + 5e-4, "a/kl": None, "a/acc": 10.0}, base) == []
     bad = baseline.compare({"a/loss": 0.501, "a/kl": 0.1, "b/new": 1.0}, base)
     assert bad[0] == "a/acc: missing now" and bad[1] == "a/kl: baseline None, now 0.1"
     assert (
@@ -255,11 +246,12 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         3,
     ]
     ev = json.loads((results / "runs" / "spo-seed0" / "eval.json").read_text())
+    # one generator, reloaded
     assert (
         ev["backend"] == "hf"
         and ev["generation"]["startup_seconds"] == 0
         and ev["generation"]["load_seconds"] > 0
-    )  # one generator, reloaded
+    )
     assert (results / "report.html").stat().st_size > 1000
     md = (results / "leaderboard.md").read_text()
     assert (

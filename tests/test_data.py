@@ -23,9 +23,8 @@ def test_env_var_comes_before_shared_data(monkeypatch, tmp_path):
 
 
 def test_offline_hub_failure_is_reported_with_every_local_path(no_local, monkeypatch):
-    monkeypatch.setattr(
-        datasets.config, "HF_HUB_OFFLINE", True
-    )  # fail fast, as on a machine without internet
+    # fail fast, as on a machine without internet
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError) as e:
         data.resolve("gsm8k", "test.jsonl")
     msg = str(e.value)

@@ -147,9 +147,8 @@ def test_evaluate_several_checkpoints_with_one_generator(
         and policy["tldr"]["judge"]["reference"]["judge"] == "rouge"
     )
     assert ref["generation"]["startup_seconds"] > 0 and not ref["generation"]["engine_reused"]
-    assert (
-        policy["generation"]["startup_seconds"] == 0 and policy["generation"]["load_seconds"] > 0
-    )  # one generator, weights swapped
+    # one generator, weights swapped
+    assert policy["generation"]["startup_seconds"] == 0 and policy["generation"]["load_seconds"] > 0
     assert policy["generation"]["engine_reused"] and policy["generation"]["tokens"] > 0
     assert policy["versions"]["torch"] == torch.__version__
     saved = json.loads((outs[0] / "eval.json").read_text())
@@ -225,6 +224,5 @@ def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(
     hf = _evaluate_cli("hf", [default_model_path, perturbed_default], tmp_path)
     assert len(vllm[0]) == 24 and vllm[0] == hf[0]
     assert vllm[1] == hf[1]
-    assert (
-        sum(a != b for a, b in zip(hf[0], hf[1])) >= 8
-    )  # the second checkpoint really generates differently
+    # the second checkpoint really generates differently
+    assert sum(a != b for a, b in zip(hf[0], hf[1])) >= 8

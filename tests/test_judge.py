@@ -142,9 +142,8 @@ def test_rouge_judge():
     assert judge.prefer("a source text", same, other, reference=ref) == 1.0
     assert judge.prefer("a source text", other, same, reference=ref) == 0.0
     assert judge.prefer("a source text", same, same, reference=ref) == 0.5
-    assert (
-        judge.prefer("dogs run fast in parks today", same, other) == 0.0
-    )  # no reference: the prompt is the anchor
+    # no reference: the prompt is the anchor
+    assert judge.prefer("dogs run fast in parks today", same, other) == 0.0
     r = J.win_rate(
         judge, [{"prompt": "p", "output": same, "baseline": other, "reference": ref}], progress=None
     )
@@ -268,11 +267,8 @@ def test_failing_endpoint_counts_errors_not_losses(server, tmp_path):
     cache = tmp_path / "cache.jsonl"
     judge = J.EndpointJudge(server.url, "judge-model", retries=2, backoff=0.001)
     r = J.win_rate(judge, items, cache=cache, progress=None)
-    assert (r["errors"], r["n"], r["retries"]) == (
-        2,
-        4,
-        2 * 2,
-    )  # each failed item: 2 retries on its first order, second never tried
+    # each failed item: 2 retries on its first order, second never tried
+    assert (r["errors"], r["n"], r["retries"]) == (2, 4, 2 * 2)
     assert [v["score"] for v in r["verdicts"]] == [0.0, None, 1.0, 0.0, None, 1.0]
     assert r["win_rate"] == 50.0
     assert len(cache.read_text().splitlines()) == 8  # only the judged items' verdicts are cached

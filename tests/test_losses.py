@@ -92,16 +92,10 @@ PAIR = ([-10.0], [5]), ([-12.0], [4]), ([-11.0], [5]), ([-11.5], [4])
         ("dpo", LossParams(beta=0.1), math.log1p(math.exp(-0.15))),
         ("ipo", LossParams(beta=0.1), (0.325 - 5.0) ** 2),  # (0.2 − (−0.125) − 1/(2·0.1))²
         ("simpo", LossParams(simpo_beta=2.0, gamma=1.0), math.log1p(math.exp(-1.0))),  # −log σ(2·(−2+3) − 1)
-        (
-            "dpop",
-            LossParams(beta=0.1, dpop_lambda=50.0),
-            math.log1p(math.exp(-0.15)),
-        ),  # chosen rose: no shortfall
-        (
-            "rpo",
-            LossParams(beta=0.1, rpo_alpha=1.0),
-            math.log1p(math.exp(-0.15)) + 2.0,
-        ),  # + NLL = −a_θ(y_w) = 2
+        # chosen rose: no shortfall
+        ("dpop", LossParams(beta=0.1, dpop_lambda=50.0), math.log1p(math.exp(-0.15))),
+        # + NLL = −a_θ(y_w) = 2
+        ("rpo", LossParams(beta=0.1, rpo_alpha=1.0), math.log1p(math.exp(-0.15)) + 2.0),
     ],
 )
 def test_every_loss_on_a_fixed_pair(method, params, expected):
@@ -133,9 +127,8 @@ def test_every_plus_spo_with_lambda_zero_is_the_base_loss(base):
     l_base, g_base, _ = run(base)
     l_spo, g_spo, terms = run(base + "+spo")
     assert torch.equal(l_base, l_spo)
-    assert all(
-        (a is None and b is None) or torch.equal(a, b) for a, b in zip(g_base, g_spo)
-    )  # simpo: no reference grads
+    # simpo: no reference grads
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(g_base, g_spo))
     assert terms["outside_safe_region"].sum() > 0  # the penalty was there, weighted by 0
 
 

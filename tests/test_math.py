@@ -66,9 +66,8 @@ def test_extract_answer_prefers_the_last_box_then_the_stated_answer():
 def test_extract_boxed():
     assert math.extract_boxed(r"so $\boxed{\frac{a}{b^{2}}}$.") == r"\frac{a}{b^{2}}"
     assert math.extract_boxed(r"\boxed{1} and \fbox{\{x \mid x>0\}} end") == r"\{x \mid x>0\}"
-    assert (
-        math.extract_boxed(r"\boxed{\left\{ 1 \right.}") == r"\left\{ 1 \right."
-    )  # escaped braces do not nest
+    # escaped braces do not nest
+    assert math.extract_boxed(r"\boxed{\left\{ 1 \right.}") == r"\left\{ 1 \right."
     assert math.extract_boxed(r"thus \boxed 5$.") == "5"
     assert math.extract_boxed(r"\boxed{}") == ""
     assert math.extract_boxed("no answer here") is None

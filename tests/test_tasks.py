@@ -63,6 +63,7 @@ COPY = SimpleNamespace(
     FORMAT_LABEL="Copy len / digits %",
     JUDGED=False,
     EXTRAS={},
+    LM_EVAL_TASK=None,
     load=_load,
     prompt=_prompt,
     grade=_grade,
@@ -185,7 +186,6 @@ def test_toy_task_metrics_through_evaluate(copy_task, tiny_model_dir, tmp_path):
         3,
     )
     assert metrics["outputs"]["format_rate"] == 100 * sum(any(c.isdigit() for c in o) for o in outputs) / 3
-    assert (
-        metrics["sampling"]["max_tokens"] == 5 and metrics["sampling"]["temperature"] == 0.0
-    )  # MAX_TOKENS, greedy
+    # MAX_TOKENS, greedy
+    assert metrics["sampling"]["max_tokens"] == 5 and metrics["sampling"]["temperature"] == 0.0
     assert "judge" not in metrics and result["copy"]["n"] == 3

@@ -68,9 +68,8 @@ def test_another_seed_orders_the_same_pairs_differently(tiny_model_dir, pairs_fi
     _, a, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "s0", method="dpo", lr=1e-2, epochs=1, seed=0)
     _, b, _ = train_tiny(tiny_model_dir, pairs_file, tmp_path / "s1", method="dpo", lr=1e-2, epochs=1, seed=1)
     assert a[0]["loss"] == pytest.approx(b[0]["loss"], abs=1e-6)  # −log σ(0) whatever the order
-    assert a[1]["loss"] != pytest.approx(
-        b[1]["loss"], abs=1e-4
-    )  # step 2 saw other pairs after another step 1
+    # step 2 saw other pairs after another step 1
+    assert a[1]["loss"] != pytest.approx(b[1]["loss"], abs=1e-4)
 
 
 def test_spo_with_lambda_zero_trains_exactly_like_dpo(tiny_model_dir, pairs_file, tmp_path):
@@ -124,6 +123,7 @@ def test_cli_reads_yaml_and_flags_override_it(tmp_path):
 
 
 def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path, pairs_file, tmp_path):
+    # precision: the machine's (fp32 here)
     cfg = TrainConfig(
         model=default_model_path,
         pairs=pairs_file,
@@ -134,14 +134,13 @@ def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path
         batch_pairs=8,
         micro_pairs=4,
         warmup_ratio=0.0,
-    )  # precision: the machine's (fp32 here)
+    )
     model = AutoModelForCausalLM.from_pretrained(default_model_path, use_safetensors=True)
     summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(default_model_path)).train()
     losses = [json.loads(line)["loss"] for line in open(tmp_path / "real" / "metrics.jsonl")]
     assert summary["steps"] == 3
-    tol = (
-        0.02 if summary["bf16"] else 1e-5
-    )  # in fp32 the policy's first forward is the reference's, to rounding
+    # in fp32 the policy's first forward is the reference's, to rounding
+    tol = 0.02 if summary["bf16"] else 1e-5
     assert losses[0] == pytest.approx(math.log(2), abs=tol)
     assert losses[2] < losses[0] - 0.02
 
@@ -206,9 +205,8 @@ def test_probe_set_logs_training_dynamics(tiny_model_dir, pairs_file, tmp_path):
         first["probe_dlog_combined"],
         first["probe_margin"],
     ) == (0.0, 0.0, 0.0, 0.0)
-    assert (
-        last["probe_margin"] > 0.5 and last["probe_reward_accuracy"] > 0.5
-    )  # DPO separated the pairs it trained on
+    # DPO separated the pairs it trained on
+    assert last["probe_margin"] > 0.5 and last["probe_reward_accuracy"] > 0.5
     assert last["probe_logp_chosen"] == pytest.approx(
         first["probe_logp_chosen"] + last["probe_dlogp_chosen"], abs=1e-5
     )
@@ -308,9 +306,8 @@ def test_plot_draws_the_probe_curves_of_several_runs(tiny_model_dir, pairs_file,
         dynamics_chart([tmp_path / "plain"], tmp_path / "x.png")
 
 
-@pytest.mark.parametrize(
-    "method", ["dpo", "ipo", "simpo", "dpop", "rpo", "simpo+spo"]
-)  # every loss; the +spo plug-in is generic (spo = dpo+spo: below)
+# every loss; the +spo plug-in is generic (spo = dpo+spo: below)
+@pytest.mark.parametrize("method", ["dpo", "ipo", "simpo", "dpop", "rpo", "simpo+spo"])
 def test_every_method_trains_on_the_default_model_from_the_cli(
     method, default_model_path, pairs_file, tmp_path
 ):
@@ -405,9 +402,8 @@ def test_lora_trains_adapters_only_and_saves_a_merged_plain_checkpoint(tiny_mode
         for (n, a), (_, b) in zip(init.named_parameters(), merged.named_parameters())
         if not torch.equal(a, b)
     }
-    assert changed and all(
-        "proj" in n for n in changed
-    )  # only the adapted linear layers moved; embeddings, norms did not
+    # only the adapted linear layers moved; embeddings, norms did not
+    assert changed and all("proj" in n for n in changed)
 
 
 ZERO2, ZERO3 = (["--deepspeed", str(CONFIGS / "deepspeed" / f"zero{n}.json")] for n in (2, 3))
@@ -437,9 +433,8 @@ def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_f
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tiny = (
-        model == "tiny_model_dir"
-    )  # 2 micro-batches per process; the default model (1 step of 2 pairs per process) keeps CI short
+    # 2 micro-batches per process; the default model (1 step of 2 pairs per process) keeps CI short
+    tiny = model == "tiny_model_dir"
     args = [
         "-m",
         "trainers.train",
@@ -483,19 +478,16 @@ def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_f
     ran = json.loads((tmp_path / "two" / "train.json").read_text())
     assert (ran["processes"], ran["sharding"]) == (2, sharding)  # what really ran, as the run records it
     one, two = ([json.loads(line) for line in open(tmp_path / d / "metrics.jsonl")] for d in ("one", "two"))
-    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(len(one))) and len(
-        one
-    ) >= 3  # step 0: the probe
+    # step 0: the probe
+    assert [r["step"] for r in two] == [r["step"] for r in one] == list(range(len(one))) and len(one) >= 3
     assert [r["probe_logp_chosen"] for r in two] == pytest.approx(
         [r["probe_logp_chosen"] for r in one], rel=1e-5
     )
     one, two = one[1:], two[1:]
-    assert [r["loss"] for r in two] == pytest.approx(
-        [r["loss"] for r in one], rel=1e-5
-    )  # fp32 sums in another order
-    assert [r["grad_norm"] for r in two] == pytest.approx(
-        [r["grad_norm"] for r in one], rel=1e-4
-    )  # gradients averaged, not summed
+    # fp32 sums in another order
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
+    # gradients averaged, not summed
+    assert [r["grad_norm"] for r in two] == pytest.approx([r["grad_norm"] for r in one], rel=1e-4)
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "checkpoint")
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "checkpoint")
     keys = [
@@ -645,9 +637,8 @@ def test_deepspeed_config_takes_batch_clipping_and_precision_from_the_flags_and_
     path.write_text('{"zero_optimization": {"stage": 2},\n "train_batch_size": auto}')
     with pytest.raises(ValueError, match=f"{path}: line 2: not valid JSON"):
         deepspeed_config(str(path), **flags, bf16=False)
-    path.write_text(
-        json.dumps({**zero, "bf16": {"enabled": False}, "train_batch_size": 16})
-    )  # a disabled section and matching values pass
+    # a disabled section and matching values pass
+    path.write_text(json.dumps({**zero, "bf16": {"enabled": False}, "train_batch_size": 16}))
     assert deepspeed_config(str(path), **flags, bf16=False)["gradient_accumulation_steps"] == 2
 
 

@@ -56,9 +56,8 @@ def test_dpo_and_ipo_match_trl(method, loss_type):
     torch.manual_seed(0)
     pairs, length, beta = 6, 12, 0.1
     lengths = torch.randint(3, length, (2 * pairs,))
-    mask = (
-        torch.arange(length)[None, :] >= length - lengths[:, None]
-    ).long()  # completion at the end of each row
+    # completion at the end of each row
+    mask = (torch.arange(length)[None, :] >= length - lengths[:, None]).long()
     per_token = -torch.rand(2 * pairs, length - 1, dtype=torch.float64) * 3
     sums = (per_token * mask[:, 1:]).sum(1)
     counts = mask[:, 1:].sum(1).double()

@@ -31,8 +31,9 @@ REASONS = {
     "too_long": "too long",
     "duplicate_id": "duplicated id",
     "identical": "chosen == rejected",
+    # the last one: the trainer's, kept with cut completions
     "truncated": "truncated to max_len",
-}  # the last one: the trainer's, kept with cut completions
+}
 
 
 class BadRow(ValueError):

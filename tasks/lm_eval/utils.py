@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from datasets import Dataset, DatasetDict
 
-from tasks import (
-    gsm8k,
-    math,
-    tldr,
-)  # the project must be installed (pip install -e .) in lm-eval's environment
+# the project must be installed (pip install -e .) in lm-eval's environment
+from tasks import gsm8k, math, tldr
 
 
 def _test_split(rows: list[dict]) -> DatasetDict:
