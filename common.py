@@ -255,15 +255,6 @@ def read_config_file(path: Path) -> dict:
     return values
 
 
-def load_config(cls, path: Path, **overrides):
-    """A `cls` from a YAML/JSON file (typed, unknown keys refused), with `overrides` on top."""
-    values = typed_values(cls, read_config_file(path), str(path)) | overrides
-    missing = [n for n, (f, _) in config_fields(cls).items() if _required(f) and n not in values]
-    if missing:
-        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
-    return cls(**values)
-
-
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
@@ -313,13 +304,28 @@ def add_flags(
         ap.add_argument(flag, dest=name, type=parse, nargs=nargs, default=None, help=text, metavar=metavar)
 
 
-def set_values(cls, namespace: argparse.Namespace, exclude: tuple[str, ...] = ()) -> dict:
-    """The fields of `cls` given on the command line (not None) in an argparse namespace."""
-    return {
-        n: getattr(namespace, n)
-        for n in config_fields(cls)
-        if n not in exclude and getattr(namespace, n, None) is not None
-    }
+def config_parser(cls, prog: str, description: str | None, exclude: tuple[str, ...] = ()):
+    """An argument parser with `--config FILE` and one flag per field of `cls` (see add_flags)."""
+    ap = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--config", type=Path, help="YAML or JSON file of the fields below; flags override it")
+    add_flags(ap, cls, exclude=exclude)
+    return ap
+
+
+def config_from_args(cls, args: dict, exclude: tuple[str, ...] = ()):
+    """A `cls` from the `--config` file in `args` (parsed flags as a dict; typed, unknown keys refused)
+    with the flags given on top; required fields and choices checked. Errors are ConfigErrors."""
+    path = args.get("config")
+    values = typed_values(cls, read_config_file(path), str(path)) if path else {}
+    fields = config_fields(cls)
+    values |= {n: args[n] for n in fields if n not in exclude and args.get(n) is not None}
+    if missing := [n for n, (f, _) in fields.items() if _required(f) and n not in values]:
+        raise ConfigError(f"missing: {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    cfg = cls(**values)
+    check_choices(cfg)
+    return cfg
 
 
 def check_choices(cfg) -> None:

@@ -16,7 +16,6 @@ comparisons); log-prob scoring runs in fp32.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict, dataclass, replace
@@ -24,15 +23,12 @@ from pathlib import Path
 
 from common import (
     ConfigError,
-    add_flags,
-    check_choices,
+    config_from_args,
+    config_parser,
     fingerprint,
     option,
-    read_config_file,
     read_jsonl,
     run_main,
-    set_values,
-    typed_values,
     write_json,
     write_jsonl,
 )
@@ -50,7 +46,7 @@ from harness.generation import (
 )
 from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
-from harness.taskflags import add_option_flags, add_size_flags, merge_options, options_given, sizes_given
+from harness.taskflags import TASK_FIELDS, add_task_flags, fill_task_settings
 from tasks import TASKS
 from tasks.base import resolve_options
 from tasks.data import cache_dir
@@ -312,26 +308,12 @@ def evaluate(models_: list[str], outs: list[Path], cfg: EvalConfig) -> list[dict
 def parse(argv: list[str] | None = None) -> EvalConfig:
     """EvalConfig from --config (JSON/YAML, e.g. compare's stage file) with flags on top; the held-out
     pairs are read here, so a bad file stops the stage before any model loads."""
-    ap = argparse.ArgumentParser(
-        prog="python -m harness.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--config", type=Path, help="JSON/YAML file of the fields below; flags override it")
-    add_flags(ap, EvalConfig, exclude=("sizes", "options", "heldout"))
-    per_task = ap.add_argument_group("per task")
-    add_size_flags(per_task, "", "test items, from the start", "EVAL_ITEMS")
-    add_option_flags(per_task)
+    ap = config_parser(EvalConfig, "python -m harness.evaluate", __doc__, exclude=(*TASK_FIELDS, "heldout"))
+    add_task_flags(ap, "test items, from the start", "EVAL_ITEMS")
     a = vars(ap.parse_args(argv))
     try:
-        values = (
-            typed_values(EvalConfig, read_config_file(a["config"]), str(a["config"])) if a["config"] else {}
-        )
-        values |= set_values(EvalConfig, argparse.Namespace(**a), exclude=("sizes", "options", "heldout"))
-        cfg = EvalConfig(**values)
-        check_choices(cfg)
-        cfg.sizes = {t: TASKS[t].EVAL_ITEMS for t in cfg.tasks} | cfg.sizes | sizes_given(a, "")
-        cfg.options = merge_options(cfg.options, options_given(a))
+        cfg = config_from_args(EvalConfig, a, exclude=(*TASK_FIELDS, "heldout"))
+        fill_task_settings(cfg, a, {t: TASKS[t].EVAL_ITEMS for t in cfg.tasks})
         if small := [t for t in cfg.tasks if cfg.sizes[t] < 1]:
             raise ConfigError(f"each evaluated task needs at least 1 item: {', '.join(small)}")
         check_models(cfg.model, [Path(o) for o in cfg.out])

@@ -11,7 +11,6 @@ items never overlap the evaluation items: GSM8K evaluates on its test split, ari
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from collections.abc import Callable
@@ -21,28 +20,18 @@ from pathlib import Path
 
 from common import (
     ConfigError,
-    add_flags,
-    check_choices,
+    config_from_args,
+    config_parser,
     fingerprint,
     option,
-    read_config_file,
     read_jsonl,
     run_main,
-    set_values,
-    typed_values,
     write_json,
     write_jsonl,
 )
 from harness import models
 from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
-from harness.taskflags import (
-    add_option_flags,
-    add_size_flags,
-    check_tasks,
-    merge_options,
-    options_given,
-    sizes_given,
-)
+from harness.taskflags import TASK_FIELDS, add_task_flags, check_tasks, fill_task_settings
 from tasks import TASKS
 from tasks.base import pair_report, resolve_options
 from tasks.data import cache_dir
@@ -135,28 +124,12 @@ class PairsConfig:
 
 
 def parse(argv: list[str] | None = None) -> PairsConfig:
-    ap = argparse.ArgumentParser(
-        prog="python -m harness.pairs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--config", type=Path, help="JSON/YAML file of the fields below; flags override it")
-    add_flags(ap, PairsConfig, exclude=("sizes", "options"))
-    per_task = ap.add_argument_group("per task")
-    add_size_flags(per_task, "", "train items sampled (0: none)", "PAIR_ITEMS")
-    add_option_flags(per_task)
+    ap = config_parser(PairsConfig, "python -m harness.pairs", __doc__, exclude=TASK_FIELDS)
+    add_task_flags(ap, "train items sampled (0: none)", "PAIR_ITEMS")
     a = vars(ap.parse_args(argv))
     try:
-        values = (
-            typed_values(PairsConfig, read_config_file(a["config"]), str(a["config"])) if a["config"] else {}
-        )
-        values |= set_values(PairsConfig, argparse.Namespace(**a), exclude=("sizes", "options"))
-        if "out" not in values:
-            raise ConfigError("--out is required (or out in the --config file)")
-        cfg = PairsConfig(**values)
-        check_choices(cfg)
-        cfg.sizes = {t: task.PAIR_ITEMS for t, task in TASKS.items()} | cfg.sizes | sizes_given(a, "")
-        cfg.options = merge_options(cfg.options, options_given(a))
+        cfg = config_from_args(PairsConfig, a, exclude=TASK_FIELDS)
+        fill_task_settings(cfg, a, {t: task.PAIR_ITEMS for t, task in TASKS.items()})
         check_tasks(cfg.sizes)
     except ConfigError as e:
         ap.error(str(e))

@@ -9,6 +9,9 @@ import argparse
 from common import ConfigError, coerce
 from tasks import TASKS
 
+# the stage-config fields that hold per-task settings (task → items, task → options)
+TASK_FIELDS = ("sizes", "options")
+
 
 def _dest(name: str) -> str:
     return name.replace("-", "_")
@@ -76,3 +79,17 @@ def check_tasks(names) -> None:
     """Refuse an unknown task name, naming the valid ones."""
     if bad := [n for n in names if n not in TASKS]:
         raise ConfigError(f"unknown task(s) {', '.join(bad)}; valid: {', '.join(TASKS)}")
+
+
+def add_task_flags(ap: argparse.ArgumentParser, what: str, default: str) -> None:
+    """A stage's per-task flags: `--<task> N` (<what>, default the task's attribute `default`) and the
+    task options."""
+    group = ap.add_argument_group("per task")
+    add_size_flags(group, "", what, default)
+    add_option_flags(group)
+
+
+def fill_task_settings(cfg, args: dict, default_sizes: dict[str, int]) -> None:
+    """Set a stage config's `sizes` (defaults < the config's < flags) and `options` (config < flags)."""
+    cfg.sizes = default_sizes | cfg.sizes | sizes_given(args, "")
+    cfg.options = merge_options(cfg.options, options_given(args))

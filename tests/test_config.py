@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import ConfigError, coerce, config_json, load_config
+from common import ConfigError, coerce, config_from_args, config_json
 from harness import evaluate, pairs
 from trainers import train
 from trainers.trainer import TrainConfig
@@ -85,17 +85,17 @@ def test_stage_configs_round_trip_through_their_json_files(tmp_path):
     cfg = TrainConfig(model="m", pairs="p", lr=2e-3, bf16=None, method="ipo")
     path = tmp_path / "train.json"
     path.write_text(json.dumps(config_json(cfg)))
-    assert load_config(TrainConfig, path) == cfg
+    assert config_from_args(TrainConfig, {"config": path}) == cfg
     p = pairs.PairsConfig(
         out="o", sizes={"gsm8k": 3, "tldr": 0}, options={"arith": {"level": 1}}, max_tokens=8
     )
     path.write_text(json.dumps(config_json(p)))
-    assert load_config(pairs.PairsConfig, path) == p
+    assert config_from_args(pairs.PairsConfig, {"config": path}) == p
     e = evaluate.EvalConfig(
         model=["a", "b"], out=["x", "y"], tasks=("gsm8k", "tldr"), sizes={"gsm8k": 2, "tldr": 1}
     )
     path.write_text(json.dumps(config_json(e)))
-    assert load_config(evaluate.EvalConfig, path) == e
+    assert config_from_args(evaluate.EvalConfig, {"config": path}) == e
 
 
 def test_per_task_flags_come_from_the_registry_and_fill_the_config(tmp_path):

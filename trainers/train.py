@@ -11,34 +11,19 @@ model's local path.
 
 from __future__ import annotations
 
-import argparse
 import json
 
-from common import ConfigError, add_flags, check_choices, read_config_file, run_main, set_values, typed_values
+from common import ConfigError, config_from_args, config_parser, run_main
 from trainers.trainer import TrainConfig, run
-
-REQUIRED = ("model", "pairs")
 
 
 def parse(argv: list[str] | None = None) -> TrainConfig:
-    ap = argparse.ArgumentParser(
-        prog="python -m trainers.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("--config", help="YAML or JSON file with any of the fields below")
-    add_flags(ap, TrainConfig)
-    a = ap.parse_args(argv)
+    ap = config_parser(TrainConfig, "python -m trainers.train", __doc__)
+    a = vars(ap.parse_args(argv))
     try:
-        values = typed_values(TrainConfig, read_config_file(a.config), a.config) if a.config else {}
-        values |= set_values(TrainConfig, a)
-        if missing := [k for k in REQUIRED if k not in values]:
-            raise ConfigError(f"missing: {', '.join('--' + m for m in missing)}")
-        cfg = TrainConfig(**values)
-        check_choices(cfg)
+        return config_from_args(TrainConfig, a)
     except ConfigError as e:
         ap.error(str(e))
-    return cfg
 
 
 if __name__ == "__main__":
