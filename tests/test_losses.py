@@ -136,3 +136,24 @@ def test_spo_uses_a_given_anchor():
     pc = S([-10.0, -10.0], [5, 5])  # ℓ_θ = 2 for both
     v_hat = torch.tensor([2.5, 1.5], dtype=torch.float64)  # lookahead-style anchors: one above, one below ℓ_θ
     assert spo_penalty(pc, v_hat).tolist() == pytest.approx([0.0, 0.5])
+
+
+def test_sft_loss_is_the_token_mean_nll_of_the_chosen_response_alone():
+    pc, pr, rc, rr = (
+        S([-10.0, -9.0], [5, 3]),
+        S([-4.0, -8.0], [2, 4]),
+        S([-1.0, -1.0], [5, 3]),
+        S([-2.0, -2.0], [2, 4]),
+    )
+    loss, terms = preference_loss("sft", pc, pr, rc, rr)
+    assert loss.item() == pytest.approx((10 / 5 + 9 / 3) / 2)  # 2.5
+    assert terms["nll_chosen"].tolist() == pytest.approx([2.0, 3.0])
+    loss.backward()
+    # d loss / d s(y_w) = −1/(B·|y_w|); nothing reaches the rejected response
+    assert pc.total.grad.tolist() == pytest.approx([-1 / 10, -1 / 6])
+    assert pr.total.grad is None
+
+
+def test_sft_takes_no_plug_in():
+    with pytest.raises(ValueError, match="unknown method 'sft\\+spo'"):
+        preference_loss("sft+spo", *(S([-1.0], [1]) for _ in range(4)))

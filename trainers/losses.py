@@ -76,6 +76,12 @@ def rpo(
     return loss + alpha * terms["nll_chosen"], terms
 
 
+def sft(pc: SeqLogps) -> tuple[torch.Tensor, dict]:
+    """−a_θ(y_w): token-mean NLL of the chosen response alone, SPO's lower-level problem L_SFT; the
+    rejected response and the reference play no part."""
+    return -pc.mean, {"nll_chosen": -pc.mean}
+
+
 def reference_anchor(rc: SeqLogps, delta: float = 0.0) -> torch.Tensor:
     """v̂ = ℓ_ref(x, y_w) − δ with ℓ = −a(y_w): y_w may never become less likely than under the reference."""
     return -rc.mean - delta
@@ -88,7 +94,8 @@ def spo_penalty(pc: SeqLogps, v_hat: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES = ("dpo", "ipo", "simpo", "dpop", "rpo")
-METHODS = LOSSES + tuple(f"{x}+spo" for x in LOSSES) + ("spo",)
+# sft takes no plug-in: with no upper-level loss there is nothing for the penalty to stabilise
+METHODS = LOSSES + tuple(f"{x}+spo" for x in LOSSES) + ("spo", "sft")
 
 
 @dataclass
@@ -125,6 +132,7 @@ def preference_loss(
     p = params or LossParams()
     base, plug = parse_method(method)
     per_pair, terms = {
+        "sft": lambda: sft(pc),
         "dpo": lambda: dpo(pc, pr, rc, rr, p.beta),
         "ipo": lambda: ipo(pc, pr, rc, rr, p.beta),
         "simpo": lambda: simpo(pc, pr, p.simpo_beta, p.gamma),
