@@ -4,7 +4,9 @@ GSM8K: k samples per train question, graded (tasks.gsm8k.make_pair). arith: k sa
 generated train problem, chosen and rejected both sampled (tasks.arith.make_pair; gold-chosen only
 with --arith-gold-chosen). TL;DR: one sample per training post (tasks.tldr.make_pair). Training
 items never overlap the evaluation items: GSM8K evaluates on its test split, arith on its test split
-(split by a hash of the equation), TL;DR on the first posts (tasks.tldr.split).
+(split by a hash of the equation), TL;DR on the first posts (tasks.tldr.split). Tasks with a
+`pair_style` option (tasks.base.PAIR_STYLES: on-policy, gold, edit) build the style chosen with
+--<task>-pair-style; the report describes every style, made from the same samples.
 
     python -m harness.pairs --gsm8k 64 --arith 128 --tldr 32 --k 2 --out DIR   # DIR/<task>.jsonl
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -33,7 +36,7 @@ from harness import models
 from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
 from harness.taskflags import TASK_FIELDS, add_task_flags, check_tasks, fill_task_settings
 from tasks import TASKS
-from tasks.base import pair_report, resolve_options
+from tasks.base import DEFAULT_STYLE, normalized_edit_distance, pair_report, pair_styles, resolve_options
 from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
 
@@ -44,6 +47,23 @@ def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) ->
     t = TASKS[task]
     length = min(t.MAX_TOKENS, max_tokens or t.MAX_TOKENS)
     return Sampling(max_tokens=length, temperature=1.0, n=t.PAIR_SAMPLES or k, seed=seed)
+
+
+def style_report(task, items: list[dict], samples: list[list[str]], options: dict) -> dict[str, dict]:
+    """style → {pairs, edit_distance, chosen_source} for every pair style of a task (tasks.base.pair_styles),
+    all made from the same samples: the number of pairs, the mean normalized edit distance between chosen
+    and rejected (None without pairs) and the count of chosen responses by source ("sample", "gold", and
+    any other a task uses)."""
+    report = {}
+    for style, opts in pair_styles(task, options).items():
+        made = [p for item, texts in zip(items, samples) if (p := task.make_pair(item, texts, **opts))]
+        distances = [normalized_edit_distance(p["chosen"], p["rejected"]) for p in made]
+        report[style] = {
+            "pairs": len(made),
+            "edit_distance": sum(distances) / len(distances) if distances else None,
+            "chosen_source": {"sample": 0, "gold": 0} | dict(Counter(p["chosen_source"] for p in made)),
+        }
+    return report
 
 
 def build(
@@ -61,8 +81,9 @@ def build(
     """(pairs, report): up to n pairs from the first n training items of a registered task (tasks.TASKS);
     items that give no pair (e.g. every GSM8K sample correct, or no arith sample correct) are counted
     in the report, not padded. `options` are the task's OPTIONS (defaults fill the rest). `generator()`
-    is called only when the pairs are not cached yet. The cache key covers the model weights, the
-    templated prompts, k, seed, backend, precision, sampling settings and options."""
+    is called only when the samples are not cached yet. The samples' cache key covers the model weights,
+    the templated prompts, k, seed, backend, precision and sampling settings; pairs are made from them
+    each time, so another pair style (or any other option) costs no new sampling."""
     from transformers import AutoTokenizer
 
     if task not in TASKS:
@@ -73,14 +94,19 @@ def build(
     prompts = chat_prompts(AutoTokenizer.from_pretrained(path), [t.prompt(it) for it in items])
     sampling = sampling_for(task, k, seed, max_tokens)
     key = json.dumps(
-        [fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts, options]
+        [fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts]
     )
-    cached = cache_dir() / "pairs" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
-    report_file = cached.with_suffix(".report.json")
-    if cached.is_file() and report_file.is_file():
-        return read_jsonl(cached), {**json.loads(report_file.read_text()), "cached": str(cached)}
-    gen = generator()
-    samples = [[c.text for c in s] for s in gen.generate(prompts, sampling, desc=f"pairs {task}")]
+    cached = cache_dir() / "samples" / f"{task}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    meta_file = cached.with_suffix(".json")
+    if cached.is_file() and meta_file.is_file():
+        samples = [r["samples"] for r in read_jsonl(cached)]
+        meta = {**json.loads(meta_file.read_text()), "cached": str(cached)}
+    else:
+        gen = generator()
+        samples = [[c.text for c in s] for s in gen.generate(prompts, sampling, desc=f"pairs {task}")]
+        meta = {"backend": gen.backend, "dtype": gen.dtype, "generation": gen.stats}
+        write_jsonl(cached, [{"samples": texts} for texts in samples])
+        write_json(meta_file, meta)  # last: marks the samples complete
     rows = []
     for i, (item, texts) in enumerate(zip(items, samples)):
         if pair := t.make_pair(item, texts, **options):
@@ -93,12 +119,10 @@ def build(
         "no_pair": n - len(rows),
         **pair_report(t, items, samples, options),
         "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows),
-        "backend": gen.backend,
-        "dtype": gen.dtype,
-        "generation": gen.stats,
+        "style": options.get("pair_style", DEFAULT_STYLE),
+        "styles": style_report(t, items, samples, options),
+        **meta,
     }
-    write_jsonl(cached, rows)
-    write_json(report_file, report)
     return rows, report
 
 

@@ -8,6 +8,7 @@ import argparse
 
 from common import ConfigError, coerce
 from tasks import TASKS
+from tasks.base import check_option, option_spec, resolve_options
 
 # the stage-config fields that hold per-task settings (task → items, task → options)
 TASK_FIELDS = ("sizes", "options")
@@ -31,9 +32,11 @@ def add_size_flags(ap: argparse._ActionsContainer, suffix: str, what: str, defau
 
 
 def add_option_flags(ap: argparse._ActionsContainer) -> None:
-    """`--<task>-<option>` for every task option (default: unset, the task's own default applies)."""
+    """`--<task>-<option>` for every task option (default: unset, the task's own default applies); an
+    option with declared choices takes only those."""
     for task in TASKS.values():
-        for option, (default, help_text) in task.OPTIONS.items():
+        for option in task.OPTIONS:
+            default, help_text, choices = option_spec(task, option)
             flag = f"--{task.NAME}-{option.replace('_', '-')}"
             dest = _dest(f"{task.NAME}_{option}")
             text = f"{task.TITLE}: {help_text} (default {default})"
@@ -42,7 +45,7 @@ def add_option_flags(ap: argparse._ActionsContainer) -> None:
                     flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text
                 )
             else:
-                ap.add_argument(flag, dest=dest, type=type(default), default=None, help=text)
+                ap.add_argument(flag, dest=dest, type=type(default), choices=choices, default=None, help=text)
 
 
 def sizes_given(values: dict, suffix: str) -> dict[str, int]:
@@ -56,13 +59,20 @@ def sizes_given(values: dict, suffix: str) -> dict[str, int]:
 
 
 def options_given(values: dict) -> dict[str, dict]:
-    """task → {option: value} for the task options set in `values`, typed as the option's default."""
+    """task → {option: value} for the task options set in `values`, typed as the option's default; a value
+    outside the option's choices is a ConfigError (a preset's value never meets argparse's check)."""
     found: dict[str, dict] = {}
     for name, task in TASKS.items():
-        for option, (default, _) in task.OPTIONS.items():
+        for option in task.OPTIONS:
             value = values.get(_dest(f"{name}_{option}"))
             if value is not None:
-                found.setdefault(name, {})[option] = coerce(type(default), value, f"--{name}-{option}")
+                where = f"--{name}-{option.replace('_', '-')}"
+                value = coerce(type(option_spec(task, option)[0]), value, where)
+                try:
+                    check_option(task, option, value)
+                except ValueError as e:
+                    raise ConfigError(f"{where}: {e}") from None
+                found.setdefault(name, {})[option] = value
     return found
 
 
@@ -93,3 +103,10 @@ def fill_task_settings(cfg, args: dict, default_sizes: dict[str, int]) -> None:
     """Set a stage config's `sizes` (defaults < the config's < flags) and `options` (config < flags)."""
     cfg.sizes = default_sizes | cfg.sizes | sizes_given(args, "")
     cfg.options = merge_options(cfg.options, options_given(args))
+    # refuse a config's unknown option or value now, before any model is loaded
+    for name, opts in cfg.options.items():
+        if name in TASKS:
+            try:
+                resolve_options(TASKS[name], opts)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from tasks import gsm8k
-from tasks.gsm8k import extract_answer, gold_answer, is_correct
+from tasks.base import PAIR_STYLE_OPTION
+from tasks.gsm8k import extract_answer, gold_answer, is_correct, pick_pair, split_by_grade
 
 __all__ = [
     "LEVELS",
@@ -26,6 +28,7 @@ __all__ = [
     "load",
     "split_of",
     "make_pair",
+    "rephrase",
     "pair_report",
     "grade",
     "prompt",
@@ -71,8 +74,9 @@ OPTIONS = {
     ),
     "gold_chosen": (
         False,
-        "gold solution as chosen when no sample is correct (off: such problems give no pair)",
+        "on-policy style: gold solution as chosen when no sample is correct (off: then no pair)",
     ),
+    "pair_style": PAIR_STYLE_OPTION,
 }
 METRIC, METRIC_LABEL, ITEM_SCORE, SECTION = "accuracy", "acc %", ("correct", 100.0), "Reasoning"
 NOTE = "arith: {n} generated test problems at level {level} (tasks/arith.py), final number vs gold."
@@ -352,13 +356,40 @@ def pair_report(items: list[dict], samples: list[list[str]], level: int = DEFAUL
     }
 
 
-def make_pair(row: dict, samples: list[str], gold_chosen: bool = False, **_options) -> dict | None:
-    """On-policy pair: chosen = a correct sample, rejected = an incorrect one (empty samples skipped).
-    None unless both exist; with gold_chosen, the gold solution stands in for a missing correct sample."""
+_EQUATION_STEP = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)")
+
+
+def rephrase(equation: str) -> str:
+    """The worked solution of an `equation` ("3+4=7;7*2=14", level 0: "7") in other words than generate()'s:
+    "We compute 3 + 4 = 7." per step, then "The answer is 7." and "#### 7"."""
+    lines, final = [], equation
+    for step in equation.split(";") if "=" in equation else []:
+        a, op, b, final = _EQUATION_STEP.fullmatch(step).groups()
+        lines.append(f"We compute {a} {op} {b} = {final}.")
+    return "\n".join(lines + [f"The answer is {final}.", f"#### {final}"])
+
+
+def make_pair(
+    row: dict, samples: list[str], gold_chosen: bool = False, pair_style: str = "on-policy", **_options
+) -> dict | None:
+    """A pair of the given style (tasks.gsm8k.pick_pair; empty samples skipped). on-policy (the default):
+    chosen = a correct sample, rejected = an incorrect one, None unless both exist; with gold_chosen, the
+    gold solution stands in for a missing correct sample. `rephrased`: rephrase() of the row's equation
+    (the gold solution where that is the chosen text itself)."""
     gold = gold_answer(row["answer"])
-    correct = [s for s in samples if s.strip() and is_correct(s, gold)]
-    wrong = [s for s in samples if s.strip() and not is_correct(s, gold)]
-    if not wrong or not (correct or gold_chosen):
+    correct, wrong = split_by_grade(samples, gold)
+    picked = pick_pair(pair_style, correct, wrong, row["answer"], gold, row["question"], gold_chosen)
+    if picked is None:
         return None
-    chosen, source = (correct[0], "sample") if correct else (row["answer"], "gold")
-    return {"prompt": prompt(row), "chosen": chosen, "rejected": wrong[0], "chosen_source": source}
+    chosen, rejected, source = picked
+    rephrased = rephrase(row["equation"])
+    if rephrased.strip() == chosen.strip():
+        rephrased = row["answer"] if row["answer"].strip() != chosen.strip() else None
+    return {
+        "prompt": prompt(row),
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_source": source,
+        "style": pair_style,
+        "rephrased": rephrased,
+    }

@@ -1,11 +1,15 @@
-"""GSM8K: loading, prompt, final-answer extraction and numeric scoring (a tasks.base.Task)."""
+"""GSM8K: loading, prompt, final-answer extraction, numeric scoring and the pair styles (a tasks.base.Task).
+The pair-style pieces (number_edit, pick_pair) serve arith too."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 from common import read_jsonl
+from tasks.base import PAIR_STYLE_OPTION, PAIR_STYLES
 from tasks.data import resolve
 
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
@@ -13,7 +17,7 @@ _CALC = re.compile(r"<<[^>]*>>")
 
 NAME, TITLE = "gsm8k", "GSM8K"
 MAX_TOKENS, EVAL_ITEMS, PAIR_ITEMS, PAIR_SAMPLES = 256, 100, 32, None
-OPTIONS: dict = {}
+OPTIONS: dict = {"pair_style": PAIR_STYLE_OPTION}
 METRIC, METRIC_LABEL, ITEM_SCORE, SECTION = "accuracy", "acc %", ("correct", 100.0), "Reasoning"
 NOTE = "GSM8K: first {n} test questions, final number vs gold."
 FORMAT_LABEL, JUDGED, EXTRAS = "GSM8K len / format %", False, {}
@@ -48,14 +52,20 @@ def _normalize(number: str) -> str:
     return number.replace("$", "").replace(",", "").strip().rstrip(".")
 
 
+def answer_span(text: str) -> tuple[int, int] | None:
+    """(start, end) in `text` of the number extract_answer reads, or None."""
+    if "####" in text:
+        after = _NUMBER.search(text, text.rindex("####") + len("####"))
+        if after:
+            return after.span()
+    found = list(_NUMBER.finditer(text))
+    return found[-1].span() if found else None
+
+
 def extract_answer(text: str) -> str | None:
     """The first number after the last '####', else the last number in the text."""
-    if "####" in text:
-        after = _NUMBER.findall(text.rsplit("####", 1)[1])
-        if after:
-            return _normalize(after[0])
-    found = _NUMBER.findall(text)
-    return _normalize(found[-1]) if found else None
+    span = answer_span(text)
+    return _normalize(text[span[0] : span[1]]) if span else None
 
 
 def to_number(s: str | None) -> Fraction | None:
@@ -92,13 +102,98 @@ def grade(items: list[dict], outputs: list[str]) -> tuple[dict, list[dict], list
     )
 
 
-def make_pair(row: dict, samples: list[str], **_options) -> dict | None:
-    """On-policy pair from graded samples: chosen = a correct sample, else the cleaned gold
-    solution; rejected = an incorrect sample. None when every sample is correct."""
-    gold = gold_answer(row["answer"])
-    correct = [s for s in samples if s.strip() and is_correct(s, gold)]
-    wrong = [s for s in samples if s.strip() and not is_correct(s, gold)]
-    if not wrong:
+# the changes number_edit draws from (a stable hash picks one)
+_DELTAS = (1, -1, 2, -2, 3, -3)
+
+
+def _shifted(literal: str, d: int) -> str:
+    """The number written `literal` plus d, written the same way ($ sign, thousands commas, decimals, and a
+    trailing comma the number pattern took along)."""
+    body = literal.rstrip(",")
+    value = Decimal(_normalize(body)) + d
+    decimals = len(body.split(".")[1]) if "." in body else 0
+    digits = format(abs(value), f"{',' if ',' in body else ''}.{decimals}f")
+    return ("-" if value < 0 else "") + ("$" if "$" in body else "") + digits + literal[len(body) :]
+
+
+def number_edit(text: str, answer: str, key: str) -> str | None:
+    """`text` with one number changed and the final answer with it (the small-edit rejected response of
+    Pal et al. 2024): the final answer a (where extract_answer reads it) and the nearest earlier
+    occurrence of the same number (the step that computed it) become a + d, everything else byte-identical.
+    d is drawn by a stable hash of `key` from ±1, ±2, ±3 with a + d >= 0 (a negative answer only moves up).
+    None when the text has no number or its final answer is not `answer`."""
+    span = answer_span(text)
+    a = to_number(text[span[0] : span[1]]) if span else None
+    if a is None or a != to_number(answer):
         return None
-    chosen, source = (correct[0], "sample") if correct else (clean_solution(row["answer"]), "gold")
-    return {"prompt": prompt(row), "chosen": chosen, "rejected": wrong[0], "chosen_source": source}
+    deltas = [d for d in _DELTAS if a + d >= min(a, 0)]
+    d = deltas[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(deltas)]
+    spans = [span]
+    earlier = [m.span() for m in _NUMBER.finditer(text) if m.end() <= span[0] and to_number(m.group()) == a]
+    if earlier:
+        spans.insert(0, earlier[-1])
+    edited, last = [], 0
+    for start, end in spans:
+        edited += [text[last:start], _shifted(text[start:end], d)]
+        last = end
+    edited = "".join(edited) + text[last:]
+    # the edit must read as the new answer (it always does; a safeguard against odd number layouts)
+    return edited if to_number(extract_answer(edited)) == a + d else None
+
+
+def split_by_grade(samples: list[str], gold: str) -> tuple[list[str], list[str]]:
+    """(correct, wrong) non-empty samples, in order."""
+    kept = [s for s in samples if s.strip()]
+    return [s for s in kept if is_correct(s, gold)], [s for s in kept if not is_correct(s, gold)]
+
+
+def pick_pair(
+    style: str,
+    correct: list[str],
+    wrong: list[str],
+    solution: str,
+    gold: str,
+    key: str,
+    gold_fallback: bool = True,
+) -> tuple[str, str, str] | None:
+    """(chosen, rejected, chosen_source) of one pair style (tasks.base.PAIR_STYLES) from an item's graded
+    non-empty samples, its gold solution text and gold answer, or None. on-policy: a correct sample (else,
+    with gold_fallback, the solution) over the first wrong one; gold: the solution over the first wrong
+    sample; edit: a correct sample (else the solution) over its number_edit (drawn by `key`)."""
+    if style not in PAIR_STYLES:
+        raise ValueError(f"unknown pair_style {style!r}; valid: {', '.join(PAIR_STYLES)}")
+    if style == "gold":
+        return (solution, wrong[0], "gold") if wrong else None
+    chosen, source = (correct[0], "sample") if correct else (solution, "gold")
+    if style == "edit":
+        rejected = number_edit(chosen, gold, key)
+        return (chosen, rejected, source) if rejected is not None else None
+    if not wrong or not (correct or gold_fallback):
+        return None
+    return chosen, wrong[0], source
+
+
+def make_pair(row: dict, samples: list[str], pair_style: str = "on-policy", **_options) -> dict | None:
+    """A pair of the given style (pick_pair) from graded samples; the gold solution is the cleaned one.
+    on-policy (the default): chosen = a correct sample, else the cleaned gold solution; rejected = an
+    incorrect sample, None when every sample is correct. `rephrased`: a correct sample other than chosen,
+    else (chosen a sample) the cleaned gold solution, else None."""
+    gold, solution = gold_answer(row["answer"]), clean_solution(row["answer"])
+    correct, wrong = split_by_grade(samples, gold)
+    picked = pick_pair(pair_style, correct, wrong, solution, gold, row["question"])
+    if picked is None:
+        return None
+    chosen, rejected, source = picked
+    others = [s for s in correct if s.strip() != chosen.strip()]
+    if others:
+        rephrased = others[0]
+    else:
+        rephrased = solution if source == "sample" and solution.strip() != chosen.strip() else None
+    return {
+        "prompt": prompt(row),
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_source": source,
+        "style": pair_style,
+        "rephrased": rephrased,
+    }

@@ -6,6 +6,7 @@ import pytest
 from tasks import arith, gsm8k
 
 STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")
+STEP_OR_NUMBER = re.compile(r"(\d+)")  # split(): text and numbers alternate
 
 
 def steps_of(answer: str) -> list[tuple[int, str, int, int]]:
@@ -140,7 +141,9 @@ def test_scoring_on_hand_written_outputs():
 ROW = {
     "question": "Ben has 5 cards. He finds 3 more cards. How many cards does Ben have now?",
     "answer": "Ben then has 5 + 3 = 8 cards.\n#### 8",
+    "equation": "5+3=8",
 }
+REPHRASED = "We compute 5 + 3 = 8.\nThe answer is 8.\n#### 8"
 
 
 def test_make_pair_needs_a_correct_and_an_incorrect_sample():
@@ -150,6 +153,8 @@ def test_make_pair_needs_a_correct_and_an_incorrect_sample():
         "chosen": "5 + 3 = 8\n#### 8",
         "rejected": "5 + 3 = 9\n#### 9",
         "chosen_source": "sample",
+        "style": "on-policy",
+        "rephrased": REPHRASED,
     }
     assert arith.make_pair(ROW, ["#### 9", "#### 7", "  "]) is None  # none correct
     assert arith.make_pair(ROW, ["#### 8", "so 8", ""]) is None  # all correct (the empty one is skipped)
@@ -168,3 +173,71 @@ def test_make_pair_gold_chosen_only_when_no_sample_is_correct():
     sample = arith.make_pair(ROW, ["#### 9", "#### 8"], gold_chosen=True)
     assert sample["chosen"] == "#### 8" and sample["chosen_source"] == "sample"
     assert arith.make_pair(ROW, ["#### 8"], gold_chosen=True) is None
+
+
+def test_gold_style_picks_the_gold_even_beside_a_correct_sample():
+    pair = arith.make_pair(ROW, ["5 + 3 = 8\n#### 8", "#### 9"], pair_style="gold")
+    assert (pair["chosen"], pair["rejected"], pair["chosen_source"], pair["style"]) == (
+        ROW["answer"],
+        "#### 9",
+        "gold",
+        "gold",
+    )
+    assert arith.make_pair(ROW, ["#### 8", ""], pair_style="gold") is None  # no wrong sample
+
+
+def test_edit_style_changes_the_step_and_the_final_answer_only():
+    pair = arith.make_pair(ROW, ["#### 9", "5 + 3 = 8\n#### 8"], pair_style="edit")
+    assert (pair["chosen"], pair["rejected"], pair["chosen_source"], pair["style"]) == (
+        "5 + 3 = 8\n#### 8",
+        "5 + 3 = 11\n#### 11",
+        "sample",
+        "edit",
+    )
+    # no correct sample (gold_chosen or not): the gold solution and its edit
+    pair = arith.make_pair(ROW, ["#### 9"], pair_style="edit")
+    assert (pair["chosen"], pair["rejected"], pair["chosen_source"]) == (
+        ROW["answer"],
+        "Ben then has 5 + 3 = 11 cards.\n#### 11",
+        "gold",
+    )
+    chosen, rejected = pair["chosen"].split(), pair["rejected"].split()
+    assert len(chosen) == len(rejected)
+    assert [(i, c, r) for i, (c, r) in enumerate(zip(chosen, rejected)) if c != r] == [
+        (7, "8", "11"),
+        (10, "8", "11"),
+    ]
+    assert gsm8k.is_correct(pair["chosen"], "8") and not gsm8k.is_correct(pair["rejected"], "8")
+    assert pair["rephrased"] == REPHRASED
+
+
+def test_rephrase_writes_every_step_in_other_words():
+    assert arith.rephrase("5+3=8") == REPHRASED
+    assert arith.rephrase("42/6=7;7*3=21") == (
+        "We compute 42 / 6 = 7.\nWe compute 7 * 3 = 21.\nThe answer is 21.\n#### 21"
+    )
+    assert arith.rephrase("1234") == "The answer is 1234.\n#### 1234"  # level 0: nothing to compute
+    # a sample that already reads like rephrase(): the gold solution stands in
+    pair = arith.make_pair(ROW, [REPHRASED, "#### 9"])
+    assert pair["chosen"] == REPHRASED and pair["rephrased"] == ROW["answer"]
+
+
+@pytest.mark.parametrize("level", sorted(arith.LEVELS))
+def test_every_style_on_generated_rows(level):
+    """On every level: the edit is graded wrong and differs from the chosen in at most two numbers; the
+    rephrased solution is graded right and is not the chosen text."""
+    for row in arith.generate(100, level, "train", seed=3):
+        gold = arith.gold_answer(row["answer"])
+        samples = ["#### 99999", row["answer"].replace("\n#### ", " so ")]
+        for style in ("on-policy", "gold", "edit"):
+            pair = arith.make_pair(row, samples, pair_style=style)
+            assert gsm8k.is_correct(pair["chosen"], gold) and not gsm8k.is_correct(pair["rejected"], gold)
+            assert gsm8k.is_correct(pair["rephrased"], gold) and pair["rephrased"] != pair["chosen"]
+            assert pair["style"] == style
+        edit = arith.make_pair(row, samples, pair_style="edit")
+        chosen, rejected = STEP_OR_NUMBER.split(edit["chosen"]), STEP_OR_NUMBER.split(edit["rejected"])
+        changed = [(c, r) for c, r in zip(chosen, rejected) if c != r]
+        assert len(chosen) == len(rejected) and 1 <= len(changed) <= 2
+        assert {c for c, _ in changed} == {gold} and len({r for _, r in changed}) == 1
+        new = int(changed[0][1])
+        assert 1 <= abs(new - int(gold)) <= 3

@@ -98,7 +98,11 @@ def _refuse():
 
 def test_protocol_defaults_and_unknown_options(copy_task):
     assert base.resolve_options(copy_task, None) == {"offset": 0}
-    assert base.resolve_options(tasks.TASKS["arith"], {"level": 3}) == {"level": 3, "gold_chosen": False}
+    assert base.resolve_options(tasks.TASKS["arith"], {"level": 3}) == {
+        "level": 3,
+        "gold_chosen": False,
+        "pair_style": "on-policy",
+    }
     with pytest.raises(ValueError, match="unknown option.*level.*valid: offset"):
         base.resolve_options(copy_task, {"level": 1})
     assert base.pair_report(tasks.TASKS["gsm8k"], [], [], {}) == {}  # the hook is optional
@@ -140,6 +144,8 @@ def test_toy_task_pairs_through_build(copy_task, tiny_model_dir):
         "offset",
         "samples_per_item",
         "chosen_from_gold",
+        "style",
+        "styles",
         "backend",
         "dtype",
         "generation",
@@ -189,3 +195,18 @@ def test_toy_task_metrics_through_evaluate(copy_task, tiny_model_dir, tmp_path):
     # MAX_TOKENS, greedy
     assert metrics["sampling"]["max_tokens"] == 5 and metrics["sampling"]["temperature"] == 0.0
     assert "judge" not in metrics and result["copy"]["n"] == 3
+
+
+def test_another_pair_style_reuses_the_cached_samples(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPO_CACHE_DIR", str(tmp_path / "cache"))
+    args = (tiny_model_dir, "arith", 3, 2, 0, "hf")
+    on_policy, _ = pairs.build(
+        *args, lambda: make_generator(tiny_model_dir, "hf", "float32"), 8, {"level": 1}, "float32"
+    )
+    edit, report = pairs.build(*args, _refuse, 8, {"level": 1, "pair_style": "edit"}, "float32")
+    # the random model is never right: no on-policy pair; every edit pair has the gold as chosen
+    assert on_policy == [] and len(edit) == 3 and "cached" in report
+    assert report["styles"]["edit"]["chosen_source"] == {"sample": 0, "gold": 3}
+    assert [p["chosen"] for p in edit] == [
+        it["answer"] for it in tasks.TASKS["arith"].load("train", 3, level=1)
+    ]
