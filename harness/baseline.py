@@ -53,6 +53,7 @@ ROW_METRICS = (
     *(f"{name}_{t.METRIC}" for name, t in TASKS.items()),
     *(("judge_vs_reference", "judge_vs_human") if any(t.JUDGED for t in TASKS.values()) else ()),
     *("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share", "kl"),
+    *("dlogp_rephrased", "dlogp_unrelated", "dlogp_greedy", "outside_safe_region_share"),
 )
 TRAIN_SKIP = ("step", "lr", "step_seconds")  # timing and schedule: not results
 

@@ -51,8 +51,11 @@ from tasks import TASKS
 from tasks.base import resolve_options
 from tasks.data import cache_dir
 from trainers.pairfile import read_pairs
+from trainers.probes import GREEDY_TOKENS
 
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
+# the held-out probes' greedy response, as capped in the training probes
+GREEDY_SAMPLING = Sampling(max_tokens=GREEDY_TOKENS)
 
 
 @dataclass
@@ -219,7 +222,7 @@ class Evaluator:
                 {"task": task, "prompt": c[0]["content"], "output": o.text, **r}
                 for c, o, r in zip(self.convs[task], outs, rows)
             ]
-        result["shift"] = identity_shift(len(cfg.heldout)) if is_ref else self._shift(gen, path)
+        result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(gen, path)
         seconds = time.time() - t0
         # this model's share of the shared engine's work
         stats = {k: v - before.get(k, 0) for k, v in gen.stats.items()}
@@ -252,7 +255,13 @@ class Evaluator:
         )
         if self.scorer is None:
             self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout)
-        return {**self.scorer.measure(path, kl_prompts, kl_samples), "kl_sampling": sampling.record()}
+        greedy_sampling = self._sampling(GREEDY_SAMPLING)
+        greedy = [o[0] for o in gen.generate(self.scorer.prompt_texts, greedy_sampling, desc="probe greedy")]
+        return {
+            **self.scorer.measure(path, kl_prompts, kl_samples, greedy),
+            "kl_sampling": sampling.record(),
+            "greedy_sampling": greedy_sampling.record(),
+        }
 
     def _cross_check(self, path: str, samples: list[dict]) -> dict:
         """lm-eval's numbers on the first `limit` items of each task, beside ours on the same items."""

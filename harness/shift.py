@@ -1,8 +1,10 @@
 """Distribution shift of a policy from the reference model: where did the probability mass go?
 
-- On held-out pairs: Δ token-mean log-prob of chosen and of rejected responses and Δ log of their
-  combined probability (trainers.logprobs.pair_shift, the same terms the training probes log).
-  Chosen and rejected both falling = mass moved to other, out-of-distribution responses.
+- On held-out pairs, the probe set (trainers.probes, the same terms the training probes log): Δ
+  log-prob (token mean and sum) of chosen, rejected, rephrased chosen, an unrelated response and the
+  policy's own greedy response; Δ log of the pair's combined probability; the share of pairs outside
+  SPO's safe region. Chosen, rejected, rephrased and unrelated falling while greedy rises = the mass
+  moved onto the policy's own mode (the squeezing effect; catastrophic preference shift).
 - On eval prompts: the sequence-KL estimate E_{y~π}[log π(y|x) − log π_ref(y|x)] from the policy's
   own temperature-1 samples (a sample cut by max_tokens counts its prefix, no end-of-turn token).
 - On the policy's greedy eval outputs: mean length, answer-format rate, distinct-1/2.
@@ -13,11 +15,13 @@ for every policy.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from harness.generation import Completion
-from trainers.logprobs import encode, pair_shift, score
-from trainers.losses import SeqLogps
+from trainers.logprobs import score
+from trainers.probes import KINDS, ProbeSet, fixed_responses, nan_mean, probe_terms
 
 
 def _load(path: str):
@@ -27,69 +31,101 @@ def _load(path: str):
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _rows(s: SeqLogps, a: int, b: int) -> SeqLogps:
-    return SeqLogps(s.total[a:b], s.count[a:b])
+def _rounded(values: torch.Tensor) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values.tolist()]
 
 
 class ShiftScorer:
-    """Holds the reference model and its log-probs on the held-out pairs."""
+    """Holds the reference model and its log-probs on the held-out probe set (trainers.probes)."""
 
     def __init__(self, reference_path: str, heldout: list[dict], batch_size: int = 16):
         from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(reference_path)
         self.reference, self.batch_size = _load(reference_path), batch_size
-        enc = [encode(self.tok, p["prompt"], p[f]) for f in ("chosen", "rejected") for p in heldout]
-        self.pair_prompts, self.pair_completions = [e[0] for e in enc], [e[1] for e in enc]
-        self.n = len(heldout)
-        self.ref_pairs = score(
-            self.reference,
-            self.pair_prompts,
-            self.pair_completions,
-            batch_size,
-            progress="log-probs (reference)",
-        )
+        self.heldout, self.probe = heldout, ProbeSet(self.tok, heldout)
+        # the text the engine continues for each held-out prompt (the policy's greedy probe response)
+        self.prompt_texts = [self.tok.decode(p) for p in self.probe.prompts]
+        self.ref_fixed = self.probe.score_fixed(self.reference, batch_size) if heldout else {}
 
-    def measure(self, policy_path: str, kl_prompts: list[str], kl_samples: list[Completion]) -> dict:
-        """Held-out pair shift and the KL estimate of one policy (samples drawn from that policy)."""
+    def greedy_ids(self, completions: list[Completion]) -> list[list[int]]:
+        """Generated greedy responses as probe completions: with the end-of-turn token where they stopped."""
+        return [c.token_ids + [self.tok.eos_token_id] * c.finished for c in completions]
+
+    def measure(
+        self,
+        policy_path: str,
+        kl_prompts: list[str],
+        kl_samples: list[Completion],
+        greedy: list[Completion] | None = None,
+    ) -> dict:
+        """Held-out probe shift (`greedy`: the policy's greedy responses to `prompt_texts`) and the KL
+        estimate of one policy (samples drawn from that policy)."""
         kl_p = [self.tok(t, add_special_tokens=False)["input_ids"] for t in kl_prompts]
         kl_c = [c.token_ids + [self.tok.eos_token_id] * c.finished for c in kl_samples]
         # scored in the same batches as the reference, so a copy of it gives exact zeros
         policy = _load(policy_path)
-        pol = score(
-            policy, self.pair_prompts, self.pair_completions, self.batch_size, progress="log-probs (policy)"
-        )
+        out: dict = {"heldout_pairs": self.probe.n, "kl_samples": len(kl_c)}
+        if self.probe.n:
+            pol, ref = self.probe.score_fixed(policy, self.batch_size), dict(self.ref_fixed)
+            if greedy is not None:
+                ids = self.greedy_ids(greedy)
+                pol["greedy"] = self.probe.score(policy, ids, self.batch_size)
+                ref["greedy"] = self.probe.score(self.reference, ids, self.batch_size)
+            out |= summarise(probe_terms(pol, ref))
+        else:
+            out |= dict.fromkeys(SUMMARY_KEYS)
         pol_kl = score(policy, kl_p, kl_c, self.batch_size, progress="log-probs (policy)")
         del policy
         ref_kl = score(self.reference, kl_p, kl_c, self.batch_size, progress="log-probs (reference)")
-        n, out = self.n, {"heldout_pairs": self.n, "kl_samples": len(kl_c)}
-        if n:
-            terms = pair_shift(
-                _rows(pol, 0, n),
-                _rows(pol, n, 2 * n),
-                _rows(self.ref_pairs, 0, n),
-                _rows(self.ref_pairs, n, 2 * n),
-            )
-            out.update({k: v.mean().item() for k, v in terms.items()})
-            out["both_fell_share"] = (
-                ((terms["dlogp_chosen"] < 0) & (terms["dlogp_rejected"] < 0)).float().mean().item()
-            )
-        else:
-            out.update(dict.fromkeys(("dlogp_chosen", "dlogp_rejected", "dlog_combined", "both_fell_share")))
         out["kl"] = (pol_kl.total - ref_kl.total).mean().item() if kl_c else None
         out["kl_finished_share"] = sum(c.finished for c in kl_samples) / len(kl_c) if kl_c else None
         return out
 
 
-def identity_shift(n_heldout: int) -> dict:
-    """The reference against itself: zero by definition, nothing to score."""
+# eval.json's shift keys from the probe set: per-kind means, shares and per-pair lists
+MEAN_KEYS = (*(f"{d}_{k}" for d in ("dlogp", "dsum") for k in KINDS), "dlog_combined")
+SUMMARY_KEYS = (
+    *MEAN_KEYS,
+    "both_fell_share",
+    "outside_safe_region_share",
+    "rephrased_pairs",
+    "per_pair",
+)
+
+
+def summarise(terms: dict[str, torch.Tensor]) -> dict:
+    """Means over the held-out pairs that have each response, the shares of pairs whose chosen and
+    rejected both fell and whose chosen fell below the reference (outside SPO's safe region, δ = 0),
+    and the per-pair Δ token-mean log-probs (for intervals over pairs and seeds)."""
+    out = {k: nan_mean(terms[k]) if k in terms else None for k in MEAN_KEYS}
+    both = (terms["dlogp_chosen"] < 0) & (terms["dlogp_rejected"] < 0)
+    out["both_fell_share"] = both.float().mean().item()
+    out["outside_safe_region_share"] = terms["outside_safe_region"].mean().item()
+    out["rephrased_pairs"] = int((~torch.isnan(terms["dlogp_rephrased"])).sum())
+    out["per_pair"] = {f"dlogp_{k}": _rounded(terms[f"dlogp_{k}"]) for k in KINDS if f"dlogp_{k}" in terms}
+    return out
+
+
+def identity_shift(heldout: list[dict]) -> dict:
+    """The reference against itself: zero by definition, nothing to score (None where a pair has no
+    rephrased or unrelated response)."""
+    n = len(heldout)
+    if not n:
+        return {"heldout_pairs": 0, "kl_samples": 0, **dict.fromkeys(SUMMARY_KEYS), "kl": 0.0}
+    have = {k: [v is not None for v in texts] for k, texts in fixed_responses(heldout).items()}
+    have["greedy"] = [True] * n
+    per_pair = {f"dlogp_{k}": [0.0 if h else None for h in hs] for k, hs in have.items()}
+    means = {f"{d}_{k}": 0.0 if any(hs) else None for d in ("dlogp", "dsum") for k, hs in have.items()}
     return {
-        "heldout_pairs": n_heldout,
+        "heldout_pairs": n,
         "kl_samples": 0,
-        "dlogp_chosen": 0.0,
-        "dlogp_rejected": 0.0,
+        **means,
         "dlog_combined": 0.0,
         "both_fell_share": 0.0,
+        "outside_safe_region_share": 0.0,
+        "rephrased_pairs": sum(have["rephrased"]),
+        "per_pair": per_pair,
         "kl": 0.0,
         "kl_finished_share": None,
     }

@@ -338,15 +338,3 @@ def score_pairs(
     """`pair_logps` over many pairs in batches of `batch_size` pairs, without gradients (eval mode)."""
     pc, pr = _no_grad_batches(model, pair_logps, (prompts, chosen, rejected), batch_size, bf16, progress)
     return pc, pr
-
-
-def pair_shift(pc: SeqLogps, pr: SeqLogps, rc: SeqLogps, rr: SeqLogps) -> dict[str, torch.Tensor]:
-    """Per-pair movement from the reference (rc, rr) to the policy (pc, pr): Δ token-mean
-    log-prob of the chosen and of the rejected response, and Δ log of their combined probability
-    log(π(y_w)+π(y_l)). Both falling means the mass went to other responses. Shared by the
-    training probes and the evaluator, so both report the same quantities."""
-    return {
-        "dlogp_chosen": pc.mean - rc.mean,
-        "dlogp_rejected": pr.mean - rr.mean,
-        "dlog_combined": torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total),
-    }

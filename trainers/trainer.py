@@ -7,6 +7,7 @@ Pairs are generic: {"prompt": chat messages or text, "chosen": str, "rejected": 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -26,13 +27,13 @@ from trainers.logprobs import (
     encode,
     native_bf16,
     pair_logps,
-    pair_shift,
     score_pairs,
     sequence_logps,
 )
-from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss, reference_anchor
+from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss
 from trainers.pairfile import describe, load_pairs
 from trainers.parallel import strategy
+from trainers.probes import ProbeSet, nan_mean, probe_terms
 
 
 @dataclass(kw_only=True)
@@ -40,7 +41,9 @@ class TrainConfig(LossParams):
     model: str = option(help="local HF checkpoint directory (or hub id when a hub is reachable)")
     pairs: str = option(help='JSONL of {"prompt", "chosen", "rejected"}')
     output_dir: str = option("outputs/train", "metrics.jsonl, train.json, state/ and checkpoint/ go here")
-    method: str = option("spo", "dpo, ipo, simpo, dpop, rpo, or <loss>+spo; spo = dpo+spo")
+    method: str = option(
+        "spo", "dpo, ipo, simpo, dpop, rpo, <loss>+spo (spo = dpo+spo), or sft (NLL of the chosen responses)"
+    )
     spo_anchor: str = option(
         "reference",
         "v̂ of the SPO penalty: reference (ℓ_ref − δ) or lookahead (ℓ after a virtual SFT step)",
@@ -76,6 +79,11 @@ class TrainConfig(LossParams):
         None, "held-out pairs JSONL whose log-probs are logged (training dynamics)"
     )
     probe_every: int = option(0, "log the probe set every N steps, and before the first (0: never)")
+    probe_greedy: bool = option(
+        True,
+        "probe the policy's own greedy response too (trainers.probes: generated at each probe step and "
+        "scored against a frozen copy of the initial model; not under --fsdp/--deepspeed)",
+    )
     lora_r: int = option(0, "LoRA rank on every linear layer via peft (0: full fine-tuning)")
     lora_alpha: float = option(16.0, "LoRA scaling; the saved checkpoint has the adapters merged")
     fsdp: bool = option(
@@ -168,7 +176,9 @@ class Trainer:
         self.pairs, self.skipped = self._encode(cfg.pairs)
         if not self.pairs:
             raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
-        self.probe = self._encode(cfg.probe_pairs)[0] if cfg.probe_pairs and cfg.probe_every else []
+        self.probe = None
+        if cfg.probe_pairs and cfg.probe_every:
+            self.probe = ProbeSet(tok, load_pairs(cfg.probe_pairs, "error")[0])
 
     @staticmethod
     def _check_config(cfg: TrainConfig) -> tuple[str, str]:
@@ -289,23 +299,20 @@ class Trainer:
         n = len(pairs)
         return SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
 
-    def probe_metrics(self, ref: tuple[SeqLogps, SeqLogps]) -> dict[str, float]:
-        """Training dynamics on the fixed probe set: absolute and Δ log-probs of chosen and rejected,
-        Δ log of their combined probability, DPO margin and reward accuracy, SPO region activity."""
-        pc, pr = score_pairs(
-            self.model, *self._columns(self.probe, range(len(self.probe))), self.cfg.micro_pairs, self.bf16
-        )
-        rc, rr = ref
-        margin = self.cfg.beta * ((pc.total - rc.total) - (pr.total - rr.total))
-        values = {
-            "logp_chosen": pc.mean,
-            "logp_rejected": pr.mean,
-            **pair_shift(pc, pr, rc, rr),
-            "margin": margin,
-            "reward_accuracy": (margin > 0).float(),
-            "outside_safe_region": (-pc.mean > reference_anchor(rc, self.cfg.spo_delta)).float(),
-        }
-        return {f"probe_{k}": v.mean().item() for k, v in values.items()}
+    def probe_metrics(self, reference: dict[str, SeqLogps], frozen) -> dict[str, float]:
+        """Training dynamics on the fixed probe set (trainers.probes): per response kind the absolute and
+        Δ log-probs, Δ log of the pair's combined probability, the DPO margin and reward accuracy, and the
+        share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given."""
+        policy = self.probe.score_fixed(self.model, self.cfg.micro_pairs)
+        if frozen is not None:
+            greedy = self.probe.greedy(self.model)
+            policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
+            reference = {**reference, "greedy": self.probe.score(frozen, greedy, self.cfg.micro_pairs)}
+        values = probe_terms(policy, reference, self.cfg.spo_delta)
+        margin = self.cfg.beta * (values["dsum_chosen"] - values["dsum_rejected"])
+        values |= {"margin": margin, "reward_accuracy": (margin > 0).float()}
+        means = {f"probe_{k}": nan_mean(v) for k, v in values.items()}
+        return {k: v for k, v in means.items() if v is not None}
 
     def _save_state(self, step: int, opt, sched) -> None:
         """Everything a killed run needs to continue, written aside and swapped in atomically."""
@@ -357,16 +364,18 @@ class Trainer:
         cfg, main = self.cfg, self.acc.is_main_process
         seed_everything(cfg.seed)
         ref = self.reference_logps(self.pairs)  # before any resume: the initial weights
-        probe_ref = self.reference_logps(self.probe) if self.probe else None
+        # the probe set's reference terms, likewise from the initial weights, before any sharding
+        probe_ref = self.probe.score_fixed(self.model, cfg.micro_pairs) if self.probe is not None else None
+        frozen = self._frozen_copy() if self.probe is not None and main else None
         # 1. data order: every epoch's shuffle drawn up front from the seed, so a resumed run goes on with it
         batches = self._batches()
         opt, sched = self.parallel.prepare(self.model, lambda: self._optimizer(len(batches)))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
         log = MetricsLog(self.out, start) if main else None
-        probing = self.probe and (main or self.parallel.probes_everywhere)
+        probing = self.probe is not None and (main or self.parallel.probes_everywhere)
         if probing and start == 0:
-            self._write(log, {"step": 0, **self.probe_metrics(probe_ref)})
+            self._write(log, {"step": 0, **self.probe_metrics(probe_ref, frozen)})
         # the module of the training forwards, wrapped once the resumed weights are in place
         forward = self.parallel.wrap(self.model)
         self.model.train()
@@ -388,7 +397,7 @@ class Trainer:
                 "step_seconds": time.time() - t_step,
             }
             if probing and (step % cfg.probe_every == 0 or step == len(batches)):
-                row.update(self.probe_metrics(probe_ref))
+                row.update(self.probe_metrics(probe_ref, frozen))
             self._write(log, row)
             if cfg.save_every and step % cfg.save_every == 0:
                 if main:
@@ -399,6 +408,15 @@ class Trainer:
         bar.close()
         # 5. checkpoint and train.json
         return self._finish(log, row, len(batches), start, t0)
+
+    def _frozen_copy(self):
+        """The initial model, frozen, to score the policy's greedy responses against; None when greedy
+        probes are off or the run shards (a generate over an FSDP or ZeRO engine is not supported here)."""
+        if not self.cfg.probe_greedy or self.cfg.fsdp or self.cfg.deepspeed:
+            return None
+        frozen = copy.deepcopy(self.model).eval()
+        frozen.requires_grad_(False)
+        return frozen
 
     def _batches(self) -> list[list[int]]:
         """The pair indices of every step, epoch after epoch, each epoch in its own seeded order."""

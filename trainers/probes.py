@@ -1,0 +1,112 @@
+"""The probe set: where a policy moved the probability mass of held-out pairs (after Ren & Sutherland,
+ICLR 2025, "Learning dynamics of LLM finetuning").
+
+For each held-out pair, the log-prob under the policy and under the reference of five responses:
+chosen, rejected, a rephrased chosen (the same answer in other words, the pair's `rephrased`; None
+where the task has none), an unrelated response (the next pair's chosen) and the policy's own greedy
+response. DPO's squeezing effect shows as chosen, rejected, rephrased and unrelated all falling while
+the greedy response rises. The training probes (trainers.trainer) and the evaluator (harness.shift)
+both go through `probe_terms`, so the two report the same quantities.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainers.logprobs import encode, score
+from trainers.losses import SeqLogps
+
+FIXED = ("chosen", "rejected", "rephrased", "unrelated")  # the same text for every policy
+KINDS = (*FIXED, "greedy")  # greedy: each policy's own
+GREEDY_TOKENS = 128  # cap on a probe's greedy response (training and evaluation alike)
+
+
+def fixed_responses(pairs: list[dict]) -> dict[str, list[str | None]]:
+    """The fixed probe responses of each pair; the unrelated one is the next pair's chosen (cyclically),
+    so none with a single pair."""
+    n = len(pairs)
+    return {
+        "chosen": [p["chosen"] for p in pairs],
+        "rejected": [p["rejected"] for p in pairs],
+        "rephrased": [p.get("rephrased") or None for p in pairs],
+        "unrelated": [pairs[(i + 1) % n]["chosen"] if n > 1 else None for i in range(n)],
+    }
+
+
+class ProbeSet:
+    """Held-out pairs tokenised once: prompt ids and, per fixed kind, completion ids (None: no such
+    response for that pair)."""
+
+    def __init__(self, tok, pairs: list[dict]):
+        self.n = len(pairs)
+        self.eos = tok.eos_token_id
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.prompts = [encode(tok, p["prompt"], "")[0] for p in pairs]
+        self.responses = {
+            kind: [None if t is None else encode(tok, p["prompt"], t)[1] for p, t in zip(pairs, texts)]
+            for kind, texts in fixed_responses(pairs).items()
+        }
+
+    def score(self, model, responses: list[list[int] | None], batch_size: int = 16) -> SeqLogps:
+        """Summed log-prob and length of each response (NaN where there is none), fp32, no gradients."""
+        have = [i for i, r in enumerate(responses) if r]
+        got = score(model, [self.prompts[i] for i in have], [responses[i] for i in have], batch_size)
+        total, count = torch.full((self.n,), float("nan")), torch.full((self.n,), float("nan"))
+        total[have], count[have] = got.total.float(), got.count.float()
+        return SeqLogps(total, count)
+
+    def score_fixed(self, model, batch_size: int = 16) -> dict[str, SeqLogps]:
+        return {kind: self.score(model, self.responses[kind], batch_size) for kind in FIXED}
+
+    def greedy(self, model, max_new_tokens: int = GREEDY_TOKENS, batch_size: int = 16) -> list[list[int]]:
+        """The model's greedy response to each prompt, with the end-of-turn token where it stopped (as
+        `encode` appends it to the fixed responses)."""
+        was_training = model.training
+        model.eval()
+        out: list[list[int]] = []
+        with torch.no_grad():
+            for s in range(0, self.n, batch_size):
+                rows = self.prompts[s : s + batch_size]
+                width = max(map(len, rows))
+                # left padding: every row's first new token is at the same column
+                ids = torch.tensor([[self.pad] * (width - len(r)) + r for r in rows])
+                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+                device = next(model.parameters()).device
+                gen = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.pad,
+                    eos_token_id=self.eos,
+                )
+                for row in gen[:, width:].tolist():
+                    out.append(row[: row.index(self.eos) + 1] if self.eos in row else row)
+        model.train(was_training)
+        return out
+
+
+def probe_terms(
+    policy: dict[str, SeqLogps], reference: dict[str, SeqLogps], delta: float = 0.0
+) -> dict[str, torch.Tensor]:
+    """Per pair (NaN where a kind has no response): for each kind the policy's token-mean log-prob
+    `logp_<kind>` = a_θ(y), its change from the reference `dlogp_<kind>` = a_θ(y) − a_ref(y) and the change
+    of the sum `dsum_<kind>` = s_θ(y) − s_ref(y); Δ log(π(y_w)+π(y_l)) `dlog_combined`; and
+    `outside_safe_region`: 1 where ℓ_θ(y_w) > v̂ = ℓ_ref(y_w) − δ (ℓ = −a), i.e. a_θ(y_w) < a_ref(y_w) + δ,
+    where SPO's penalty is active."""
+    out = {}
+    for kind in policy:
+        p, r = policy[kind], reference[kind]
+        out[f"logp_{kind}"] = p.mean
+        out[f"dlogp_{kind}"] = p.mean - r.mean
+        out[f"dsum_{kind}"] = p.total - r.total
+    pc, pr, rc, rr = policy["chosen"], policy["rejected"], reference["chosen"], reference["rejected"]
+    out["dlog_combined"] = torch.logaddexp(pc.total, pr.total) - torch.logaddexp(rc.total, rr.total)
+    out["outside_safe_region"] = (pc.mean < rc.mean + delta).float()
+    return out
+
+
+def nan_mean(values: torch.Tensor) -> float | None:
+    """Mean over the pairs that have the response; None when none has."""
+    kept = values[~torch.isnan(values)]
+    return kept.mean().item() if len(kept) else None
