@@ -40,19 +40,39 @@ from harness import leaderboard, models
 from harness.evaluate import EvalConfig
 from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
+from harness.methods import PER_RUN, MethodSpec, parse_spec, parse_specs
 from harness.pairs import PairsConfig
 from harness.runinfo import commit, machine, stage_env
-from harness.taskflags import add_option_flags, add_size_flags, check_tasks, options_given, sizes_given
+from harness.taskflags import (
+    add_option_flags,
+    add_size_flags,
+    check_tasks,
+    merge_options,
+    options_given,
+    sizes_given,
+)
 from tasks import TASKS
+from tasks.base import PAIR_STYLES, resolve_options
 from trainers.logprobs import native_bf16, resolve_dtype
-from trainers.losses import parse_method
 from trainers.pairfile import read_pairs
 from trainers.trainer import TrainConfig
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
-# TrainConfig fields compare sets per run, not options
-PER_RUN = ("model", "pairs", "output_dir", "method", "seed", "ref_cache", "resume", "probe_pairs")
-REQUIRED = ("model", "methods", "seed", "backend", "dtype", "tasks", "judge", "k", "heldout", "kl_prompts")
+REQUIRED = (
+    "model",
+    "methods",
+    "init",
+    "seed",
+    "backend",
+    "dtype",
+    "tasks",
+    "judge",
+    "k",
+    "heldout",
+    "kl_prompts",
+)
+# the task option --pair-style sets, for every task that has it
+PAIR_STYLE = "pair_style"
 
 
 def digest(*parts) -> str:
@@ -115,7 +135,17 @@ def parser() -> argparse.ArgumentParser:
         help="keep (method, seed) runs trained with the same config hash and models evaluated with the same "
         "settings; continue a run cut off mid-training from its last state (--save-every)",
     )
-    ap.add_argument("--methods", help="comma-separated methods (dpo, spo = dpo+spo, simpo, simpo+spo, ...)")
+    ap.add_argument(
+        "--methods",
+        help="comma-separated methods (dpo, spo = dpo+spo, simpo, simpo+spo, sft, ...), each optionally a "
+        "variant METHOD:FIELD=VALUE[:FIELD=VALUE] of TrainConfig fields, e.g. spo:spo_lambda=10",
+    )
+    ap.add_argument(
+        "--init",
+        help="what every method starts from and uses as its reference: reference (--model) or sft (one SFT "
+        "run of --model on the training pairs' chosen responses, trained first; sft:FIELD=VALUE sets its "
+        "TrainConfig fields)",
+    )
     ap.add_argument(
         "--model",
         help="init and reference: HF checkpoint dir or hub id "
@@ -143,6 +173,13 @@ def parser() -> argparse.ArgumentParser:
     add_size_flags(g, "-pairs", "train items sampled for pairs", "PAIR_ITEMS")
     add_size_flags(g, "-eval", "test items evaluated", "EVAL_ITEMS")
     add_option_flags(g)
+    g.add_argument(
+        "--pair-style",
+        choices=PAIR_STYLES,
+        help="pair style of every task that has one (--<task>-pair-style overrides): on-policy (chosen and "
+        "rejected sampled), gold (chosen the gold solution) or edit (rejected = chosen with one number and "
+        "the final answer changed)",
+    )
     g.add_argument("--k", type=int, help="reference samples per train item, for tasks that grade several")
     g.add_argument("--heldout", type=int, help="pairs per task held out of training for Δ log-prob")
     g.add_argument("--kl-prompts", type=int, help="eval prompts sampled for the KL estimate")
@@ -218,11 +255,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.methods = [m.strip() for m in str(a.methods).split(",") if m.strip()]
     a.tasks = tuple(t.strip() for t in str(a.tasks).split(",") if t.strip())
     try:
-        for m in a.methods:
-            parse_method(m)
+        a.specs = parse_specs(a.methods)
+        a.init_spec = None if a.init == "reference" else parse_spec(str(a.init))
+        if a.init_spec is not None and a.init_spec.method != "sft":
+            raise ValueError(f"--init: {a.init!r}; valid: reference, sft or sft:FIELD=VALUE")
         check_tasks(a.tasks)
         # a task option given as text in a YAML is typed here, naming the option
         a.task_options = options_given(vars(a))
+        if a.pair_style is not None:
+            styled = [t for t, task in TASKS.items() if PAIR_STYLE in task.OPTIONS]
+            a.task_options = merge_options({t: {PAIR_STYLE: a.pair_style} for t in styled}, a.task_options)
+        for name, opts in a.task_options.items():
+            resolve_options(TASKS[name], opts)  # a bad value fails here, before any stage
         a.pair_sizes = {t: task.PAIR_ITEMS for t, task in TASKS.items()} | sizes_given(vars(a), "-pairs")
         a.eval_sizes = {t: TASKS[t].EVAL_ITEMS for t in a.tasks} | sizes_given(vars(a), "-eval")
     except (ConfigError, ValueError) as e:
@@ -244,33 +288,35 @@ def pairs_config(a: argparse.Namespace) -> PairsConfig:
     )
 
 
-def train_config(a: argparse.Namespace, ref: str, method: str, seed: int, label: str) -> TrainConfig:
+def train_config(a: argparse.Namespace, init: str, spec: MethodSpec, seed: int, label: str) -> TrainConfig:
+    """The run of `spec` from `init`: compare's training options, then the variant's own fields."""
     fields = {
         k: getattr(a, k)
         for k in TrainConfig.__dataclass_fields__
         if k not in PER_RUN and getattr(a, k, None) is not None
     }
-    # one reference log-prob cache (ref_cache) for all runs: they share the init and the pairs
+    # one reference log-prob cache (ref_cache) for all runs: its key holds the init's weights and the pairs
     return TrainConfig(
-        model=ref,
+        model=init,
         pairs=str(a.outputs / "train_pairs.jsonl"),
         output_dir=str(a.outputs / label),
-        method=method,
+        method=spec.method,
         seed=seed,
         ref_cache=str(a.outputs),
         probe_pairs=str(a.outputs / "heldout_pairs.jsonl"),
-        **fields,
+        **(fields | spec.overrides),
     )
 
 
-def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], runs: Path) -> EvalConfig:
-    """The evaluation of the models in `todo` (model, run folder); its run_key hashes the settings and the
-    held-out pairs, not the models (each eval.json also records its model's fingerprint)."""
+def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init: str, init_run: Path) -> EvalConfig:
+    """The evaluation of the models in `todo` (model, run folder), shift and judge measured from the init
+    (the methods' reference; its run folder `init_run`); the run_key hashes the settings and the held-out
+    pairs, not the models (each eval.json also records its model's fingerprint)."""
     heldout = a.outputs / "heldout_pairs.jsonl"
     cfg = EvalConfig(
         model=[m for m, _ in todo],
         out=[str(o) for _, o in todo],
-        reference=a.model,
+        reference=init,
         tasks=a.tasks,
         sizes={t: a.eval_sizes[t] for t in a.tasks},
         options=a.task_options,
@@ -281,7 +327,7 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], runs: Path)
         max_tokens=a.max_tokens,
         seed=a.seed,
         judge=a.judge,
-        reference_run=str(runs / "reference"),
+        reference_run=str(init_run),
     )
     settings = {
         k: v for k, v in config_json(cfg).items() if k not in ("model", "out", "run_key", "reference_run")
@@ -290,40 +336,51 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], runs: Path)
     return cfg
 
 
-def train_all(a: argparse.Namespace, ref: str, runs: Path, timings: dict) -> list[str]:
-    """Train every (method, seed), each in its own stage process; with --resume, a run finished under the
-    same config hash is kept and a run cut off under it continues from its last saved state. Returns
-    the runs kept."""
-    kept = []
-    base = [file_digest(a.outputs / "train_pairs.jsonl"), fingerprint(ref)]
-    for method in a.methods:
-        for seed in a.seeds:
-            label = f"{method}-seed{seed}"
-            cfg = train_config(a, ref, method, seed, label)
-            key = digest({k: v for k, v in config_json(cfg).items() if k != "resume"}, *base)
-            out = a.outputs / label
-            done, key_file = runs / label / "train.json", out / "config_hash"
-            if (
-                a.resume
-                and done.is_file()
-                and json.loads(done.read_text()).get("config_hash") == key
-                and (out / "checkpoint" / "model.safetensors").is_file()
-            ):
-                print(f"\n== train {label}: finished earlier with config hash {key}, kept", flush=True)
-                kept.append(label)
-                continue
-            # its saved state (if any) fits
-            cfg.resume = a.resume and key_file.is_file() and key_file.read_text() == key
-            write_text(key_file, key)
-            write_json(out / "train_config.json", config_json(cfg))
-            note = " (resuming)" if cfg.resume else ""
-            stage(
-                f"train {label}", timings, "trainers.train", out / "train_config.json", quiet=True, note=note
-            )
-            summary = json.loads((out / "train.json").read_text()) | {"config_hash": key}
-            write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
-            write_json(runs / label / "train.json", summary)  # last: marks the run finished
-    return kept
+def run_labels(a: argparse.Namespace) -> list[str]:
+    """Every training run, in order: the SFT init first (when --init sft), then each method and seed."""
+    init = [f"{a.init_spec.label}-seed{a.seeds[0]}"] if a.init_spec else []
+    methods = [f"{spec.label}-seed{seed}" for spec in a.specs for seed in a.seeds]
+    return init + [x for x in methods if x not in init]
+
+
+def train_all(a: argparse.Namespace, runs: Path, timings: dict) -> tuple[str, list[str]]:
+    """Train every run, each in its own stage process: the SFT init (when --init sft) from --model, then
+    every (method, seed) from the init (an sft method from --model, as the init). With --resume, a run
+    finished under the same config hash is kept and a run cut off under it continues from its last saved
+    state. Returns the init's weights and the runs kept."""
+    kept, model = [], models.resolve_model(a.model)
+    init_label = run_labels(a)[0] if a.init_spec else None
+    init = str(a.outputs / init_label / "checkpoint") if init_label else model
+    specs = {f"{spec.label}-seed{seed}": (spec, seed) for spec in a.specs for seed in a.seeds}
+    if init_label:
+        specs[init_label] = (a.init_spec, a.seeds[0])
+    for label in run_labels(a):
+        spec, seed = specs[label]
+        start = model if spec.method == "sft" else init
+        cfg = train_config(a, start, spec, seed, label)
+        base = [file_digest(a.outputs / "train_pairs.jsonl"), fingerprint(start)]
+        key = digest({k: v for k, v in config_json(cfg).items() if k != "resume"}, *base)
+        out = a.outputs / label
+        done, key_file = runs / label / "train.json", out / "config_hash"
+        if (
+            a.resume
+            and done.is_file()
+            and json.loads(done.read_text()).get("config_hash") == key
+            and (out / "checkpoint" / "model.safetensors").is_file()
+        ):
+            print(f"\n== train {label}: finished earlier with config hash {key}, kept", flush=True)
+            kept.append(label)
+            continue
+        # its saved state (if any) fits
+        cfg.resume = a.resume and key_file.is_file() and key_file.read_text() == key
+        write_text(key_file, key)
+        write_json(out / "train_config.json", config_json(cfg))
+        note = " (resuming)" if cfg.resume else ""
+        stage(f"train {label}", timings, "trainers.train", out / "train_config.json", quiet=True, note=note)
+        summary = json.loads((out / "train.json").read_text()) | {"config_hash": key}
+        write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
+        write_json(runs / label / "train.json", summary)  # last: marks the run finished
+    return init, kept
 
 
 def evaluated(out: Path, model: str, run_key: str) -> bool:
@@ -344,7 +401,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
-    ref = models.resolve_model(a.model)
     runs, stages = a.results / "runs", a.outputs / "stages"
     earlier = runs / "compare.json"
     # kept stages keep their times
@@ -362,17 +418,19 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
     write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
 
-    # 2. training, every method and seed from the same init on the same pairs
-    kept = {"train": train_all(a, ref, runs, timings)}
+    # 2. training: the SFT init when asked for, then every method and seed from the init on the same pairs
+    init, kept_runs = train_all(a, runs, timings)
+    kept = {"train": kept_runs}
 
     # 3. one evaluation stage for the reference and every checkpoint not evaluated under these settings
-    labels = [f"{m}-seed{s}" for m in a.methods for s in a.seeds]
+    labels = run_labels(a)
+    init_run = runs / (labels[0] if a.init_spec else "reference")
     every = [(a.model, runs / "reference"), *((str(a.outputs / n / "checkpoint"), runs / n) for n in labels)]
-    run_key = eval_config(a, every, runs).run_key
+    run_key = eval_config(a, every, init, init_run).run_key
     todo = [(m, o) for m, o in every if not (a.resume and evaluated(o, m, run_key))]
     kept["eval"] = [o.name for m, o in every if (m, o) not in todo]
     if todo:
-        write_json(stages / "eval.json", config_json(eval_config(a, todo, runs)))
+        write_json(stages / "eval.json", config_json(eval_config(a, todo, init, init_run)))
         stage("eval", timings, "harness.evaluate", stages / "eval.json")
 
     # 4. the leaderboard, from the run folders alone
@@ -385,6 +443,8 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         "machine": machine(stage_env()),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "order": ["reference", *labels],
+        "init": "sft" if a.init_spec else "reference",
+        "init_run": init_run.name,
         "seeds": a.seeds,
         "stage_seconds": {k: v for k, v in timings.items() if k in stage_keys},
         "kept_from_earlier": kept,

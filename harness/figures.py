@@ -1,7 +1,8 @@
 """Figures: main metrics per method (mean over seeds, ±1 std error bars), the training curves of every
-run (batch loss, margin, Δ log-prob of the batch's chosen and rejected) and the probe-set dynamics.
+run (batch loss, margin, Δ log-prob of the batch's chosen and rejected) and the probe-set dynamics per
+method (mean over seeds, min–max band; harness.leaderboard writes it as results/figures/dynamics.png).
 
-    python -m harness.figures outputs/dpo outputs/spo --out results/figures/dynamics.png
+    python -m harness.figures outputs/dpo-seed0 outputs/dpo-seed1 outputs/spo-seed0 --out dynamics.png
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from common import read_jsonl, save_figure
+from harness.methods import method_of
 from tasks import TASKS
 
 # each task's headline metric, in registry order, then the first judged task's win rate vs the reference
@@ -23,11 +25,15 @@ CURVES = [
     ("dlogp_chosen", "Δ log-prob chosen vs ref (batch)"),
     ("dlogp_rejected", "Δ log-prob rejected vs ref (batch)"),
 ]
-DYNAMICS = [  # the probe set: held-out pairs scored during training (--probe-pairs, --probe-every)
-    ("probe_dlogp_chosen", "Δ log-prob chosen (token mean, vs reference)"),
-    ("probe_dlogp_rejected", "Δ log-prob rejected (token mean, vs reference)"),
-    ("probe_dlog_combined", "Δ log(p(chosen) + p(rejected)) vs reference"),
-    ("loss", "training loss (batch)"),
+# the probe set (held-out pairs scored during training: --probe-pairs, --probe-every): Δ token-mean log-prob
+# vs the reference per response kind (trainers.probes), then the share of pairs outside SPO's safe region
+PROBES = [
+    ("probe_dlogp_chosen", "Δ log-prob chosen /token"),
+    ("probe_dlogp_rejected", "Δ log-prob rejected /token"),
+    ("probe_dlogp_rephrased", "Δ log-prob rephrased chosen /token"),
+    ("probe_dlogp_unrelated", "Δ log-prob unrelated response /token"),
+    ("probe_dlogp_greedy", "Δ log-prob own greedy response /token"),
+    ("probe_outside_safe_region", "share outside SPO's safe region"),
 ]
 
 
@@ -97,17 +103,70 @@ def training_chart(
     return out
 
 
+def seed_band(seeds: list[list[dict]], key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) of `key` over the seeds' metrics rows at each step some seed logged it."""
+    at: dict[int, list[float]] = {}
+    for rows in seeds:
+        for step, value in zip(*curves(rows, [key])[key]):
+            at.setdefault(step, []).append(value)
+    steps = sorted(at)
+    return (
+        steps,
+        [sum(at[s]) / len(at[s]) for s in steps],
+        [min(at[s]) for s in steps],
+        [max(at[s]) for s in steps],
+    )
+
+
+def probe_chart(methods: dict[str, list[list[dict]]], out: Path) -> Path | None:
+    """Training dynamics on the probe set: one panel per PROBES key that some run logged, one line per
+    method (label → the metrics.jsonl rows of each of its seeds), the mean over seeds with a min–max band.
+    None (no figure) when no run logged a probe."""
+    panels = [
+        (k, t)
+        for k, t in PROBES
+        if any(curves(rows, [k])[k][0] for seeds in methods.values() for rows in seeds)
+    ]
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4), squeeze=False)
+    for i, (method, seeds) in enumerate(methods.items()):
+        for ax, (key, _) in zip(axes[0], panels):
+            steps, mean, low, high = seed_band(seeds, key)
+            if not steps:
+                continue
+            label = f"{method} ({len(seeds)})"
+            ax.plot(steps, mean, marker="o", markersize=2, color=f"C{i}", label=label)
+            if len(seeds) > 1:
+                ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
+    for ax, (key, title) in zip(axes[0], panels):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        if key == "probe_outside_safe_region":
+            ax.set_ylim(-0.02, 1.02)
+        else:
+            ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")  # no change from the reference
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    out = save_figure(fig, out)
+    plt.close(fig)
+    return out
+
+
 def dynamics_chart(runs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
-    """The probe-set curves (held-out pairs) of several training runs: the picture of likelihood
-    displacement."""
-    named = {}
+    """The probe-set curves (held-out pairs) of training output folders, the seeds of one method
+    ('dpo-seed0', 'dpo-seed1') pooled: the picture of likelihood displacement."""
+    methods: dict[str, list[list[dict]]] = {}
     for label, run in zip(labels or [r.name for r in runs], runs, strict=True):
-        named[label] = read_jsonl(run / "metrics.jsonl")
-        if not curves(named[label], ["probe_dlogp_chosen"])["probe_dlogp_chosen"][0]:
-            raise SystemExit(
-                f"{run}/metrics.jsonl has no probe rows: train with --probe-pairs and --probe-every"
-            )
-    return training_chart(named, out, DYNAMICS)
+        methods.setdefault(method_of(label), []).append(read_jsonl(run / "metrics.jsonl"))
+    drawn = probe_chart(methods, out)
+    if drawn is None:
+        raise SystemExit(
+            f"no probe rows in {', '.join(str(r / 'metrics.jsonl') for r in runs)}: train with --probe-pairs "
+            "and --probe-every"
+        )
+    return drawn
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 from common import exclusive, read_jsonl, run_main, write_json, write_text
 from harness import figures, report
-from harness.stats import mean_ci, paired_diff_ci
+from harness.methods import base_of, method_of
+from harness.stats import clustered_mean_ci, mean_ci, paired_diff_ci
 from tasks import TASKS
 
 
@@ -34,6 +35,28 @@ JUDGED = next((name for name, t in TASKS.items() if t.JUDGED), None)
 JUDGE_NOTE = (
     " Win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; vs ref = "
     "against the reference model's summary, vs human = against the human summary."
+)
+
+
+# response kinds scored on every held-out pair (harness.shift): Δ log-prob vs the reference of each;
+# trainers.probes.KINDS, spelled out here so that a rebuild does not load torch (a test checks they agree)
+KINDS = {
+    "chosen": "held-out chosen response",
+    "rejected": "rejected response",
+    "rephrased": "rephrased chosen response",
+    "unrelated": "unrelated response (another pair's chosen)",
+    "greedy": "policy's own greedy response",
+}
+SHIFT_KEYS = (
+    *(f"dlogp_{k}" for k in KINDS),
+    *(f"dsum_{k}" for k in KINDS),
+    "dlog_combined",
+    "both_fell_share",
+    "outside_safe_region_share",
+    "heldout_pairs",
+    "rephrased_pairs",
+    "kl",
+    "kl_samples",
 )
 
 
@@ -103,15 +126,7 @@ def row(run: Run) -> dict:
             )
         r["judge"] = _get(ev, JUDGED, "judge", "human", "judge")
     shift = ev["shift"]
-    for k in (
-        "dlogp_chosen",
-        "dlogp_rejected",
-        "dlog_combined",
-        "both_fell_share",
-        "heldout_pairs",
-        "kl",
-        "kl_samples",
-    ):
+    for k in SHIFT_KEYS:
         r[k] = shift.get(k)
     r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
@@ -119,13 +134,23 @@ def row(run: Run) -> dict:
     return r
 
 
-def method_of(name: str) -> str:
-    """'spo-seed1' → 'spo': the seeds of one method are pooled in the paired comparisons."""
-    return re.sub(r"-seed\d+$", "", name)
+def init_method(meta: dict) -> str | None:
+    """The method every run started from when it was not the reference (compare.json "init" and
+    "init_run", e.g. 'sft' from run 'sft-seed0'); None for the reference, and in files older than --init."""
+    if meta.get("init", "reference") == "reference":
+        return None
+    return method_of(meta["init_run"]) if meta.get("init_run") else meta["init"]
 
 
-def paired(runs: list[Run]) -> list[dict]:
-    """Each method (its seeds averaged per item) minus the reference and minus dpo, on the same items:
+def opponents(method: str, ran, init: str | None = None) -> list[str]:
+    """What `method` is compared with on the same items, of the methods that `ran`: the reference, its
+    base_of (spo → dpo, simpo+spo → simpo, spo@spo_lambda=10 → spo) and the init method (e.g. sft)."""
+    named = dict.fromkeys(m for m in ("reference", base_of(method), init) if m is not None)
+    return [m for m in named if m != method and m in ran]
+
+
+def paired(runs: list[Run], init: str | None = None) -> list[dict]:
+    """Each method (its seeds averaged per item) minus each of its opponents, on the same items:
     mean difference and 95% paired-bootstrap interval per task."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
@@ -140,9 +165,7 @@ def paired(runs: list[Run]) -> list[dict]:
     }
     out = []
     for method in (m for m in pooled if m != "reference"):
-        for base in ("reference", "dpo"):
-            if base == method or base not in pooled:
-                continue
+        for base in opponents(method, pooled, init):
             diffs = {}
             for task in ITEM_SCORES:
                 a, b = pooled[method].get(task), pooled[base].get(task)
@@ -158,10 +181,51 @@ def paired(runs: list[Run]) -> list[dict]:
     return out
 
 
+def _pooled_kind(evals: list[dict], kind: str) -> dict | None:
+    """Δ token-mean log-prob of one response kind over a method's seeds: the per-pair values pooled, with a
+    95% bootstrap resampling pairs (each with its seeds); without per-pair values (older eval.json) the
+    mean of the seeds' means and no interval; None when no seed measured the kind."""
+    lists = [_get(ev, "shift", "per_pair", f"dlogp_{kind}") for ev in evals]
+    lists = [v for v in lists if isinstance(v, list)]
+    if lists:
+        # one cluster per held-out pair (same order in every seed's eval); null = no such response
+        clusters = [[v for v in col if v is not None] for col in zip_longest(*lists)]
+        mean, lo, hi = clustered_mean_ci(clusters)
+        pairs = sum(1 for c in clusters if c)
+        if pairs:
+            return {"mean": mean, "ci95": [lo, hi], "pairs": pairs, "seeds": len(lists)}
+    means = [v for ev in evals if (v := _get(ev, "shift", f"dlogp_{kind}")) is not None]
+    if not means:
+        return None
+    return {"mean": sum(means) / len(means), "ci95": None, "pairs": None, "seeds": len(means)}
+
+
+def shift_pooled(runs: list[Run]) -> list[dict]:
+    """Per method, its seeds pooled: each KINDS response's Δ log-prob (_pooled_kind) and the mean share
+    of held-out pairs outside SPO's safe region (None where not measured)."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(method_of(run.name), []).append(run.eval)
+    out = []
+    for method, evals in groups.items():
+        shares = [v for ev in evals if (v := _get(ev, "shift", "outside_safe_region_share")) is not None]
+        out.append(
+            {
+                "method": method,
+                "seeds": len(evals),
+                **{kind: _pooled_kind(evals, kind) for kind in KINDS},
+                "outside_safe_region_share": sum(shares) / len(shares) if shares else None,
+            }
+        )
+    return out
+
+
 SEED_METRICS = [
     *((f"{name}_{t.METRIC}", _label(name)) for name, t in TASKS.items()),
     *([("judge_vs_reference", f"{TASKS[JUDGED].TITLE} win % vs ref")] if JUDGED else []),
     ("dlogp_chosen", "Δ logp chosen /token"),
+    ("dlogp_greedy", "Δ logp greedy /token"),
+    ("outside_safe_region_share", "outside safe region share"),
     ("kl", "KL to ref"),
 ]
 
@@ -264,16 +328,17 @@ def _output_column(task: str) -> tuple:
     )
 
 
+def _percent(share: float | None) -> str:
+    return _num(None if share is None else 100 * share, ".0f")
+
+
 def shift_columns(tasks: list[str]) -> list:
     return [
         ("model", lambda r: r["model"]),
-        ("Δ logp chosen /token", lambda r: _num(r["dlogp_chosen"], "+.4f")),
-        ("Δ logp rejected /token", lambda r: _num(r["dlogp_rejected"], "+.4f")),
+        *((f"Δ logp {k} /token", lambda r, k=k: _num(r[f"dlogp_{k}"], "+.4f")) for k in KINDS),
         ("Δ log(π_c+π_r) /seq", lambda r: _num(r["dlog_combined"], "+.4f")),
-        (
-            "both fell %",
-            lambda r: _num(None if r["both_fell_share"] is None else 100 * r["both_fell_share"], ".0f"),
-        ),
+        ("both fell %", lambda r: _percent(r["both_fell_share"])),
+        ("outside safe region %", lambda r: _percent(r["outside_safe_region_share"])),
         ("KL to ref", lambda r: _num(r["kl"], "+.4f")),
         *(_output_column(t) for t in tasks),
     ]
@@ -296,10 +361,86 @@ def table(columns: list, rows: list[dict]) -> list[str]:
     ]
 
 
-def verdict(seeds: list[dict], diffs: list[dict], tasks: list[str]) -> list[str]:
-    """One line per task (the best method and its paired difference to the others) and one on the
-    preferred responses' probability: what a reader needs before the tables."""
-    by = {(p["method"], p["vs"]): p for p in diffs}
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def _moved(d: dict) -> str:
+    """'lowered it by 0.0123 per token [-0.0201, -0.0050] (24 pairs × 3 seeds)': raised or lowered when
+    the interval lies on one side of 0 (by the mean's sign when there is none), else 'changed it by'."""
+    mean, ci = d["mean"], d["ci95"]
+    if ci is None and mean == 0:
+        return f"left it unchanged (mean of {_seeds(d['seeds'])}; no per-pair values)"
+    if ci is None:
+        word = "raised" if mean > 0 else "lowered"
+        return f"{word} it by {abs(mean):.4f} per token (mean of {_seeds(d['seeds'])}; no per-pair values)"
+    lo, hi = ci
+    interval = f"[{lo:+.4f}, {hi:+.4f}] ({d['pairs']} pairs × {_seeds(d['seeds'])})"
+    if lo > 0:
+        return f"raised it by {mean:.4f} per token {interval}"
+    if hi < 0:
+        return f"lowered it by {-mean:.4f} per token {interval}"
+    return f"changed it by {mean:+.4f} per token {interval}"
+
+
+def _consequence(d: dict) -> str:
+    """'+2.0 [+1.0, +3.0] (higher)': a paired difference and which way its interval goes."""
+    lo, hi = d["ci95"]
+    if lo > 0:
+        word = "higher"
+    elif hi < 0:
+        word = "lower"
+    else:
+        word = "no clear difference"
+    return f"{d['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}] ({word})"
+
+
+def shift_lines(shifts: list[dict], init: str | None = None) -> list[str]:
+    """What training did to the held-out responses' probability, as measured, one line per response kind
+    (every method that ran, seeds pooled), then the share of pairs outside SPO's safe region. The reference
+    and an init method (the others' reference: zero by definition) are left out."""
+    trained = [g for g in shifts if g["method"] not in ("reference", init)]
+    lines = []
+    for kind, title in KINDS.items():
+        moved = [f"{g['method']} {_moved(g[kind])}" for g in trained if g[kind] is not None]
+        if moved:
+            lines.append(f"- **Δ log-prob, {title}**: " + "; ".join(moved))
+    outside = [
+        f"{g['method']} {_percent(g['outside_safe_region_share'])}%"
+        for g in trained
+        if g["outside_safe_region_share"] is not None
+    ]
+    if outside:
+        lines.append(
+            "- **outside SPO's safe region** (held-out pairs whose chosen fell below the reference, mean "
+            "over seeds): " + ", ".join(outside)
+        )
+    return lines
+
+
+def consequence_line(diffs: list[dict], tasks: list[str]) -> list[str]:
+    """The paired accuracy difference of each method vs its base (and its init) on each accuracy task,
+    whichever way it goes."""
+    parts = []
+    for p in (p for p in diffs if p["vs"] != "reference"):
+        found = [f"{_name(t)} {_consequence(p['tasks'][t])}" for t in tasks if t in p["tasks"]]
+        if found:
+            parts.append(f"{p['method']} vs {p['vs']}: " + ", ".join(found))
+    if not parts:
+        return []
+    return ["- **accuracy, each method vs its base** (paired per item, seeds averaged): " + "; ".join(parts)]
+
+
+def verdict(
+    seeds: list[dict],
+    diffs: list[dict],
+    tasks: list[str],
+    shifts: list[dict] | None = None,
+    init: str | None = None,
+) -> list[str]:
+    """One line per task (the best method and its paired differences: to its opponents, and of the methods
+    compared with it), what training did to the held-out responses' probability, and the accuracy
+    consequence vs each base: what a reader needs before the tables."""
     lines = []
     for t in tasks:
         key = f"{t}_{TASKS[t].METRIC}"
@@ -310,52 +451,57 @@ def verdict(seeds: list[dict], diffs: list[dict], tasks: list[str]) -> list[str]
         if all(g[key]["mean"] == best[key]["mean"] for g in ranked):
             lines.append(f"- **{_name(t)}**: all equal ({_mean_std(best[key])})")
             continue
-        vs = [
-            f"vs {base} {_diff(by[best['method'], base], t)}"
-            for base in ("reference", "dpo")
-            if (best["method"], base) in by
-        ]
-        if best["method"] == "dpo" and ("spo", "dpo") in by:
-            vs.append(f"spo vs dpo {_diff(by['spo', 'dpo'], t)}")
+        vs = [f"vs {p['vs']} {_diff(p, t)}" for p in diffs if p["method"] == best["method"]]
+        vs += [f"{p['method']} vs {p['vs']} {_diff(p, t)}" for p in diffs if p["vs"] == best["method"]]
         lines.append(
             f"- **{_name(t)}**: highest {best['method']} ({_mean_std(best[key])})"
             + (f"; {', '.join(vs)}" if vs else "")
         )
-    moved = [
-        f"{g['method']} {'rose' if g['dlogp_chosen']['mean'] > 0 else 'fell'} "
-        f"({g['dlogp_chosen']['mean']:+.4f})"
-        for g in seeds
-        if g["method"] != "reference" and g["dlogp_chosen"]["mean"] is not None
-    ]
+    moved = shift_lines(shifts or [], init)
+    lines += moved + consequence_line(diffs, [t for t in tasks if t in ACCURACY_TASKS])
+    if not lines:
+        return []
+    note = "Differences are per-item paired means with a 95% bootstrap interval; * = the interval excludes 0."
     if moved:
-        lines.append(
-            "- **preferred responses' probability** (held-out chosen, token-mean log-prob vs the reference): "
-            + ", ".join(moved)
+        note += (
+            " Δ log-prob: token-mean log-prob change vs the reference on the held-out pairs, a method's "
+            "seeds pooled"
         )
-    return lines + (
-        [
-            "",
-            "Differences are per-item paired means with a 95% bootstrap interval; "
-            "* = the interval excludes 0.",
-        ]
-        if lines
-        else []
-    )
+        per_pair = any((g[k] or {}).get("ci95") for g in shifts or [] for k in KINDS)
+        note += ", 95% bootstrap resampling the pairs (each with all its seeds)." if per_pair else "."
+    return [*lines, "", note]
 
 
 def render(
-    rows: list[dict], meta: dict, diffs: list[dict] | None = None, training_figure: bool = False
+    rows: list[dict],
+    meta: dict,
+    diffs: list[dict] | None = None,
+    training_figure: bool = False,
+    shifts: list[dict] | None = None,
+    dynamics_figure: bool = False,
 ) -> str:
     seeds, diffs = over_seeds(rows), diffs or []
     evaluated = _present(rows, TASKS)
     n = {
         k: max((r[k] for r in rows if r.get(k) is not None), default=None)
-        for k in (*(f"{t}_n" for t in evaluated), "heldout_pairs", "kl_samples")
+        for k in (*(f"{t}_n" for t in evaluated), "heldout_pairs", "rephrased_pairs", "kl_samples")
     }
     judge = next((r["judge"] for r in rows if r.get("judge")), None)
     multi = any(g["seeds"] > 1 for g in seeds)
     seed_cols = [(k, h) for k, h in SEED_METRICS if any(g[k]["mean"] is not None for g in seeds)]
-    lines = ["# Leaderboard", "", *verdict(seeds, diffs, evaluated), ""]
+    init = meta.get("init", "reference")
+    # an init other than the reference is a run of its own, whose weights are the methods' reference too
+    started = (
+        f" (run {meta.get('init_run', init)}'s weights, also the reference)" if init_method(meta) else ""
+    )
+    lines = [
+        "# Leaderboard",
+        "",
+        f"Every method trained from: **{init}**{started}.",
+        "",
+        *verdict(seeds, diffs, evaluated, shifts, init_method(meta)),
+        "",
+    ]
     # one section per SECTION, in registry order: its accuracy tasks share a table, any other task has its own
     for section in dict.fromkeys(TASKS[t].SECTION for t in evaluated):
         group = [t for t in evaluated if TASKS[t].SECTION == section]
@@ -408,9 +554,13 @@ def render(
         "",
         *table(shift_columns(evaluated), rows),
         "",
-        f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change; "
+        f"Δ logp: mean over {n['heldout_pairs']} held-out pairs of the token-mean log-prob change of the "
+        "chosen, the rejected, a rephrased chosen"
+        + (f" ({n['rephrased_pairs']} pairs have one)" if n["rephrased_pairs"] is not None else "")
+        + ", an unrelated response (another pair's chosen) and the model's own greedy response; "
         "Δ log(π_c+π_r): change of the pair's combined sequence probability; both fell: pairs whose chosen "
-        "and rejected both lost probability (mass moved elsewhere). "
+        "and rejected both lost probability (mass moved elsewhere); outside safe region: pairs whose chosen "
+        "fell below the reference's (where SPO's penalty acts). "
         "KL: E_y~π[log π(y|x) − log π_ref(y|x)] per sequence, one temperature-1 sample on each of "
         f"{n['kl_samples']} eval prompts. "
         "len: mean greedy output tokens; format: share with '####' (GSM8K, arith) or \\boxed{} (MATH).",
@@ -420,6 +570,11 @@ def render(
         "![main metrics per method, mean ± std over seeds](figures/metrics.png)",
         "",
         *(["![training curves of every run](figures/training.png)", ""] if training_figure else []),
+        *(
+            ["![probe-set dynamics per method, mean and min–max over seeds](figures/dynamics.png)", ""]
+            if dynamics_figure
+            else []
+        ),
         "Per-prompt outputs side by side: [report.html](report.html).",
         "",
     ]
@@ -456,14 +611,18 @@ def write(results: Path) -> str:
     order = [n for n in meta["order"] if n in found] if "order" in meta else found
     read = [Run.read(runs / n) for n in order]
     rows = [row(r) for r in read]
-    diffs = paired(read)
+    diffs, shifts = paired(read, init_method(meta)), shift_pooled(read)
     figures.metrics_chart(over_seeds(rows), results / "figures" / "metrics.png")
     trained = figures.training_chart({r.name: r.metrics for r in read}, results / "figures" / "training.png")
-    md = render(rows, meta, diffs, training_figure=trained is not None)
+    by_method: dict[str, list[list[dict]]] = {}
+    for r in (r for r in read if r.metrics):
+        by_method.setdefault(method_of(r.name), []).append(r.metrics)
+    dynamics = figures.probe_chart(by_method, results / "figures" / "dynamics.png")
+    md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None)
     write_text(results / "leaderboard.md", md)
     write_json(
         results / "leaderboard.json",
-        {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs},
+        {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs, "shift_pooled": shifts},
     )
     report.write(results, {r.name: r.samples for r in read})
     return md

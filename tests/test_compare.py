@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
+from common import fingerprint
 from harness import baseline, compare, runinfo
+from harness.models import resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +264,48 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         and "cores" in md
     )
     assert "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md
+
+
+def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smoke_run, monkeypatch, capsys):
+    work, _ = smoke_run
+    monkeypatch.setenv("SPO_CACHE_DIR", str(work / "cache"))  # the smoke run's samples: no new sampling
+    results, outputs = work / "init-sft" / "results", work / "init-sft" / "outputs"
+    compare.main(
+        ["--preset", "smoke", "--init", "sft", "--methods", "dpo,spo:spo_lambda=10", "--pair-style", "edit",
+         "--results", str(results), "--outputs", str(outputs)]
+    )  # fmt: skip
+    meta = json.loads((results / "runs" / "compare.json").read_text())
+    assert meta["order"] == ["reference", "sft-seed0", "dpo-seed0", "spo@spo_lambda=10-seed0"]
+    assert (meta["init"], meta["init_run"]) == ("sft", "sft-seed0")
+    init = str(outputs / "sft-seed0" / "checkpoint")
+    configs = {
+        n: json.loads((results / "runs" / n / "train.json").read_text())["config"] for n in meta["order"][1:]
+    }
+    assert configs["sft-seed0"]["model"] == resolve_model("tiny-random-llama")
+    assert configs["sft-seed0"]["method"] == "sft"
+    assert configs["dpo-seed0"]["model"] == configs["spo@spo_lambda=10-seed0"]["model"] == init
+    assert (configs["spo@spo_lambda=10-seed0"]["spo_lambda"], configs["dpo-seed0"]["spo_lambda"]) == (
+        10.0,
+        1.0,
+    )
+    # the init is every method's reference: at step 0 the policy (the SFT weights) equals it
+    for name in ("dpo-seed0", "spo@spo_lambda=10-seed0"):
+        first = json.loads((results / "runs" / name / "metrics.jsonl").read_text().splitlines()[0])
+        assert first["step"] == 0 and first["probe_dlogp_chosen"] == first["probe_dlogp_greedy"] == 0.0
+    sft_rows = (results / "runs" / "sft-seed0" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(sft_rows[-1])["probe_dlogp_chosen"] > 0  # SFT raised the chosen from the original
+    # evaluated against the init: the sft row is the identity, the others are measured from its weights
+    ev = {n: json.loads((results / "runs" / n / "eval.json").read_text()) for n in meta["order"]}
+    assert ev["sft-seed0"]["fingerprint"] == fingerprint(init)
+    assert ev["sft-seed0"]["shift"]["dlogp_chosen"] == 0.0 and ev["sft-seed0"]["shift"]["kl"] == 0.0
+    assert all(e["reference"] == init for e in ev.values())
+    assert ev["reference"]["shift"]["dlogp_chosen"] < 0  # the original model, seen from the SFT init
+    styles = {
+        p.get("style") for p in map(json.loads, (outputs / "train_pairs.jsonl").read_text().splitlines())
+    }
+    assert "edit" in styles and "on-policy" not in styles
+    board = (results / "leaderboard.md").read_text()
+    assert "Every method trained from: **sft**" in board and "| spo@spo_lambda=10 (1) | spo |" in board
+    with pytest.raises(SystemExit):
+        compare.parse(["--preset", "smoke", "--methods", "dpo,spo:spo_lamda=10"])
+    assert "spo_lamda" in capsys.readouterr().err

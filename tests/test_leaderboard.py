@@ -1,9 +1,11 @@
 import json
 
+import pytest
+
 from harness import leaderboard, report
 
 
-def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None, samples=()):
+def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None, samples=(), shift=None):
     d = runs / name
     d.mkdir(parents=True)
     judge = (
@@ -56,6 +58,7 @@ def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None,
             "heldout_pairs": 16,
             "kl": kl,
             "kl_samples": 32,
+            **(shift or {}),
         },
     }
     (d / "eval.json").write_text(json.dumps(ev))
@@ -94,13 +97,20 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     assert tables[6] == "| dpo-seed0 | 11.25 | 30.00 / 10.00 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] |"
     assert tables[7] == "| spo-seed0 | 13.50 | 30.00 / 10.00 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] |"
     assert "| dpo (1) | reference | — | — |" in tables  # paired: no per-item rows
-    # shift
-    assert "| dpo-seed0 | -0.0500 | -0.4000 | -0.0500 | 25 | +1.2500 | 120 / 35 | 30 / 0.812 |" in tables
-    # the verdict
+    # shift: eval.json without the probe keys (rephrased, unrelated, greedy, safe region) shows —
     assert (
-        "- **GSM8K**: highest dpo (3); vs reference —" in md
-        and "dpo fell (-0.0500), spo rose (+0.0123)" in md
+        "| dpo-seed0 | -0.0500 | -0.4000 | — | — | — | -0.0500 | 25 | — | +1.2500 | 120 / 35 | 30 / 0.812 |"
+        in tables
     )
+    # the verdict; no per-pair values in these eval.json, so the seeds' means without an interval
+    assert "Every method trained from: **reference**." in md
+    assert "- **GSM8K**: highest dpo (3); vs reference —, spo vs dpo —" in md
+    assert (
+        "- **Δ log-prob, held-out chosen response**: dpo lowered it by 0.0500 per token (mean of 1 seed; "
+        "no per-pair values); spo raised it by 0.0123 per token (mean of 1 seed; no per-pair values)" in md
+    )
+    assert "outside SPO's safe region" not in md and "Δ log-prob, policy's own greedy" not in md
+    assert "a method's seeds pooled." in md and "a rephrased chosen, an unrelated" in md
     assert (
         "- command: `python -m harness.compare`" in md and "- machine: test cpu" in md and "pairs 1.5" in md
     )
@@ -124,6 +134,8 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     ] == b"\x89PNG" and "figures/metrics.png" in md
     # no metrics.jsonl in these runs
     assert not (tmp_path / "figures" / "training.png").exists() and "training.png" not in md
+    assert not (tmp_path / "figures" / "dynamics.png").exists() and "dynamics.png" not in md
+    assert data["rows"][1]["dlogp_greedy"] is None and data["rows"][1]["outside_safe_region_share"] is None
 
 
 def test_report_tags_fixed_broken_and_judge_outcomes(tmp_path):
@@ -301,3 +313,189 @@ def test_committed_leaderboard_rebuilds_byte_for_byte_from_its_runs(tmp_path):
     assert (tmp_path / "leaderboard.md").read_text() == (results / "leaderboard.md").read_text()
     assert (tmp_path / "leaderboard.json").read_text() == (results / "leaderboard.json").read_text()
     assert (tmp_path / "report.html").read_text() == (results / "report.html").read_text()
+
+
+def samples(correct, rouge=()):
+    return [{"task": "gsm8k", "prompt": "q", "output": "a", "correct": c} for c in correct] + [
+        {"task": "tldr", "prompt": "p", "output": "s", "rougeL": r} for r in rouge
+    ]
+
+
+def test_head_to_head_pairs_each_method_with_its_base_when_that_ran(tmp_path):
+    runs = tmp_path / "runs"
+    scores = {
+        "reference": [0, 0, 0, 0],
+        "simpo-seed0": [1, 0, 0, 0],
+        "simpo+spo-seed0": [1, 1, 1, 0],
+        "spo-seed0": [1, 1, 0, 0],
+        "spo@spo_lambda=10-seed0": [0, 1, 1, 1],
+    }
+    for name, correct in scores.items():
+        acc = 100.0 * sum(correct) / len(correct)
+        write_run(runs, name, acc, 10.0, 0.0, 0.0, 0.0, 1.0, samples=samples(correct, [10, 20, 30, 40]))
+    diffs = {
+        (d["method"], d["vs"]): d["tasks"]
+        for d in leaderboard.paired([leaderboard.Run.read(runs / n) for n in scores])
+    }
+    # dpo did not run: spo has no base row; simpo has no base at all
+    assert set(diffs) == {
+        ("simpo", "reference"),
+        ("simpo+spo", "reference"),
+        ("simpo+spo", "simpo"),
+        ("spo", "reference"),
+        ("spo@spo_lambda=10", "reference"),
+        ("spo@spo_lambda=10", "spo"),
+    }
+    # per item: 0, 100, 100, 0 and −100, 0, 100, 100
+    assert diffs[("simpo+spo", "simpo")]["gsm8k"]["diff"] == 50.0
+    assert diffs[("spo@spo_lambda=10", "spo")]["gsm8k"]["diff"] == 25.0
+    assert diffs[("simpo+spo", "simpo")]["tldr"]["diff"] == 0.0
+    (runs / "compare.json").write_text(json.dumps({"order": list(scores)}))
+    md = leaderboard.write(tmp_path)
+    assert "| simpo+spo (1) | simpo | +50.0 [" in md and "| spo@spo_lambda=10 (1) | spo | +25.0 [" in md
+    # the accuracy consequence names every method vs its base, whichever way it goes
+    consequence = next(line for line in md.splitlines() if line.startswith("- **accuracy, each method vs"))
+    assert "simpo+spo vs simpo: GSM8K +50.0 [" in consequence
+    assert "spo@spo_lambda=10 vs spo: GSM8K +25.0 [" in consequence and "vs reference" not in consequence
+    # the best method's line lists its own pairs
+    assert "- **GSM8K**: highest simpo+spo (75); vs reference +75.0 [" in md
+
+
+def test_an_sft_init_is_named_and_every_method_is_compared_with_it(tmp_path):
+    runs = tmp_path / "runs"
+    order = ["reference", "sft-seed0", "dpo-seed0", "spo-seed0"]
+    for name, correct in zip(order, ([0, 0], [1, 0], [1, 1], [0, 1])):
+        write_run(runs, name, 0.0, 10.0, 0.0, 0.0, 0.0, 1.0, samples=samples(correct))
+    meta = {"order": order, "init": "sft", "init_run": "sft-seed0"}
+    (runs / "compare.json").write_text(json.dumps(meta))
+    md = leaderboard.write(tmp_path)
+    paired = json.loads((tmp_path / "leaderboard.json").read_text())["paired"]
+    assert [(p["method"], p["vs"]) for p in paired] == [
+        ("sft", "reference"),
+        ("dpo", "reference"),
+        ("dpo", "sft"),
+        ("spo", "reference"),
+        ("spo", "dpo"),
+        ("spo", "sft"),
+    ]
+    assert "Every method trained from: **sft** (run sft-seed0's weights, also the reference)." in md
+    assert "| dpo (1) | sft | +50.0 [" in md and "dpo vs sft: GSM8K +50.0 [" in md
+    # older compare.json files have no init; the reference init names no run
+    assert leaderboard.init_method({}) is None
+    assert leaderboard.init_method({"init": "reference", "init_run": "reference"}) is None
+    assert leaderboard.init_method(meta) == "sft"
+
+
+def probes(step, chosen, outside):
+    return {
+        "step": step,
+        "loss": 0.5,
+        "probe_dlogp_chosen": chosen,
+        "probe_dlogp_rejected": -chosen,
+        "probe_dlogp_greedy": 2 * chosen,
+        "probe_outside_safe_region": outside,
+    }
+
+
+def test_shift_is_stated_in_words_from_pooled_per_pair_values_and_dynamics_are_drawn(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "reference", 0.0, 10.0, 0.0, 0.0, 0.0, samples=samples([0, 0, 0, 0]))
+    per_pair = {
+        "dpo-seed0": ([-0.01, -0.02, -0.03, -0.02], [0.01, None, 0.03, None], 0.5),
+        "dpo-seed1": ([-0.01, -0.01, -0.02, 0.0], [0.01, None, 0.01, None], 1.0),
+        "spo-seed0": ([0.03, -0.02, 0.01, -0.01], None, 0.25),
+        "spo-seed1": ([0.03, -0.02, 0.01, -0.01], None, 0.25),
+    }
+    for name, (chosen, rephrased, outside) in per_pair.items():
+        pairs = {"dlogp_chosen": chosen}
+        extra = {"outside_safe_region_share": outside, "per_pair": pairs}
+        if rephrased:
+            pairs |= {"dlogp_rephrased": rephrased, "dlogp_greedy": [0.05] * 4}
+            extra |= {"dlogp_greedy": 0.05, "dlogp_rephrased": 0.02, "dsum_greedy": 1.5, "rephrased_pairs": 2}
+        correct = [1, 1, 0, 0] if name.startswith("dpo") else [1, 1, 1, 1]
+        write_run(
+            runs, name, 0.0, 10.0, sum(chosen) / 4, 0.0, 0.0, 1.0, samples=samples(correct), shift=extra
+        )
+        # a probe every other step: the rows in between carry no probe keys and are skipped
+        sign = -1 if name.startswith("dpo") else 1
+        rows = [probes(0, 0.0, 0.0), {"step": 1, "loss": 0.6}, probes(2, sign * 0.01, 0.5 - sign * 0.25)]
+        (runs / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = [leaderboard.Run.read(runs / n) for n in ["reference", *per_pair]]
+    pooled = {g["method"]: g for g in leaderboard.shift_pooled(read)}
+    # (−0.08 − 0.04) / 8; rephrased: the null pairs have no response, 0.06 / 4 over 2 pairs
+    assert pooled["dpo"]["chosen"]["mean"] == pytest.approx(-0.015) and pooled["dpo"]["chosen"]["pairs"] == 4
+    assert (
+        pooled["dpo"]["rephrased"]["mean"] == pytest.approx(0.015)
+        and pooled["dpo"]["rephrased"]["pairs"] == 2
+    )
+    assert pooled["dpo"]["outside_safe_region_share"] == 0.75 and pooled["spo"]["greedy"] is None
+    assert pooled["reference"]["chosen"] == {"mean": 0.0, "ci95": None, "pairs": None, "seeds": 1}
+    (runs / "compare.json").write_text(json.dumps({"order": ["reference", *per_pair]}))
+    md = leaderboard.write(tmp_path)
+    lines = md.splitlines()
+    chosen = next(line for line in lines if line.startswith("- **Δ log-prob, held-out chosen"))
+    assert "dpo lowered it by 0.0150 per token [-0.0" in chosen and "] (4 pairs × 2 seeds)" in chosen
+    assert "; spo changed it by +0.0025 per token [-0.0" in chosen  # its interval holds 0
+    assert (
+        "- **Δ log-prob, policy's own greedy response**: dpo raised it by 0.0500 per token "
+        "[+0.0500, +0.0500] (4 pairs × 2 seeds)" in lines
+    )
+    assert "dpo raised it by 0.0150 per token" in next(line for line in lines if "rephrased chosen" in line)
+    assert "held-out pairs whose chosen fell below the reference, mean over seeds): dpo 75%, spo 25%" in md
+    assert (
+        "- **accuracy, each method vs its base** (paired per item, seeds averaged): spo vs dpo: GSM8K +50.0"
+        in md
+    )
+    # the shift table: chosen, rejected, rephrased, unrelated, greedy, combined, both fell, outside, KL
+    assert "| dpo-seed0 | -0.0200 | +0.0000 | +0.0200 | — | +0.0500 | -0.0200 | 25 | 50 | +0.0000 |" in md
+    row = json.loads((tmp_path / "leaderboard.json").read_text())["rows"][1]
+    assert (
+        row["dsum_greedy"] == 1.5 and row["dsum_chosen"] is None and row["outside_safe_region_share"] == 0.5
+    )
+    assert "a rephrased chosen (2 pairs have one), an unrelated" in md
+    assert "seeds pooled, 95% bootstrap resampling the pairs (each with all its seeds)." in md
+    png = (tmp_path / "figures" / "dynamics.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and "figures/dynamics.png" in md
+
+
+def test_probe_curves_average_the_seeds_per_step_and_no_probe_draws_nothing(tmp_path):
+    from harness import figures
+
+    seeds = [
+        [probes(0, 0.0, 0.0), {"step": 1, "loss": 0.6}, probes(2, -0.01, 0.25)],
+        [probes(2, -0.03, 0.75)],
+    ]
+    steps, mean, low, high = figures.seed_band(seeds, "probe_dlogp_chosen")
+    assert (
+        steps == [0, 2]
+        and mean == [0.0, pytest.approx(-0.02)]
+        and low == [0.0, -0.03]
+        and high == [0.0, -0.01]
+    )
+    assert figures.probe_chart({"dpo": [[{"step": 1, "loss": 0.6}]]}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_clustered_interval_resamples_whole_pairs():
+    import math
+
+    from harness.stats import clustered_mean_ci, mean_ci
+
+    # an empty cluster (no rephrasing of that pair) is dropped; each cluster's mean is 2, so every resample's
+    assert clustered_mean_ci([[1.0, 3.0], [], [2.0]]) == (2.0, 2.0, 2.0)
+    assert clustered_mean_ci([[0.5, 0.5]]) == (0.5, 0.5, 0.5) and all(
+        map(math.isnan, clustered_mean_ci([[]]))
+    )
+    # the same pair under 3 seeds is one draw: the interval is the per-pair one, not 3× narrower
+    pairs = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert clustered_mean_ci([[v] * 3 for v in pairs]) == pytest.approx(mean_ci(pairs))
+
+
+def test_the_response_kinds_are_the_probes_kinds():
+    from harness import figures
+    from trainers.probes import KINDS
+
+    assert tuple(leaderboard.KINDS) == KINDS
+    assert [k for k, _ in figures.PROBES] == [f"probe_dlogp_{k}" for k in KINDS] + [
+        "probe_outside_safe_region"
+    ]
