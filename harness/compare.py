@@ -113,6 +113,18 @@ def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]
     return train, held
 
 
+def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
+    """task → its training and held-out pair counts and pair style (the leaderboard names them)."""
+    counts: dict[str, dict] = {}
+    for split, rows in (("train", train), ("heldout", held)):
+        for r in rows:
+            c = counts.setdefault(
+                r.get("task", "custom"), {"train": 0, "heldout": 0, "style": r.get("style", "default")}
+            )
+            c[split] += 1
+    return counts
+
+
 def parser() -> argparse.ArgumentParser:
     """Options without built-in values: the preset (and --config) supply them, flags override."""
     ap = argparse.ArgumentParser(
@@ -448,7 +460,7 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         "seeds": a.seeds,
         "stage_seconds": {k: v for k, v in timings.items() if k in stage_keys},
         "kept_from_earlier": kept,
-        "pairs": {"train": len(train), "heldout": len(held)},
+        "pairs": {"train": len(train), "heldout": len(held), "by_task": pair_counts(train, held)},
     }
     write_json(runs / "compare.json", meta)
     md = leaderboard.write(a.results)

@@ -130,9 +130,15 @@ def probe_chart(methods: dict[str, list[list[dict]]], out: Path) -> Path | None:
     if not panels:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.4), squeeze=False)
+    # at most three panels a row, so the figure reads at page width
+    cols = min(3, len(panels))
+    rows_ = -(-len(panels) // cols)
+    fig, grid = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.3 * rows_), squeeze=False)
+    axes = grid.flatten()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     for i, (method, seeds) in enumerate(methods.items()):
-        for ax, (key, _) in zip(axes[0], panels):
+        for ax, (key, _) in zip(axes, panels):
             steps, mean, low, high = seed_band(seeds, key)
             if not steps:
                 continue
@@ -140,14 +146,14 @@ def probe_chart(methods: dict[str, list[list[dict]]], out: Path) -> Path | None:
             ax.plot(steps, mean, marker="o", markersize=2, color=f"C{i}", label=label)
             if len(seeds) > 1:
                 ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
-    for ax, (key, title) in zip(axes[0], panels):
+    for ax, (key, title) in zip(axes, panels):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("optimizer step")
         if key == "probe_outside_safe_region":
             ax.set_ylim(-0.02, 1.02)
         else:
             ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")  # no change from the reference
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     out = save_figure(fig, out)
     plt.close(fig)

@@ -472,6 +472,16 @@ def verdict(
     return [*lines, "", note]
 
 
+def _pairs_line(meta: dict) -> str:
+    """' Training pairs: …' from compare.json (per task: count and pair style), or '' for older files."""
+    by_task = meta.get("pairs", {}).get("by_task")
+    if not by_task:
+        return ""
+    parts = [f"{TASKS[t].TITLE if t in TASKS else t} {c['train']} ({c['style']})" for t, c in by_task.items()]
+    held = sum(c["heldout"] for c in by_task.values())
+    return f" Training pairs: {', '.join(parts)}; {held} held out for the Δ log-probs."
+
+
 def render(
     rows: list[dict],
     meta: dict,
@@ -497,7 +507,7 @@ def render(
     lines = [
         "# Leaderboard",
         "",
-        f"Every method trained from: **{init}**{started}.",
+        f"Every method trained from: **{init}**{started}.{_pairs_line(meta)}",
         "",
         *verdict(seeds, diffs, evaluated, shifts, init_method(meta)),
         "",
