@@ -127,10 +127,11 @@ def test_presets_config_and_flags_override_in_that_order(tmp_path):
         "smollm2-135m-instruct",
         ["dpo", "spo"],
         [0],
-        100,
-        1e-5,
+        50,
+        5e-5,
         None,
     )
+    assert a.task_options["arith"]["pair_style"] == "edit" and a.pair_sizes["gsm8k"] == 0
     cfg.write_text("lr: 0.5\nlearning_rate: 1\n")
     with pytest.raises(SystemExit):
         compare.parse(["--config", str(cfg)])
