@@ -42,7 +42,7 @@ BASELINES = {
     "cpu-short": (
         "--preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 --gsm8k-pairs 6 "
         "--arith-pairs 24 --tldr-pairs 4 --heldout 2 --gsm8k-eval 4 --math-eval 2 --arith-eval 6 "
-        "--tldr-eval 3 --kl-prompts 4 --batch-pairs 4 --micro-pairs 4"
+        "--tldr-eval 3 --kl-prompts 4 --batch-pairs 4 --micro-pairs 4 --epochs 1"
     ).split(),
 }
 # |now − baseline| ≤ ATOL + RTOL·|baseline|. Same machine: identical numbers. Across CPUs the fp32 kernels
