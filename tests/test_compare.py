@@ -306,7 +306,7 @@ def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smok
     }
     assert "edit" in styles and "on-policy" not in styles
     board = (results / "leaderboard.md").read_text()
-    assert "Every method trained from: **sft**" in board and "| spo@spo_lambda=10 (1) | spo |" in board
+    assert "Every method trained from: **sft**" in board and "| spo@spo_lambda=10 (1) | sft |" in board
     with pytest.raises(SystemExit):
         compare.parse(["--preset", "smoke", "--methods", "dpo,spo:spo_lamda=10"])
     assert "spo_lamda" in capsys.readouterr().err
