@@ -50,7 +50,8 @@ def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) ->
 
 
 def style_report(task, items: list[dict], samples: list[list[str]], options: dict) -> dict[str, dict]:
-    """style → {pairs, edit_distance, chosen_source} for every pair style of a task (tasks.base.pair_styles),
+    """style → {pairs, edit_distance, chosen_source} for every pair style of a task
+    (tasks.base.pair_styles),
     all made from the same samples: the number of pairs, the mean normalized edit distance between chosen
     and rejected (None without pairs) and the count of chosen responses by source ("sample", "gold", and
     any other a task uses)."""

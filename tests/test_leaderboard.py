@@ -99,8 +99,8 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     assert "| dpo (1) | reference | — | — |" in tables  # paired: no per-item rows
     # shift: eval.json without the probe keys (rephrased, unrelated, greedy, safe region) shows —
     assert (
-        "| dpo-seed0 | -0.0500 | -0.4000 | — | — | — | -0.0500 | 25 | — | +1.2500 | 120 / 35 | 30 / 0.812 |"
-        in tables
+        "| dpo-seed0 | -0.0500 | -0.4000 | — | — | — | -0.0500 | 25 | — "
+        "| +1.2500 | 120 / 35 | 30 / 0.812 |" in tables
     )
     # the verdict; no per-pair values in these eval.json, so the seeds' means without an interval
     assert "Every method trained from: **reference**." in md

@@ -90,10 +90,10 @@ def probe_terms(
     policy: dict[str, SeqLogps], reference: dict[str, SeqLogps], delta: float = 0.0
 ) -> dict[str, torch.Tensor]:
     """Per pair (NaN where a kind has no response): for each kind the policy's token-mean log-prob
-    `logp_<kind>` = a_θ(y), its change from the reference `dlogp_<kind>` = a_θ(y) − a_ref(y) and the change
-    of the sum `dsum_<kind>` = s_θ(y) − s_ref(y); Δ log(π(y_w)+π(y_l)) `dlog_combined`; and
-    `outside_safe_region`: 1 where ℓ_θ(y_w) > v̂ = ℓ_ref(y_w) − δ (ℓ = −a), i.e. a_θ(y_w) < a_ref(y_w) + δ,
-    where SPO's penalty is active."""
+    `logp_<kind>` = a_θ(y), its change from the reference `dlogp_<kind>` = a_θ(y) − a_ref(y)
+    and the change of the sum `dsum_<kind>` = s_θ(y) − s_ref(y); Δ log(π(y_w)+π(y_l))
+    `dlog_combined`; and `outside_safe_region`: 1 where ℓ_θ(y_w) > v̂ = ℓ_ref(y_w) − δ
+    (ℓ = −a), i.e. a_θ(y_w) < a_ref(y_w) + δ, where SPO's penalty is active."""
     out = {}
     for kind in policy:
         p, r = policy[kind], reference[kind]
