@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	-[ -n "$(NO_APT)" ] || $(PY) -c "import harness.runinfo as r; exit(r.tcmalloc() is None)" || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }; }; } \
 		|| echo "note: libtcmalloc-minimal4 is not installed (as root: apt-get install libtcmalloc-minimal4); CPU runs use glibc malloc, slower"
+	@# chromium: tests/test_report.py renders results/report.html in it (headless, offline); best effort, skip with NO_APT=1
+	-[ -n "$(NO_APT)" ] || command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q chromium >/dev/null; }; }; } \
+		|| echo "note: chromium is not installed (as root: apt-get install chromium); tests/test_report.py fails without it"
 	touch $@
 
 install: $(VENV)/.installed
