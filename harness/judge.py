@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.stats import mean_ci
+from harness.stats import length_controlled_win_rate, mean_ci
 
 JUDGE_KINDS = ("offline", "embedding", "rouge", "hf", "endpoint")
 EMBEDDER = "all-MiniLM-L6-v2"
@@ -88,7 +88,8 @@ def win_rate(
     judge: Judge, items: list[dict], cache: Path | None = None, progress: str | None = "judge"
 ) -> dict:
     """Win rate (%) of item["output"] over item["baseline"], judged in both orders, with a 95% bootstrap
-    interval.
+    interval, and beside it the length-controlled win rate with its interval and the length ratio
+    (harness.stats.length_controlled_win_rate; lengths in whitespace-separated words).
 
     Items the judge cannot judge (JudgeError) are counted in `errors` and left out of `n`: a dead endpoint
     must not read as losses. `verdicts` lists, per item, the output's score in each order and their mean.
@@ -109,6 +110,8 @@ def win_rate(
     if pending and hasattr(judge, "prepare"):
         judge.prepare(pending)
     scores: list[float] = []
+    out_words: list[int] = []  # the lengths of each scored item's output and baseline
+    base_words: list[int] = []
     verdicts: list[dict] = []
     ties = consistent = errors = 0
     sink = None
@@ -141,6 +144,8 @@ def win_rate(
             first, second = ab, 1.0 - ba  # the output's score in each order
             score = (first + second) / 2
             scores.append(score)
+            out_words.append(len(out.split()))
+            base_words.append(len(base.split()))
             verdicts.append({"id": item.get("id", i), "ab": ab, "ba": ba, "score": score})
             ties += (ab == 0.5) + (ba == 0.5)
             consistent += (first - 0.5) * (second - 0.5) > 0  # same winner in both orders, neither a tie
@@ -155,6 +160,7 @@ def win_rate(
         "n": n,
         "win_rate": 100 * mean if n else None,
         "ci95": [100 * lo, 100 * hi] if n else None,  # None: strict JSON
+        **length_controlled_win_rate(scores, out_words, base_words),
         "position_consistency": 100 * consistent / n if n else None,
         "ties": ties,
         "errors": errors,

@@ -34,7 +34,9 @@ ITEM_SCORES = {name: t.ITEM_SCORE for name, t in TASKS.items()}  # per-item fiel
 JUDGED = next((name for name, t in TASKS.items() if t.JUDGED), None)
 JUDGE_NOTE = (
     " Win rate: judge `{judge}`, both presentation orders, ties ½, bootstrap 95% interval; vs ref = "
-    "against the reference model's summary, vs human = against the human summary."
+    "against the reference model's summary, vs human = against the human summary. LC = length-controlled "
+    "win rate (AlpacaEval 2): the judge's preferences fitted by a logistic model with a term in the length "
+    "difference, read at equal lengths; len ratio = mean summary length over the baseline's, in words."
 )
 
 
@@ -124,6 +126,9 @@ def row(run: Run) -> dict:
                 j.get("n"),
                 j.get("position_consistency"),
             )
+            # absent from eval.json files written before the length-controlled win rate: None
+            r[f"judge_vs_{base}_lc"], r[f"judge_vs_{base}_lc_ci95"] = j.get("lc_win_rate"), j.get("lc_ci95")
+            r[f"judge_vs_{base}_length_ratio"] = j.get("length_ratio")
         r["judge"] = _get(ev, JUDGED, "judge", "human", "judge")
     shift = ev["shift"]
     for k in SHIFT_KEYS:
@@ -307,10 +312,12 @@ def score_columns(task: str) -> list:
             (" / ".join(t.EXTRAS.values()), lambda r: " / ".join(_num(r[k], ".2f") for k in extras))
         )
     if task == JUDGED:
-        columns += [
-            ("win % vs ref [95% CI]", lambda r: _ci(r, "judge_vs_reference")),
-            ("win % vs human [95% CI]", lambda r: _ci(r, "judge_vs_human")),
-        ]
+        for base, short in (("reference", "ref"), ("human", "human")):
+            columns += [
+                (f"win % vs {short} [95% CI]", lambda r, k=f"judge_vs_{base}": _ci(r, k)),
+                (f"LC win % vs {short} [95% CI]", lambda r, k=f"judge_vs_{base}_lc": _ci(r, k)),
+                (f"len ratio vs {short}", lambda r, k=f"judge_vs_{base}_length_ratio": _num(r[k], ".2f")),
+            ]
     return columns
 
 

@@ -47,3 +47,97 @@ def clustered_mean_ci(
     idx = np.random.default_rng(seed).integers(0, len(kept), size=(n_boot, len(kept)))
     lo, hi = np.percentile(sums[idx].sum(axis=1) / counts[idx].sum(axis=1), [2.5, 97.5])
     return mean, float(lo), float(hi)
+
+
+# L2 weight on the length coefficient φ (on the summed log-likelihood): a guard, not a prior. A judge that
+# always picks the longer response separates the data perfectly and φ's maximum-likelihood estimate is
+# infinite; this keeps it finite while moving a non-separable fit by far less than its interval.
+LC_RIDGE = 0.01
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic function
+
+
+def _fit_length_logit(y: np.ndarray, x: np.ndarray, tol: float = 1e-10, max_iter: int = 100) -> np.ndarray:
+    """θ of each row's fit of p = σ(θ + φ·x) to targets y in [0, 1] (rows: independent data sets of one
+    size), maximising Σ y·log p + (1 − y)·log(1 − p) − LC_RIDGE·φ²/2 by Newton's method, all rows at once,
+    each step halved until it does not lower the objective. No row's y may be all 0 or all 1 (no finite θ)."""
+    theta, phi = np.zeros(len(y)), np.zeros(len(y))
+
+    def loss(rows: np.ndarray, t: np.ndarray, f: np.ndarray) -> np.ndarray:
+        eta = t[:, None] + f[:, None] * x[rows]
+        return (np.logaddexp(0.0, eta) - y[rows] * eta).sum(axis=1) + LC_RIDGE * f**2 / 2
+
+    active = np.arange(len(y))
+    current = loss(active, theta, phi)
+    for _ in range(max_iter):
+        xa, ya, t, f = x[active], y[active], theta[active], phi[active]
+        p = _sigmoid(t[:, None] + f[:, None] * xa)
+        r, w = p - ya, p * (1 - p)
+        g_t, g_f = r.sum(axis=1), (r * xa).sum(axis=1) + LC_RIDGE * f
+        h_tt, h_tf, h_ff = w.sum(axis=1), (w * xa).sum(axis=1), (w * xa * xa).sum(axis=1) + LC_RIDGE
+        det = h_tt * h_ff - h_tf**2
+        d_t, d_f = (h_tf * g_f - h_ff * g_t) / det, (h_tf * g_t - h_tt * g_f) / det
+        step = np.ones(len(active))
+        trial = loss(active, t + d_t, f + d_f)
+        for _ in range(50):
+            worse = trial > current[active] + 1e-12 * np.abs(current[active])  # beyond rounding
+            if not worse.any():
+                break
+            step[worse] /= 2
+            trial[worse] = loss(
+                active[worse], t[worse] + step[worse] * d_t[worse], f[worse] + step[worse] * d_f[worse]
+            )
+        theta[active], phi[active], current[active] = t + step * d_t, f + step * d_f, trial
+        moving = np.maximum(np.abs(step * d_t), np.abs(step * d_f)) > tol
+        if not moving.any():
+            break
+        active = active[moving]
+    return theta
+
+
+def length_controlled_win_rate(
+    scores: Sequence[float],
+    out_lengths: Sequence[float],
+    base_lengths: Sequence[float],
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> dict:
+    """The length-controlled (LC) win rate of AlpacaEval 2 (Dubois et al. 2024, "Length-Controlled
+    AlpacaEval: A Simple Way to Debias Automatic Evaluators", arXiv:2404.04475), its 95% percentile-bootstrap
+    interval over the items (each resample refit) and the length ratio; deterministic for a given seed.
+
+    scores: per item, the output's preference over the baseline in [0, 1] (both orders averaged, ties ½),
+    the fit's target (a fractional target is a valid Bernoulli log-likelihood term). The model, with
+    Δᵢ = out_lengthsᵢ − base_lengthsᵢ and σ_len the standard deviation of the Δᵢ over the items:
+
+        p(output preferred on item i) = σ(θ + φ · tanh(Δᵢ / σ_len))
+
+    θ, φ by maximum likelihood (φ lightly penalised, LC_RIDGE); the LC win rate is 100·σ(θ), the
+    prediction at equal lengths. AlpacaEval's GLM also has a per-instruction difficulty term, fitted across
+    many models; with one model and one baseline only θ and the length term remain. When the Δᵢ do not vary
+    (σ_len = 0) length cannot be told apart from θ and LC equals the raw win rate; when all scores are equal
+    there is nothing to explain and LC equals them.
+
+    Returns {lc_win_rate (%), lc_ci95 ([lo, hi], %), length_ratio (Σ out_lengths / Σ base_lengths: the ratio
+    of the mean lengths, None when the baselines are all empty)}; all None without items.
+    """
+    y = np.asarray(scores, dtype=np.float64)
+    delta = np.asarray(out_lengths, dtype=np.float64) - np.asarray(base_lengths, dtype=np.float64)
+    base_total = float(np.sum(base_lengths))
+    ratio = float(np.sum(out_lengths)) / base_total if base_total else None
+    if y.size == 0:
+        return {"lc_win_rate": None, "lc_ci95": None, "length_ratio": ratio}
+    idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
+    # row 0: the items themselves; rows 1…: the bootstrap resamples, each with its own σ_len
+    ys, deltas = np.vstack([y, y[idx]]), np.vstack([delta, delta[idx]])
+    sd = deltas.std(axis=1, keepdims=True)
+    x = np.tanh(np.divide(deltas, sd, out=np.zeros_like(deltas), where=sd > 0))
+    uniform = ys.min(axis=1) == ys.max(axis=1)
+    # a row whose scores are all equal has no finite θ when they are 0 or 1: it is fitted on ½s (θ = 0 at
+    # once) and replaced by its mean below
+    theta = _fit_length_logit(np.where(uniform[:, None], 0.5, ys), x)
+    lc = 100 * np.where(uniform, ys.mean(axis=1), _sigmoid(theta))
+    lo, hi = np.percentile(lc[1:], [2.5, 97.5])
+    return {"lc_win_rate": float(lc[0]), "lc_ci95": [float(lo), float(hi)], "length_ratio": ratio}

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import numpy as np
 import pytest
 import torch
 
 from harness import judge as J
-from harness.stats import mean_ci, paired_diff_ci
+from harness.stats import length_controlled_win_rate, mean_ci, paired_diff_ci
 from tasks import tldr
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
@@ -42,6 +43,49 @@ def test_paired_diff_ci():
     assert (m, lo, hi) == pytest.approx((1.0, 1.0, 1.0))
     with pytest.raises(ValueError):
         paired_diff_ci([1.0, 2.0], [1.0])
+
+
+def test_length_control_is_exact_when_length_cannot_explain_the_scores():
+    scores = [1.0, 0.0, 0.5, 1.0, 1.0, 0.0, 1.0, 0.5, 1.0, 1.0] * 4  # raw 70 %
+    raw, lo, hi = mean_ci(scores, n_boot=1000)
+    # equal lengths: the length term is 0 on every item and in every resample, so LC is the mean score and
+    # its interval the raw one (same seed, same resamples)
+    lc = length_controlled_win_rate(scores, [12] * 40, [12] * 40)
+    assert 100 * raw == pytest.approx(70.0) and lc["lc_win_rate"] == pytest.approx(100 * raw, abs=1e-9)
+    assert lc["lc_ci95"] == pytest.approx([100 * lo, 100 * hi], abs=1e-9)
+    assert lc["length_ratio"] == 1.0
+    # lengths that differ, but every length difference (−6, +4) carries the same scores: φ = 0 fits best
+    lc = length_controlled_win_rate(scores, [6] * 20 + [16] * 20, [12] * 40)
+    assert lc["lc_win_rate"] == pytest.approx(70.0, abs=1e-9)
+    assert lc["length_ratio"] == pytest.approx(11 / 12)  # mean lengths 11 and 12 words
+    # the ratio of the mean lengths (20 / 25), not the mean of the ratios ((2 + 0.5) / 2)
+    assert length_controlled_win_rate([1.0, 0.0], [10, 10], [5, 20])["length_ratio"] == 0.8
+    # unanimous scores or a single item: nothing to fit, LC is the raw rate, never NaN
+    assert length_controlled_win_rate([1.0] * 5, [3, 9, 4, 20, 1], [5] * 5) == {
+        "lc_win_rate": 100.0,
+        "lc_ci95": [100.0, 100.0],
+        "length_ratio": 37 / 25,
+    }
+    assert length_controlled_win_rate([0.5], [4], [0])["lc_win_rate"] == 50.0
+    assert length_controlled_win_rate([0.5], [4], [0])["length_ratio"] is None  # empty baseline
+    assert length_controlled_win_rate([], [], []) == {
+        "lc_win_rate": None,
+        "lc_ci95": None,
+        "length_ratio": None,
+    }
+
+
+def test_length_control_keeps_the_rate_of_a_judge_that_ignores_length():
+    rng = np.random.default_rng(0)
+    base = rng.integers(20, 40, 200)
+    out = base + rng.integers(-3, 13, 200)  # mostly longer than the baseline
+    fair = (rng.random(200) < 0.7).astype(float)  # drawn independently of the lengths
+    lc = length_controlled_win_rate(fair, out, base)
+    assert abs(lc["lc_win_rate"] - 100 * fair.mean()) < 3.0
+    assert lc["lc_ci95"][0] < 100 * fair.mean() < lc["lc_ci95"][1]
+    # deterministic for a seed; another seed resamples other items
+    assert length_controlled_win_rate(fair, out, base) == lc
+    assert length_controlled_win_rate(fair, out, base, seed=1)["lc_ci95"] != lc["lc_ci95"]
 
 
 # ---------- win_rate with scripted judges
@@ -95,6 +139,22 @@ def test_longer_judge_and_ties():
     assert r["verdicts"][5] == {"id": "q5", "ab": 1.0, "ba": 0.0, "score": 1.0}
     r = J.win_rate(LongerJudge(), items[1:], progress=None)
     assert (r["win_rate"], r["position_consistency"], r["ci95"]) == (100.0, 100.0, [100.0, 100.0])
+
+
+def test_length_controlled_rate_of_a_judge_that_only_counts_words():
+    rng = np.random.default_rng(0)
+    base = rng.integers(20, 40, 200)
+    out = base + rng.integers(-3, 13, 200)  # mostly longer than the baseline, some shorter or as long
+    items = [
+        {"id": i, "prompt": f"p{i}", "output": " ".join(["word"] * o), "baseline": " ".join(["base"] * b)}
+        for i, (o, b) in enumerate(zip(out, base))
+    ]
+    r = J.win_rate(LongerJudge(), items, progress=None)
+    # 152 outputs longer, 10 as long (ties), 38 shorter
+    assert r["win_rate"] == pytest.approx(100 * (152 + 10 / 2) / 200)
+    assert r["lc_win_rate"] == pytest.approx(50.0, abs=2.0)
+    assert r["lc_ci95"][0] < 50.0 < r["lc_ci95"][1] and r["lc_ci95"][1] - r["lc_ci95"][0] < 10
+    assert r["length_ratio"] == pytest.approx(out.sum() / base.sum()) and r["length_ratio"] > 1.1
 
 
 def test_cache_resumes_and_tolerates_truncation(tmp_path):

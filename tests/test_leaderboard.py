@@ -14,6 +14,9 @@ def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None,
                 "reference": {
                     "win_rate": win,
                     "ci95": [win - 10, win + 10],
+                    "lc_win_rate": win - 5,
+                    "lc_ci95": [win - 17, win + 7],
+                    "length_ratio": 1.254,
                     "n": 50,
                     "judge": "rouge",
                     "position_consistency": 100.0,
@@ -93,9 +96,20 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
         "| dpo-seed0 | 3.0 | 300 s (8 steps) |",
         "| spo-seed0 | 2.0 | 301 s (8 steps) |",
     ]
-    # summarization
-    assert tables[6] == "| dpo-seed0 | 11.25 | 30.00 / 10.00 | 40.0 [30.0, 50.0] | 20.0 [12.5, 27.2] |"
-    assert tables[7] == "| spo-seed0 | 13.50 | 30.00 / 10.00 | 55.5 [45.5, 65.5] | 20.0 [12.5, 27.2] |"
+    # summarization; the judge vs human has no length-controlled keys (an eval.json from before them): —
+    assert tables[4] == (
+        "| model | ROUGE-L [95% CI] | ROUGE-1 / ROUGE-2 | win % vs ref [95% CI] | LC win % vs ref [95% CI] "
+        "| len ratio vs ref | win % vs human [95% CI] | LC win % vs human [95% CI] | len ratio vs human |"
+    )
+    assert tables[6] == (
+        "| dpo-seed0 | 11.25 | 30.00 / 10.00 | 40.0 [30.0, 50.0] | 35.0 [23.0, 47.0] | 1.25 "
+        "| 20.0 [12.5, 27.2] | — | — |"
+    )
+    assert tables[7] == (
+        "| spo-seed0 | 13.50 | 30.00 / 10.00 | 55.5 [45.5, 65.5] | 50.5 [38.5, 62.5] | 1.25 "
+        "| 20.0 [12.5, 27.2] | — | — |"
+    )
+    assert "LC = length-controlled win rate (AlpacaEval 2)" in md
     assert "| dpo (1) | reference | — | — |" in tables  # paired: no per-item rows
     # shift: eval.json without the probe keys (rephrased, unrelated, greedy, safe region) shows —
     assert (
@@ -127,6 +141,11 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
         and data["rows"][2]["train_seconds"] == 301.4
         and data["rows"][2]["judge_vs_reference"] == 55.5
     )
+    spo = data["rows"][2]
+    assert (spo["judge_vs_reference_lc"], spo["judge_vs_reference_lc_ci95"]) == (50.5, [38.5, 62.5])
+    assert spo["judge_vs_reference_length_ratio"] == 1.254
+    assert all(spo[f"judge_vs_human_{k}"] is None for k in ("lc", "lc_ci95", "length_ratio"))
+    assert data["rows"][0]["judge_vs_reference_lc"] is None
     assert data["rows"][0]["math_accuracy"] is None and data["rows"][0]["math_n"] is None
     assert (tmp_path / "leaderboard.md").read_text() == md and (tmp_path / "report.html").is_file()
     assert (tmp_path / "figures" / "metrics.png").read_bytes()[
