@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from common import write_jsonl
 from tasks import gsm8k
-from trainers.pairfile import REASONS, load_pairs
+from trainers.pairfile import BOM, REASONS, load_pairs
 
 BAD = Path(__file__).parent / "data" / "bad"
 CORPUS = sorted(p.name.removesuffix(".jsonl") for p in BAD.glob("*.jsonl"))
@@ -116,13 +116,12 @@ PAIR = st.fixed_dictionaries(
 @given(st.lists(st.binary(max_size=80), max_size=8))
 def test_no_byte_sequence_crashes_the_loader(tmp_path, lines):
     path = tmp_path / "fuzz.jsonl"
-    path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in lines))
+    lines = [line.replace(b"\n", b" ") for line in lines]
+    path.write_bytes(b"\n".join(lines))
     rows, report = load_pairs(str(path))
-    assert (
-        report.rows
-        == sum(bool(line.replace(b"\n", b" ").strip()) for line in lines)
-        == report.kept + len(report.skipped)
-    )
+    # a byte-order mark starting the file is not content
+    lines[:1] = [lines[0].removeprefix(BOM)] if lines else []
+    assert report.rows == sum(bool(line.strip()) for line in lines) == report.kept + len(report.skipped)
     assert len(rows) == report.kept and all(s["reason"] in REASONS for s in report.skipped)
 
 
@@ -182,3 +181,67 @@ def test_gsm8k_answer_written_any_usual_way_round_trips(n, dollar, commas, prose
     )
     assert gsm8k.to_number(gsm8k.extract_answer(f"{prose} 12 steps later\n#### {written}.")) == Fraction(n)
     assert gsm8k.is_correct(f"{prose} so the total is {written}", str(n))
+
+
+PAIRS = [
+    {"id": 1, "prompt": "What is 2+3?", "chosen": "5", "rejected": "6"},
+    {"id": 2, "prompt": [{"role": "user", "content": "Hi"}], "chosen": "Hello!", "rejected": "Go away."},
+]
+
+
+def test_a_byte_order_mark_keeps_the_first_row_and_is_reported(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(BOM + "\n".join(json.dumps(p) for p in PAIRS).encode())
+    rows, report = load_pairs(str(path))
+    assert rows == PAIRS and report.bom and report.skipped == [] and report.lines == [1, 2]
+    assert report.summary() == f"{path}: 2 rows, 2 kept, 0 skipped (UTF-8 byte-order mark stripped)"
+    assert report.record()["bom_stripped"] is True
+
+
+def test_json_array_parquet_and_datasets_folder_load_like_jsonl_with_rows_numbered(tmp_path):
+    import datasets
+
+    bad = {"id": 3, "prompt": "Q", "chosen": "same", "rejected": "same"}
+    missing = {"id": 4, "prompt": "Q", "chosen": "a"}
+    table = [{**p, "prompt": json.dumps(p["prompt"])} for p in PAIRS]  # one column type for Arrow
+    (tmp_path / "a.json").write_bytes(BOM + json.dumps([*PAIRS, bad]).encode())
+    datasets.Dataset.from_list([*table, bad, missing]).to_parquet(str(tmp_path / "a.parquet"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([*table, missing]),
+            "test": datasets.Dataset.from_list(table[:1]),
+        }
+    ).save_to_disk(str(tmp_path / "folder"))
+    rows, report = load_pairs(str(tmp_path / "a.json"))
+    assert rows == PAIRS and report.bom and report.unit == "row"
+    assert [(s["line"], s["field"], s["reason"]) for s in report.skipped] == [(3, "rejected", "identical")]
+    rows, report = load_pairs(str(tmp_path / "a.parquet"))
+    # a null cell of a table is a missing field, reported by row number
+    assert rows == table and [(s["line"], s["reason"]) for s in report.skipped] == [
+        (3, "identical"),
+        (4, "missing"),
+    ]
+    assert report.summary().endswith(
+        f"first: {tmp_path}/a.parquet row 3 field 'rejected': chosen and "
+        f"rejected are the same text; {tmp_path}/a.parquet row 4 field 'rejected': missing"
+    )
+    rows, report = load_pairs(str(tmp_path / "folder"))
+    assert rows == table and report.rows == 3 and report.counts() == {"missing": 1}
+    assert load_pairs(str(tmp_path / "folder"), split="test")[0] == table[:1]
+    with pytest.raises(ValueError, match=r"folder: no split 'dev'; splits: train, test"):
+        load_pairs(str(tmp_path / "folder"), split="dev")
+    with pytest.raises(
+        ValueError, match=r"a.parquet row 3 field 'rejected': chosen and rejected are the same text$"
+    ):
+        load_pairs(str(tmp_path / "a.parquet"), "error")
+
+
+def test_a_source_that_is_neither_a_file_nor_a_dataset_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"nope.jsonl: no such file or folder \(nor a hub dataset id\)"):
+        load_pairs(str(tmp_path / "nope.jsonl"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ValueError, match=r"^someone/no-such-pairs: not a local file and not loadable as a hub"
+    ):
+        load_pairs("someone/no-such-pairs")

@@ -1,4 +1,10 @@
-"""Preference pairs from a user's JSONL file, validated row by row.
+"""Preference pairs from a user's file or dataset, validated row by row.
+
+Sources (`load_pairs`): a JSONL file (one pair per line; a UTF-8 byte-order mark at its start is
+stripped and noted in the report), a JSON file holding an array of pairs (else it is read as JSONL, as
+`datasets`' to_json writes it), a Parquet file, a folder written by `datasets`' save_to_disk, or a
+hub dataset id (loaded with `datasets.load_dataset`; the only source that touches the network). A
+dataset with several splits gives the one named by `split`.
 
 Accepted rows (the formats TRL and most preference datasets use):
 - plain: `{"prompt": str, "chosen": str, "rejected": str}`
@@ -10,15 +16,19 @@ Accepted rows (the formats TRL and most preference datasets use):
 Every row comes out as `{"prompt": str | messages, "chosen": str, "rejected": str, ...}` with its
 other keys (id, task, ...) kept. A bad row never stops the load silently and never disappears
 unreported: with policy `skip` it is counted in the `LoadReport` (file, line, field, reason) and
-the load goes on; with `error` the first one raises a ValueError naming file, line and field.
+the load goes on; with `error` the first one raises a ValueError naming file, line (or row, in a
+Parquet file or a dataset) and field.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MAX_CHARS = 200_000  # per text field: far beyond any max_len, it keeps a stray huge row from being tokenised
 REASONS = {
@@ -34,6 +44,9 @@ REASONS = {
     # the last one: the trainer's, kept with cut completions
     "truncated": "truncated to max_len",
 }
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Windows editors start a file with it
+# a hub dataset id: name or owner/name, no path separators beyond the one
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class BadRow(ValueError):
@@ -44,13 +57,16 @@ class BadRow(ValueError):
 
 @dataclass
 class LoadReport:
-    """What a load kept and skipped; `skipped` rows have line, id, field, reason and detail."""
+    """What a load kept and skipped; `skipped` rows have line, id, field, reason and detail. `line` is the
+    file's line in a JSONL file, else the row's number (from 1) in the source (unit "row")."""
 
     path: str
     rows: int = 0
     kept: int = 0
     skipped: list[dict] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)  # file line of each kept row
+    lines: list[int] = field(default_factory=list)  # line (or row) of each kept row
+    unit: str = "line"
+    bom: bool = False  # a byte-order mark at the file's start was stripped
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(s["reason"] for s in self.skipped))
@@ -62,14 +78,27 @@ class LoadReport:
         text = f"{self.path}: {self.rows} rows, {self.kept} kept, {len(self.skipped) - cut} skipped" + (
             f" ({cut} of the kept truncated)" if cut else ""
         )
+        if self.bom:
+            text += " (UTF-8 byte-order mark stripped)"
         if self.skipped:
             text += " [" + ", ".join(f"{REASONS[r]}: {n}" for r, n in self.counts().items()) + "]; first: "
-            text += "; ".join(describe(self.path, s) for s in self.skipped[:3])
+            text += "; ".join(describe(self.path, s, self.unit) for s in self.skipped[:3])
         return text
 
+    def record(self) -> dict:
+        """The report as JSON for a run's files: counts by reason, not every skipped row."""
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "kept": self.kept,
+            "skipped": self.counts(),
+            "bom_stripped": self.bom,
+        }
 
-def describe(path: str, s: dict) -> str:
-    where = f"{path}:{s['line']}" + (f" field {s['field']!r}" if s.get("field") else "")
+
+def describe(path: str, s: dict, unit: str = "line") -> str:
+    where = f"{path}:{s['line']}" if unit == "line" else f"{path} row {s['line']}"
+    where += f" field {s['field']!r}" if s.get("field") else ""
     return f"{where}: {s['detail']}"
 
 
@@ -138,58 +167,131 @@ def normalise(row, max_chars: int = MAX_CHARS) -> dict:
     return out
 
 
-def load_pairs(path: str, policy: str = "skip", max_chars: int = MAX_CHARS) -> tuple[list[dict], LoadReport]:
-    """(valid rows, report). Blank lines are ignored; a later row repeating an earlier row's id is skipped."""
-    if policy not in ("skip", "error"):
-        raise ValueError(f"unknown policy {policy!r}; valid: skip, error")
-    rows, report, seen = [], LoadReport(str(path)), {}
+def _jsonl(path: str, report: LoadReport) -> Iterator[tuple[int, object]]:
+    """(line, parsed row or BadRow) of a JSONL file; blank lines are skipped, a leading BOM stripped."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw, report.bom = raw[len(BOM) :], True
             if not raw.strip():
                 continue
-            report.rows += 1
-            parsed = None
             try:
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise BadRow(
-                        "encoding", None, f"not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})"
-                    ) from None
-                try:
-                    parsed = json.loads(text)
-                # JSONDecodeError, an over-long integer, too deep nesting
-                except (ValueError, RecursionError) as e:
-                    raise BadRow("json", None, f"invalid JSON ({getattr(e, 'msg', str(e)[:80])})") from None
-                row = normalise(parsed, max_chars)
-                rid = row.get("id")
-                if rid is not None:
-                    key = json.dumps(rid)
-                    if key in seen:
-                        raise BadRow("duplicate_id", "id", f"id {rid!r} already used on line {seen[key]}")
-                    seen[key] = lineno
-            except BadRow as e:
-                rid = parsed.get("id") if isinstance(parsed, dict) else None
-                s = {
-                    "line": lineno,
-                    "id": rid if isinstance(rid, (str, int)) else None,
-                    "field": e.field,
-                    "reason": e.reason,
-                    "detail": str(e),
-                }
-                if policy == "error":
-                    raise ValueError(describe(str(path), s)) from None
-                report.skipped.append(s)
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield (
+                    lineno,
+                    BadRow("encoding", None, f"not UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})"),
+                )
                 continue
-            rows.append(row)
-            report.lines.append(lineno)
+            try:
+                yield lineno, json.loads(text)
+            # JSONDecodeError, an over-long integer, too deep nesting
+            except (ValueError, RecursionError) as e:
+                yield lineno, BadRow("json", None, f"invalid JSON ({getattr(e, 'msg', str(e)[:80])})")
+
+
+def _records(path: str, split: str, report: LoadReport) -> list:
+    """The rows of a non-JSONL source as Python objects, or None when `path` is a JSONL file."""
+    p = Path(path)
+    if p.is_dir():
+        import datasets
+
+        try:
+            data = datasets.load_from_disk(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise ValueError(f"{path}: not a folder written by datasets' save_to_disk ({e})") from None
+        return _table_rows(_split(data, split, path))
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return _table_rows(pq.read_table(path).to_pylist())
+    if p.is_file():
+        head = p.open("rb").read(64).removeprefix(BOM).lstrip()
+        if p.suffix == ".json" and head.startswith(b"["):
+            report.bom = p.open("rb").read(3) == BOM
+            try:
+                return json.loads(p.read_text(encoding="utf-8-sig"))
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{path}: invalid JSON array ({e})") from None
+        return None
+    if not HUB_ID.fullmatch(path) or path.endswith((".jsonl", ".json", ".parquet")):
+        raise ValueError(f"{path}: no such file or folder (nor a hub dataset id)")
+    import datasets
+
+    try:
+        data = datasets.load_dataset(path)
+    except Exception as e:  # offline, unknown id, a script dataset: all end the same way
+        raise ValueError(f"{path}: not a local file and not loadable as a hub dataset ({e})") from None
+    return _table_rows(_split(data, split, path))
+
+
+def _table_rows(rows) -> list[dict]:
+    """A table's rows as dicts; a column that is null in a row is left out of it, so a pair without
+    `rejected` reads as missing that field, as in a JSON row."""
+    return [{k: v for k, v in row.items() if v is not None} for row in rows]
+
+
+def _split(data, split: str, path: str):
+    """A Dataset as it is, or the named split of a DatasetDict."""
+    if not hasattr(data, "keys"):
+        return data
+    if split not in data:
+        raise ValueError(f"{path}: no split {split!r}; splits: {', '.join(data.keys())}")
+    return data[split]
+
+
+def load_pairs(
+    path: str, policy: str = "skip", max_chars: int = MAX_CHARS, split: str = "train"
+) -> tuple[list[dict], LoadReport]:
+    """(valid rows, report) of any source (module docstring); a later row repeating an earlier row's id is
+    skipped. A source that cannot be read at all (missing, not a dataset) is a ValueError."""
+    if policy not in ("skip", "error"):
+        raise ValueError(f"unknown policy {policy!r}; valid: skip, error")
+    path = str(path)
+    rows, report, seen = [], LoadReport(path), {}
+    records = _records(path, split, report)
+    if records is None:
+        numbered = _jsonl(path, report)
+    else:
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: expected a JSON array of pairs, got {type(records).__name__}")
+        report.unit, numbered = "row", enumerate(records, 1)
+    for lineno, parsed in numbered:
+        report.rows += 1
+        try:
+            if isinstance(parsed, BadRow):
+                raise parsed
+            row = normalise(parsed, max_chars)
+            rid = row.get("id")
+            if rid is not None:
+                key = json.dumps(rid)
+                if key in seen:
+                    raise BadRow(
+                        "duplicate_id", "id", f"id {rid!r} already used on {report.unit} {seen[key]}"
+                    )
+                seen[key] = lineno
+        except BadRow as e:
+            rid = parsed.get("id") if isinstance(parsed, dict) else None
+            s = {
+                "line": lineno,
+                "id": rid if isinstance(rid, (str, int)) else None,
+                "field": e.field,
+                "reason": e.reason,
+                "detail": str(e),
+            }
+            if policy == "error":
+                raise ValueError(describe(path, s, report.unit)) from None
+            report.skipped.append(s)
+            continue
+        rows.append(row)
+        report.lines.append(lineno)
     report.kept = len(rows)
     return rows, report
 
 
-def read_pairs(path: str, policy: str = "skip") -> list[dict]:
-    """`load_pairs`, printing the load's summary on stderr when rows were skipped."""
-    rows, report = load_pairs(path, policy)
-    if report.skipped:
+def read_pairs(path: str, policy: str = "skip", split: str = "train") -> list[dict]:
+    """`load_pairs`, printing the load's summary on stderr when rows were skipped or a BOM stripped."""
+    rows, report = load_pairs(path, policy, split=split)
+    if report.skipped or report.bom:
         print(report.summary(), file=sys.stderr, flush=True)
     return rows
