@@ -190,8 +190,8 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
     rows = {r["model"]: r for r in board["rows"]}
     names = ["dpo-seed0", "spo-seed0"]
     assert list(rows) == ["reference", *names]
-    # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones
-    # on-policy (both sides sampled)
+    # the pairs both methods trained on: sampled now (not from a cache), graded, split; arith ones in
+    # the preset's edit style (chosen a correct sample, else the gold; rejected = chosen, one number changed)
     report = json.loads((tmp_path / "outputs" / "pairs" / "report.json").read_text())
     assert [r["task"] for r in report] == ["gsm8k", "arith", "tldr"] and not any(
         "cached" in r for r in report
@@ -202,12 +202,16 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         and made[2] == 4
         and made[1] >= 3
         and report[1]["pairs"] + report[1]["no_pair"] == 24
-        and report[1]["chosen_from_gold"] == 0
+        and report[1]["style"] == "edit"
+        and report[1]["styles"]["edit"]["chosen_source"]["gold"] == report[1]["chosen_from_gold"]
     )
     pairs = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
     assert len(pairs) == sum(made) - 3 * 2 and {p["task"] for p in pairs} == {"gsm8k", "arith", "tldr"}
-    assert all(p["chosen_source"] == "sample" for p in pairs if p["task"] == "arith")
-    assert len(list((cache / "pairs").glob("*.jsonl"))) == 3
+    arith = [p for p in pairs if p["task"] == "arith"]
+    assert all(p["style"] == "edit" and p["chosen"] != p["rejected"] for p in arith)
+    # a sampled chosen response is one of the model's own (it scored as correct): both sources occur here
+    assert {p["chosen_source"] for p in arith} == {"sample", "gold"}
+    assert len(list((cache / "samples").glob("*.jsonl"))) == 3  # the samples are cached, not the pairs
     for name in names:
         r = rows[name]
         for key in (
