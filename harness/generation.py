@@ -94,6 +94,16 @@ def _retie(model) -> None:
     head.quant_method.process_weights_after_loading(head)
 
 
+def _bar(desc: str):
+    """vLLM's progress bar under our name, cleared when done (one bar on screen per stage)."""
+    from tqdm.auto import tqdm
+
+    def bar(*args, **kwargs):
+        return tqdm(*args, **(kwargs | {"desc": desc, "leave": False}))
+
+    return bar
+
+
 class VLLMGenerator:
     backend = "vllm"
 
@@ -138,7 +148,7 @@ class VLLMGenerator:
             stop=list(sampling.stop),
         )
         t = time.time()
-        outs = self.llm.generate(prompts, params, use_tqdm=True)
+        outs = self.llm.generate(prompts, params, use_tqdm=_bar(desc))
         self.stats["seconds"] += time.time() - t
         self.stats["tokens"] += sum(len(c.token_ids) for o in outs for c in o.outputs)
         eos = self.llm.get_tokenizer().eos_token_id
@@ -199,7 +209,7 @@ class HFGenerator:
         results: list[list[Completion]] = [[] for _ in prompts]
         eos = self.tok.eos_token_id
         t = time.time()
-        for s in tqdm(range(0, len(order), self.batch_size), desc=desc):
+        for s in tqdm(range(0, len(order), self.batch_size), desc=desc, leave=False):
             idx = order[s : s + self.batch_size]
             enc = self.tok(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False

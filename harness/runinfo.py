@@ -65,12 +65,42 @@ def tcmalloc() -> str | None:
     return ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
 
 
-def stage_env() -> dict[str, str]:
-    """This environment with tcmalloc preloaded where it is installed. PyTorch on a CPU allocates and frees
-    activation-sized buffers all the time; glibc hands the large ones back to the kernel on every free, so
-    each step page-faults them in again (28 % of the CPU time went to the kernel here). tcmalloc keeps them:
-    bf16 DPO and SPO-lookahead steps 1.55× faster (docs/performance.md)."""
+# Library output that says nothing about the run, filtered from the stages unless --verbose (docs/pipeline.md
+# lists them): each a Python warning (action:message-prefix:category, as PYTHONWARNINGS takes it) or an
+# environment setting. Everything else still shows.
+QUIET_WARNINGS = (
+    # vLLM and transformers announce API changes of theirs that our calls do not use
+    "ignore::FutureWarning",
+    # torch.utils.tensorboard / pkg_resources deprecations at import
+    "ignore:pkg_resources is deprecated:UserWarning",
+)
+QUIET_ENV = {
+    # vLLM's INFO lines (engine config, NUMA/thread binding, KV cache size); its warnings and errors stay
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    # transformers' weight-loading and shard-writing bars, datasets' map/save bars: one bar per stage is ours
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    # TensorFlow-style oneDNN notices some wheels print at import
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+# DeepSpeed (imported by accelerate/peft when installed) warns "Setting accelerator to CPU. If you have
+# GPU..." at every import on a CPU-only machine; naming the accelerator it would pick anyway silences it
+QUIET_ENV_CPU = {"DS_ACCELERATOR": "cpu"}
+
+
+def stage_env(verbose: bool = False) -> dict[str, str]:
+    """This environment with tcmalloc preloaded where it is installed, and (unless `verbose`) the known
+    harmless library output filtered (QUIET_WARNINGS, QUIET_ENV; a value the user set is kept). PyTorch on a
+    CPU allocates and frees activation-sized buffers all the time; glibc hands the large ones back to the
+    kernel on every free, so each step page-faults them in again (28 % of the CPU time went to the kernel
+    here). tcmalloc keeps them: bf16 DPO and SPO-lookahead steps 1.55× faster (docs/performance.md)."""
     env, lib = dict(os.environ), tcmalloc()
+    if not verbose:
+        import torch
+
+        quiet = QUIET_ENV | ({} if torch.cuda.is_available() else QUIET_ENV_CPU)
+        env = quiet | env
+        env["PYTHONWARNINGS"] = ",".join(filter(None, (*QUIET_WARNINGS, env.get("PYTHONWARNINGS"))))
     if lib and "tcmalloc" not in env.get("LD_PRELOAD", ""):
         env["LD_PRELOAD"] = ":".join(filter(None, (lib, env.get("LD_PRELOAD"))))
     if "tcmalloc" in env.get("LD_PRELOAD", ""):
