@@ -5,6 +5,7 @@ reference, and write the leaderboard.
     python -m harness.compare --preset smoke                     # tiny random model, about a minute
     python -m harness.compare --config my.yaml --seeds 0,1,2     # preset < --config < flags
     python -m harness.compare --methods dpo,spo --resume         # continue an interrupted compare
+    python -m harness.compare --pairs my_pairs.jsonl             # your pairs (file, datasets folder, hub id)
 
 Stages, each a process started with its config file (outputs/stages/pairs.json,
 outputs/<run>/train_config.json, outputs/stages/eval.json) and the same environment (tcmalloc where
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import subprocess
 import sys
 import time
@@ -31,6 +33,7 @@ from common import (
     exclusive,
     fingerprint,
     read_config_file,
+    read_jsonl,
     run_main,
     write_json,
     write_jsonl,
@@ -54,8 +57,8 @@ from harness.taskflags import (
 from tasks import TASKS
 from tasks.base import PAIR_STYLES, resolve_options
 from trainers.logprobs import native_bf16, resolve_dtype
-from trainers.pairfile import read_pairs
-from trainers.trainer import TrainConfig
+from trainers.pairfile import load_pairs, read_pairs
+from trainers.trainer import TrainConfig, Trainer
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
 REQUIRED = (
@@ -73,6 +76,8 @@ REQUIRED = (
 )
 # the task option --pair-style sets, for every task that has it
 PAIR_STYLE = "pair_style"
+# options that take sources (files, folders, hub ids), repeatable and comma-separated
+SOURCES = ("pairs", "heldout_pairs", "lm_eval_include")
 
 
 def digest(*parts) -> str:
@@ -83,15 +88,16 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def stage(name: str, timings: dict, module: str, config: Path, quiet: bool = False, note: str = "") -> None:
+def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = False, note: str = "") -> None:
     """Run `python -m module --config config` in a fresh process with the stage environment (tcmalloc
-    where installed, `stage_env`) and record its wall time under `name`; `quiet` drops its stdout
-    (progress bars and errors go to stderr)."""
-    print(f"\n== {name}{note}", flush=True)
+    where installed, known harmless library output filtered: `stage_env`) and record its wall time under
+    `name`. Unless `verbose`, its stdout (the stage's JSON summary, also in its files) is dropped: the
+    screen shows this line, the stage's progress bar and whatever it writes to stderr."""
+    print(f"== {name}{note}", flush=True)
     t = time.time()
     cmd = [sys.executable, "-m", module, "--config", str(config)]
-    stdout = subprocess.DEVNULL if quiet else None
-    if subprocess.run(cmd, env=stage_env(), stdout=stdout).returncode != 0:
+    stdout = None if verbose else subprocess.DEVNULL
+    if subprocess.run(cmd, env=stage_env(verbose), stdout=stdout).returncode != 0:
         raise SystemExit(
             f"compare: stage '{name}' failed (command: {' '.join(cmd[1:])}); finished stages are kept, "
             "rerun with --resume"
@@ -111,6 +117,33 @@ def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]
         train += rows[: len(rows) - heldout]
         held += rows[len(rows) - heldout :]
     return train, held
+
+
+def load_user_pairs(a: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, held-out, load reports) of the user's --pairs sources: bad rows skipped and counted; the
+    held-out pairs are --heldout-pairs, else --heldout pairs drawn from --pairs with --seed. A row without
+    a `task` is task "custom"; its style names its source."""
+    pool, held, reports = [], [], []
+    for sources, rows in ((a.pairs, pool), (a.heldout_pairs, held)):
+        for source in sources:
+            loaded, report = load_pairs(source, "skip", split=a.pairs_split)
+            print(report.summary(), flush=True)
+            if not loaded:
+                raise ValueError(f"{source}: no usable pair ({report.summary()})")
+            reports.append(report.record())
+            style = f"from {Path(source).name if Path(source).exists() else source}"
+            rows += [{"task": "custom", "style": style} | r for r in loaded]
+    if not a.heldout_pairs:
+        if len(pool) <= a.heldout:
+            raise ValueError(
+                f"--pairs: {len(pool)} usable pairs, need more than --heldout {a.heldout} (or give "
+                "--heldout-pairs)"
+            )
+        # a fixed draw, not the file's tail: a file sorted by anything would bias the held-out pairs
+        drawn = set(random.Random(a.seed).sample(range(len(pool)), a.heldout))
+        held = [r for i, r in enumerate(pool) if i in drawn]
+        pool = [r for i, r in enumerate(pool) if i not in drawn]
+    return pool, held, reports
 
 
 def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
@@ -163,6 +196,23 @@ def parser() -> argparse.ArgumentParser:
         help="init and reference: HF checkpoint dir or hub id "
         "(smollm2-135m-instruct and tiny-random-llama are provisioned offline)",
     )
+    ap.add_argument(
+        "--pairs",
+        action="append",
+        metavar="SOURCE",
+        help="your training pairs instead of the built-in ones (repeatable or comma-separated): a JSONL, "
+        "JSON or Parquet file, a folder saved by datasets, or a hub dataset id; rows as in "
+        "trainers/pairfile.py, bad rows skipped and counted. The built-in pairs are then sampled only "
+        "where --<task>-pairs is given",
+    )
+    ap.add_argument(
+        "--heldout-pairs",
+        action="append",
+        metavar="SOURCE",
+        help="held-out pairs for the Δ log-probs and probes (as --pairs); default: --heldout pairs drawn "
+        "from --pairs with --seed",
+    )
+    ap.add_argument("--pairs-split", help="the split of a --pairs dataset with several (default train)")
     ap.add_argument("--seed", type=int, help="seed of the pairs and of evaluation sampling")
     ap.add_argument(
         "--seeds",
@@ -181,6 +231,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--judge", choices=("none", *JUDGE_KINDS), help="TL;DR win-rate judge (offline: embedding similarity)"
     )
+    ap.add_argument("--judge-model", help="judge hf: a local checkpoint folder; endpoint: the model name")
+    ap.add_argument(
+        "--judge-url", help="judge endpoint: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    ap.add_argument("--judge-key-env", help="env var holding the endpoint's API key (default OPENAI_API_KEY)")
+    ap.add_argument(
+        "--verbose", action="store_true", help="show every library warning and log line (default: filtered)"
+    )
+    e = ap.add_argument_group("lm-evaluation-harness tasks, scored on the reference and every checkpoint")
+    e.add_argument(
+        "--lm-eval-tasks", help="comma-separated lm-eval task names (stock, or in --lm-eval-include)"
+    )
+    e.add_argument("--lm-eval-include", action="append", metavar="DIR", help="a folder of your lm-eval YAMLs")
+    e.add_argument("--lm-eval-limit", type=int, metavar="N", help="first N items of each (default: all)")
     g = ap.add_argument_group("sizes (a task not set here: its own default)")
     add_size_flags(g, "-pairs", "train items sampled for pairs", "PAIR_ITEMS")
     add_size_flags(g, "-eval", "test items evaluated", "EVAL_ITEMS")
@@ -246,13 +310,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if not preset.is_file():
         presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
         ap.error(f"no preset {first.preset!r}: presets are {presets} (or pass --config FILE)")
-    values = read_settings(preset, ap) | (read_settings(first.config, ap) if first.config else {})
+    config = read_settings(first.config, ap) if first.config else {}
+    values = read_settings(preset, ap) | config
+    # the source lists of a YAML as lists: argparse appends a flag's values to them
+    values |= {k: [values[k]] for k in SOURCES if isinstance(values.get(k), str)}
     ap.set_defaults(**values)
     source = f"{first.preset}{' + config' if first.config else ''}"
     for action in ap._actions:  # --help shows what the preset sets
         if action.dest in values and action.help:
             action.help += f" [{source}: {values[action.dest]}]"
     a = ap.parse_args(argv)
+    # what the command line itself gave (no preset): its source flags replace the YAML's, not add to them
+    given = vars(parser().parse_args(argv))
     if unset := [k for k in REQUIRED if getattr(a, k) is None]:
         flags = ", ".join("--" + k.replace("_", "-") for k in unset)
         ap.error(f"unset option(s) {flags}: give them or set them in the preset/--config YAML")
@@ -280,10 +349,75 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         for name, opts in a.task_options.items():
             resolve_options(TASKS[name], opts)  # a bad value fails here, before any stage
         a.pair_sizes = {t: task.PAIR_ITEMS for t, task in TASKS.items()} | sizes_given(vars(a), "-pairs")
+        for k in SOURCES:
+            chosen = given[k] if given[k] is not None else getattr(a, k) or []
+            setattr(a, k, [x.strip() for text in chosen for x in text.split(",") if x.strip()])
+        a.pairs_split = a.pairs_split or "train"
+        if a.pairs:
+            # your pairs replace the built-in ones, but for the tasks whose pair counts you set yourself
+            a.pair_sizes = {t: 0 for t in TASKS} | sizes_given(config | given, "-pairs")
         a.eval_sizes = {t: TASKS[t].EVAL_ITEMS for t in a.tasks} | sizes_given(vars(a), "-eval")
+        check_values(a)
+        # your pairs are read now, so that a bad source stops the run before any stage
+        a.user = load_user_pairs(a) if a.pairs else ([], [], [])
     except (ConfigError, ValueError) as e:
         ap.error(str(e))
     return a
+
+
+def check_values(a: argparse.Namespace) -> None:
+    """Every value a later stage would refuse, refused now with the option named (ValueError)."""
+    if negative := [f"--{t}-pairs" for t, n in a.pair_sizes.items() if n < 0]:
+        raise ValueError(f"{', '.join(negative)}: a count of pairs cannot be negative")
+    if empty := [f"--{t}-eval" for t in a.tasks if a.eval_sizes[t] < 1]:
+        raise ValueError(
+            f"{', '.join(empty)}: each evaluated task needs at least 1 item (or drop it from --tasks)"
+        )
+    for name, low in (("k", 1), ("heldout", 1), ("kl_prompts", 0), ("max_tokens", 1), ("lm_eval_limit", 1)):
+        value = getattr(a, name)
+        if value is not None and value < low:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
+    if not any(a.pair_sizes.values()) and not a.pairs:
+        raise ValueError("no training pairs: set a --<task>-pairs count above 0 or give --pairs")
+    if a.heldout_pairs and not a.pairs:
+        raise ValueError("--heldout-pairs: give --pairs too (the built-in pairs hold out their own)")
+    check_judge(a)
+    check_model(a.model, "--model")
+    a.lm_eval_tasks = [t.strip() for t in str(a.lm_eval_tasks or "").split(",") if t.strip()]
+    if a.lm_eval_tasks:
+        from harness.crosscheck import task_manager
+
+        task_manager(a.lm_eval_include, a.lm_eval_tasks)  # names it does not know fail here
+    elif a.lm_eval_include:
+        raise ValueError("--lm-eval-include: give --lm-eval-tasks too (the tasks to run from it)")
+    # each run's training settings, as the trainer will check them
+    for spec in [*a.specs, *([a.init_spec] if a.init_spec else [])]:
+        Trainer._check_config(train_config(a, a.model, spec, a.seeds[0], spec.label))
+
+
+def check_judge(a: argparse.Namespace) -> None:
+    """A judge kind with what it needs: hf a checkpoint folder, endpoint an http(s) URL and a model name."""
+    if a.judge == "hf":
+        if not a.judge_model:
+            raise ValueError("--judge hf needs --judge-model PATH (a local HF checkpoint folder)")
+        check_model(a.judge_model, "--judge-model")
+    if a.judge == "endpoint":
+        if not (a.judge_url and a.judge_model):
+            raise ValueError("--judge endpoint needs --judge-url http://HOST:PORT/v1 and --judge-model NAME")
+        if not a.judge_url.startswith(("http://", "https://")):
+            raise ValueError(f"--judge-url {a.judge_url!r}: expected an http:// or https:// base URL")
+
+
+def check_model(name: str, flag: str) -> None:
+    """A provisioned name, a checkpoint folder (config.json inside), or a hub id (owner/name, not a local
+    path); anything else is an error naming `flag`."""
+    if name in (models.DEFAULT_MODEL, models.TINY_MODEL):
+        return
+    path = Path(name)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(f"{flag} {name}: a folder without config.json, not a Hugging Face checkpoint")
+    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
+        raise ValueError(f"{flag} {name}: no such folder (nor an owner/name hub id)")
 
 
 def pairs_config(a: argparse.Namespace) -> PairsConfig:
@@ -339,7 +473,13 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init: str, 
         max_tokens=a.max_tokens,
         seed=a.seed,
         judge=a.judge,
+        lm_eval_tasks=a.lm_eval_tasks,
+        lm_eval_include=[str(Path(d).resolve()) for d in a.lm_eval_include],
+        lm_eval_limit=a.lm_eval_limit,
+        judge_model=a.judge_model,
+        judge_url=a.judge_url,
         reference_run=str(init_run),
+        **({"judge_key_env": a.judge_key_env} if a.judge_key_env else {}),
     )
     settings = {
         k: v for k, v in config_json(cfg).items() if k not in ("model", "out", "run_key", "reference_run")
@@ -361,6 +501,7 @@ def train_all(a: argparse.Namespace, runs: Path, timings: dict) -> tuple[str, li
     finished under the same config hash is kept and a run cut off under it continues from its last saved
     state. Returns the init's weights and the runs kept."""
     kept, model = [], models.resolve_model(a.model)
+    n_pairs = len(read_jsonl(a.outputs / "train_pairs.jsonl"))
     init_label = run_labels(a)[0] if a.init_spec else None
     init = str(a.outputs / init_label / "checkpoint") if init_label else model
     specs = {f"{spec.label}-seed{seed}": (spec, seed) for spec in a.specs for seed in a.seeds}
@@ -387,8 +528,10 @@ def train_all(a: argparse.Namespace, runs: Path, timings: dict) -> tuple[str, li
         cfg.resume = a.resume and key_file.is_file() and key_file.read_text() == key
         write_text(key_file, key)
         write_json(out / "train_config.json", config_json(cfg))
-        note = " (resuming)" if cfg.resume else ""
-        stage(f"train {label}", timings, "trainers.train", out / "train_config.json", quiet=True, note=note)
+        epochs = f"{cfg.epochs} epoch" + ("" if cfg.epochs == 1 else "s")
+        note = f": {spec.label} from {Path(start).name}, {n_pairs} pairs × {epochs}"
+        note += " (resuming)" if cfg.resume else ""
+        stage(f"train {label}", timings, "trainers.train", out / "train_config.json", a.verbose, note)
         summary = json.loads((out / "train.json").read_text()) | {"config_hash": key}
         write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
         write_json(runs / label / "train.json", summary)  # last: marks the run finished
@@ -420,12 +563,18 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         json.loads(earlier.read_text())["stage_seconds"] if a.resume and earlier.is_file() else {}
     )
 
-    # 1. pairs, sampled from the reference (cached by the stage itself)
+    # 1. pairs: the built-in ones sampled from the reference (cached by the stage itself), then yours
     pairs = pairs_config(a)
-    write_json(stages / "pairs.json", config_json(pairs))
-    stage("pairs", timings, "harness.pairs", stages / "pairs.json")
-    files = [Path(pairs.out) / f"{t}.jsonl" for t, n in pairs.sizes.items() if n > 0]
-    train, held = split_pairs(files, a.heldout)
+    train, held = [], []
+    if any(pairs.sizes.values()):
+        write_json(stages / "pairs.json", config_json(pairs))
+        sizes = ", ".join(f"{t} {n}" for t, n in pairs.sizes.items() if n)
+        note = f": sampling {a.model} on {sizes} train items × k={a.k}"
+        stage("pairs", timings, "harness.pairs", stages / "pairs.json", a.verbose, note)
+        files = [Path(pairs.out) / f"{t}.jsonl" for t, n in pairs.sizes.items() if n > 0]
+        train, held = split_pairs(files, a.heldout)
+    user_train, user_held, sources = a.user
+    train, held = train + user_train, held + user_held
     write_jsonl(a.outputs / "train_pairs.jsonl", train)
     write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
@@ -443,7 +592,10 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
     kept["eval"] = [o.name for m, o in every if (m, o) not in todo]
     if todo:
         write_json(stages / "eval.json", config_json(eval_config(a, todo, init, init_run)))
-        stage("eval", timings, "harness.evaluate", stages / "eval.json")
+        items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
+        extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
+        note = f": {', '.join(o.name for _, o in todo)} on {items}{extra}; judge {a.judge}"
+        stage("eval", timings, "harness.evaluate", stages / "eval.json", a.verbose, note)
 
     # 4. the leaderboard, from the run folders alone
     command = "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -452,7 +604,7 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         "command": command,
         "preset": a.preset,
         "commit": commit(),
-        "machine": machine(stage_env()),
+        "machine": machine(stage_env(a.verbose)),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "order": ["reference", *labels],
         "init": "sft" if a.init_spec else "reference",
@@ -460,7 +612,12 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         "seeds": a.seeds,
         "stage_seconds": {k: v for k, v in timings.items() if k in stage_keys},
         "kept_from_earlier": kept,
-        "pairs": {"train": len(train), "heldout": len(held), "by_task": pair_counts(train, held)},
+        "pairs": {
+            "train": len(train),
+            "heldout": len(held),
+            "by_task": pair_counts(train, held),
+            "sources": sources,
+        },
     }
     write_json(runs / "compare.json", meta)
     md = leaderboard.write(a.results)

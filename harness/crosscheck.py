@@ -1,5 +1,7 @@
-"""Independent cross-check: our task data, prompts and scoring (tasks/lm_eval/*.yaml) run through
-lm-evaluation-harness, so only the generation engine differs from harness.evaluate.
+"""lm-evaluation-harness inside the harness: (1) an independent cross-check, our task data, prompts and
+scoring (tasks/lm_eval/*.yaml) run through lm-eval, so only the generation engine differs from
+harness.evaluate; (2) any lm-eval task by name (`lm_eval_tasks`: a stock one, or a user's YAML in an include
+folder) scored on a checkpoint with lm-eval's own evaluator, its main metric and stderr reported.
 
     python -m harness.crosscheck --model PATH --tasks gsm8k,math --limit 8
 
@@ -53,28 +55,31 @@ def _vllm_model() -> None:
         md.version = real
 
 
-def run_lm_eval(
-    model_path: str,
-    tasks: list[str],
-    limit: int | None,
-    batch_size: int = 16,
-    backend: str = "hf",
-    dtype: str = "auto",
-    log_samples: bool = False,
-) -> dict:
-    """{task: {metric: value, metric_stderr: ..., "n": items,
-    ["samples": [{doc_id, prompt, output, target, metrics}] in doc order]}, "lm_eval_version", "seconds"};
-    accuracy in %, ROUGE ×100, the units of harness.evaluate."""
-    unknown = [t for t in tasks if t not in LM_EVAL]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(LM_EVAL)}")
-    if backend not in ("hf", "vllm"):
-        raise ValueError(f"backend must be 'hf' or 'vllm', not {backend!r}")
+def task_manager(include: list[str], names: list[str]):
+    """An lm-eval TaskManager that knows `names`: indexing only the include folders (ours and the user's)
+    when they hold them all, else lm-eval's own thousands of tasks too; an unknown name is a ValueError."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local data and checkpoints only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lm_eval.tasks import TaskManager
+
+    if missing := [f for f in include if not Path(f).is_dir()]:
+        raise ValueError(f"--lm-eval-include {missing[0]}: no such folder")
+    folders = [str(TASK_DIR), *include]
+    manager = TaskManager(include_path=folders, include_defaults=False)
+    if set(names) - set(manager.all_tasks):
+        manager = TaskManager(include_path=folders, include_defaults=True)
+    if unknown := sorted(set(names) - set(manager.all_tasks)):
+        where = ", ".join(folders)
+        raise ValueError(f"unknown lm-eval task(s) {', '.join(unknown)} (not in lm-eval nor in {where})")
+    return manager
+
+
+def _evaluate(model_path: str, names: list[str], manager, limit, batch_size, backend, dtype, log_samples):
+    """lm_eval.simple_evaluate on one checkpoint, greedy through its chat template, on the CPU or GPU."""
+    if backend not in ("hf", "vllm"):
+        raise ValueError(f"backend must be 'hf' or 'vllm', not {backend!r}")
     import lm_eval
     import torch
-    from lm_eval.tasks import TaskManager
 
     from trainers.logprobs import resolve_dtype
 
@@ -84,26 +89,51 @@ def run_lm_eval(
             os.environ.setdefault(k, v)
         _vllm_model()
         model_args["enforce_eager"] = True  # as harness.generation: compiling costs ~1 min of start-up on CPU
-    start = time.time()
-    out = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=backend,
         model_args=model_args,
-        tasks=[LM_EVAL[t] for t in tasks],
+        tasks=names,
         # lm-eval's default is cuda, even on a CPU-only torch
         device="cuda" if torch.cuda.is_available() else "cpu",
         limit=limit,
         batch_size=batch_size,
         apply_chat_template=True,
         log_samples=log_samples,
-        # skips indexing lm-eval's own thousands of tasks
-        task_manager=TaskManager(include_path=str(TASK_DIR), include_defaults=False),
+        task_manager=manager,
+    )
+
+
+def _metrics(out: dict, name: str) -> dict:
+    """'accuracy,none' → 'accuracy': one task's metrics (and stderrs) in lm-eval's output."""
+    return {k.split(",")[0]: v for k, v in out["results"][name].items() if "," in k}
+
+
+def run_lm_eval(
+    model_path: str,
+    tasks: list[str],
+    limit: int | None,
+    batch_size: int = 16,
+    backend: str = "hf",
+    dtype: str = "auto",
+    log_samples: bool = False,
+) -> dict:
+    """The cross-check: {task: {metric: value, metric_stderr: ..., "n": items,
+    ["samples": [{doc_id, prompt, output, target, metrics}] in doc order]}, "lm_eval_version", "seconds"};
+    accuracy in %, ROUGE ×100, the units of harness.evaluate."""
+    unknown = [t for t in tasks if t not in LM_EVAL]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(LM_EVAL)}")
+    import lm_eval
+
+    names = [LM_EVAL[t] for t in tasks]
+    start = time.time()
+    # our own tasks only: skips indexing lm-eval's thousands
+    out = _evaluate(
+        model_path, names, task_manager([], names), limit, batch_size, backend, dtype, log_samples
     )
     result: dict = {"lm_eval_version": lm_eval.__version__, "seconds": time.time() - start}
-    for t in tasks:
-        name = LM_EVAL[t]
-        # "accuracy,none" → "accuracy"
-        metrics = {k.split(",")[0]: v for k, v in out["results"][name].items() if "," in k}
-        result[t] = {**metrics, "n": out["n-samples"][name]["effective"]}
+    for t, name in zip(tasks, names):
+        result[t] = {**_metrics(out, name), "n": out["n-samples"][name]["effective"]}
         if log_samples:
             result[t]["samples"] = [
                 {
@@ -115,6 +145,39 @@ def run_lm_eval(
                 }
                 for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])
             ]
+    return result
+
+
+def run_lm_eval_tasks(
+    model_path: str,
+    names: list[str],
+    include: list[str],
+    limit: int | None = None,
+    batch_size: int = 16,
+    backend: str = "hf",
+    dtype: str = "auto",
+) -> dict:
+    """Any lm-eval tasks on one checkpoint: {name: {metric, value, stderr, n, higher_is_better}} with the
+    task's main metric (the first of its metric_list) in lm-eval's own units, plus "lm_eval_version" and
+    "seconds"."""
+    import lm_eval
+
+    start = time.time()
+    out = _evaluate(model_path, names, task_manager(include, names), limit, batch_size, backend, dtype, False)
+    result: dict = {"lm_eval_version": lm_eval.__version__, "seconds": time.time() - start, "tasks": {}}
+    for name in names:
+        metrics = _metrics(out, name)
+        listed = out["configs"].get(name, {}).get("metric_list") or []
+        main = listed[0]["metric"] if listed else next(k for k in metrics if not k.endswith("_stderr"))
+        stderr = metrics.get(f"{main}_stderr")
+        result["tasks"][name] = {
+            "metric": main,
+            "value": metrics[main],
+            # lm-eval writes "N/A" where it has no stderr (e.g. one item)
+            "stderr": stderr if isinstance(stderr, (int, float)) else None,
+            "n": out["n-samples"][name]["effective"],
+            "higher_is_better": out.get("higher_is_better", {}).get(name, {}).get(main),
+        }
     return result
 
 

@@ -91,6 +91,11 @@ class EvalConfig:
     judge_key_env: str = option(
         "OPENAI_API_KEY", "env var holding the endpoint's API key (never written anywhere)"
     )
+    lm_eval_tasks: list[str] = option(
+        [], "lm-eval tasks scored on every model with lm-eval's own evaluator (stock or --lm-eval-include)"
+    )
+    lm_eval_include: list[str] = option([], "folders of your own lm-eval task YAMLs", nargs="*")
+    lm_eval_limit: int | None = option(None, "first N items of each lm-eval task (default: all)", metavar="N")
     cross_check: bool = option(False, "also score the same tasks and prompts with lm-evaluation-harness")
     cross_check_limit: int | None = option(None, "items per task for lm-eval (default: the same N as ours)")
     reference_run: str | None = option(
@@ -163,7 +168,7 @@ class Evaluator:
         return self.gen
 
     def _judge(
-        self, task: str, graded: list[dict], outputs: list[str], vs_reference: bool
+        self, task: str, graded: list[dict], outputs: list[str], vs_reference: bool, run: str
     ) -> tuple[dict, list[dict]]:
         """Win rates of a judged task's outputs: vs the human reference (each graded row's `gold`; anchor:
         the prompt) and, for a policy, vs the reference model's output (anchor: the human reference)."""
@@ -181,7 +186,7 @@ class Evaluator:
                 for g, x, s, b in zip(graded, prompts, outputs, self.ref_outputs[task])
             ]
         result = {
-            name: judges.win_rate(self.judge, rows, cache, progress=f"judge vs {name}")
+            name: judges.win_rate(self.judge, rows, cache, progress=f"{run} judge vs {name}")
             for name, rows in vs.items()
         }
         per_item = [
@@ -205,7 +210,7 @@ class Evaluator:
         samples: list[dict] = []
         for task, items in self.items.items():
             sampling = self._sampling(Sampling(max_tokens=TASKS[task].MAX_TOKENS))
-            outs = [o[0] for o in gen.generate(self.prompts[task], sampling, desc=task)]
+            outs = [o[0] for o in gen.generate(self.prompts[task], sampling, desc=f"{out.name} {task}")]
             metrics, rows, formatted = grade(task, items, outs)
             result[task] = {
                 **metrics,
@@ -214,7 +219,7 @@ class Evaluator:
             }
             texts = [o.text for o in outs]
             if TASKS[task].JUDGED and self.judge is not None:
-                result[task]["judge"], verdicts = self._judge(task, rows, texts, vs_reference=not is_ref)
+                result[task]["judge"], verdicts = self._judge(task, rows, texts, not is_ref, out.name)
                 rows = [{**r, **v} for r, v in zip(rows, verdicts)]
             if TASKS[task].JUDGED and is_ref:
                 self.ref_outputs[task] = texts
@@ -222,7 +227,7 @@ class Evaluator:
                 {"task": task, "prompt": c[0]["content"], "output": o.text, **r}
                 for c, o, r in zip(self.convs[task], outs, rows)
             ]
-        result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(gen, path)
+        result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(gen, path, out.name)
         seconds = time.time() - t0
         # this model's share of the shared engine's work
         stats = {k: v - before.get(k, 0) for k, v in gen.stats.items()}
@@ -233,6 +238,13 @@ class Evaluator:
         }
         if cfg.cross_check:
             result["cross_check"] = self._cross_check(path, samples)
+        if cfg.lm_eval_tasks:
+            from harness.crosscheck import run_lm_eval_tasks
+
+            print(f"lm-eval: {', '.join(cfg.lm_eval_tasks)} on {model}", flush=True)
+            result["lm_eval"] = run_lm_eval_tasks(
+                path, cfg.lm_eval_tasks, cfg.lm_eval_include, cfg.lm_eval_limit, dtype=gen.dtype
+            )
         result |= {
             "config": cfg.record(),
             "fingerprint": fingerprint(path),
@@ -244,19 +256,23 @@ class Evaluator:
         write_json(out / "eval.json", result)
         return result
 
-    def _shift(self, gen: Generator, path: str) -> dict:
+    def _shift(self, gen: Generator, path: str, name: str) -> dict:
         """KL samples from the policy on the first eval prompts of the tasks, then fp32 scoring."""
         lists = list(self.prompts.values())  # round robin over the tasks: each gets an equal share
         interleaved = [ps[i] for i in range(max(map(len, lists), default=0)) for ps in lists if i < len(ps)]
         kl_prompts = interleaved[: self.cfg.kl_prompts]
         sampling = self._sampling(KL_SAMPLING)
         kl_samples = (
-            [o[0] for o in gen.generate(kl_prompts, sampling, desc="kl samples")] if kl_prompts else []
+            [o[0] for o in gen.generate(kl_prompts, sampling, desc=f"{name} kl samples")]
+            if kl_prompts
+            else []
         )
         if self.scorer is None:
             self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout)
         greedy_sampling = self._sampling(GREEDY_SAMPLING)
-        greedy = [o[0] for o in gen.generate(self.scorer.prompt_texts, greedy_sampling, desc="probe greedy")]
+        greedy = [
+            o[0] for o in gen.generate(self.scorer.prompt_texts, greedy_sampling, desc=f"{name} probe greedy")
+        ]
         return {
             **self.scorer.measure(path, kl_prompts, kl_samples, greedy),
             "kl_sampling": sampling.record(),
@@ -326,6 +342,10 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
         if small := [t for t in cfg.tasks if cfg.sizes[t] < 1]:
             raise ConfigError(f"each evaluated task needs at least 1 item: {', '.join(small)}")
         check_models(cfg.model, [Path(o) for o in cfg.out])
+        if cfg.lm_eval_tasks:
+            from harness.crosscheck import task_manager
+
+            task_manager(cfg.lm_eval_include, cfg.lm_eval_tasks)  # an unknown name fails before any model
     except (ConfigError, ValueError) as e:
         ap.error(str(e))
     cfg.heldout = [p for f in cfg.heldout_files for p in read_pairs(str(f))]

@@ -133,6 +133,10 @@ def row(run: Run) -> dict:
     shift = ev["shift"]
     for k in SHIFT_KEYS:
         r[k] = shift.get(k)
+    # lm-eval tasks (--lm-eval-tasks): each one's main metric, its stderr, the metric's name and items
+    for name, t in (_get(ev, "lm_eval", "tasks") or {}).items():
+        r[f"lm_eval_{name}"], r[f"lm_eval_{name}_stderr"] = t["value"], t["stderr"]
+        r[f"lm_eval_{name}_metric"], r[f"lm_eval_{name}_n"] = t["metric"], t["n"]
     r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
         r[f"gen_{k}"] = _get(ev, "generation", k)
@@ -360,6 +364,37 @@ def _note(task: str, rows: list[dict], n: dict) -> str:
     return TASKS[task].NOTE.format(n=n.get(f"{task}_n"), **extras)
 
 
+def lm_eval_section(rows: list[dict]) -> list[str]:
+    """The lm-eval tasks' table (main metric ± stderr per model), or nothing when none ran."""
+    names = list(
+        dict.fromkeys(k[8:-7] for r in rows for k in r if k.startswith("lm_eval_") and k.endswith("_metric"))
+    )
+    if not names:
+        return []
+
+    def cell(r: dict, name: str) -> str:
+        value, stderr = r.get(f"lm_eval_{name}"), r.get(f"lm_eval_{name}_stderr")
+        if value is None:
+            return "—"
+        return f"{value:.4g}" + ("" if stderr is None else f" ± {stderr:.2g}")
+
+    first = {n: next(r for r in rows if r.get(f"lm_eval_{n}_metric")) for n in names}
+    columns = [
+        ("model", lambda r: r["model"]),
+        *((f"{n} {first[n][f'lm_eval_{n}_metric']}", lambda r, n=n: cell(r, n)) for n in names),
+    ]
+    items = ", ".join(f"{n} {first[n][f'lm_eval_{n}_n']}" for n in names)
+    return [
+        "## lm-eval tasks",
+        "",
+        *table(columns, rows),
+        "",
+        f"Scored by lm-evaluation-harness's own evaluator (chat template, greedy), each task's main metric in"
+        f" lm-eval's units ± its standard error; items: {items}.",
+        "",
+    ]
+
+
 def table(columns: list, rows: list[dict]) -> list[str]:
     return [
         "| " + " | ".join(h for h, _ in columns) + " |",
@@ -535,6 +570,7 @@ def render(
         for t in (t for t in group if t not in ACCURACY_TASKS):
             judged = JUDGE_NOTE.format(judge=judge) if t == JUDGED else ""
             lines += [*table(score_columns(t), rows), "", f"Greedy decoding, {_note(t, rows, n)}{judged}", ""]
+    lines += lm_eval_section(rows)
     if multi:
         lines += [
             "## Mean ± std over seeds",

@@ -1,6 +1,9 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from harness.crosscheck import run_lm_eval
+from harness.crosscheck import run_lm_eval, run_lm_eval_tasks, task_manager
 from tasks import gsm8k, math, tldr
 
 
@@ -55,3 +58,44 @@ def test_prompts_equal_our_chat_templated_prompts(tiny_run, tiny_model_dir):
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="unknown task"):
         run_lm_eval("unused", ["gsm8k", "mmlu"], limit=1)
+
+
+LM_EVAL_DIR = Path(__file__).parent / "data" / "lm_eval"
+
+
+def test_a_users_lm_eval_task_scores_what_an_independent_forward_gives(tiny_model_dir):
+    """tests/data/lm_eval/toy_sums.yaml (multiple choice over local JSONL) through lm-eval's evaluator: its
+    accuracy equals the share of items whose right answer has the highest log-prob after the chat-templated
+    question, computed here with the model directly; its stderr is the sample one of a mean."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    got = run_lm_eval_tasks(tiny_model_dir, ["toy_sums"], [str(LM_EVAL_DIR)], dtype="float32")["tasks"]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    docs = [json.loads(line) for line in (LM_EVAL_DIR / "toy_sums.jsonl").read_text().splitlines()]
+    right = []
+    for d in docs:
+        messages = [{"role": "user", "content": f"What is {d['a']} + {d['b']}? Answer:"}]
+        context = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        scores = []
+        for choice in d["choices"]:
+            ctx = tok(context, add_special_tokens=False)["input_ids"]
+            whole = tok(context + " " + choice, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), -1)
+            scores.append(sum(logp[i - 1, whole[i]].item() for i in range(len(ctx), len(whole))))
+        right.append(float(max(range(len(scores)), key=scores.__getitem__) == d["answer"]))
+    acc = sum(right) / len(right)
+    stderr = (sum((x - acc) ** 2 for x in right) / (len(right) - 1) / len(right)) ** 0.5
+    assert got["toy_sums"]["metric"] == "acc" and got["toy_sums"]["n"] == len(docs) == 8
+    assert got["toy_sums"]["value"] == pytest.approx(acc) and got["toy_sums"]["stderr"] == pytest.approx(
+        stderr
+    )
+
+
+def test_an_unknown_lm_eval_task_or_include_folder_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"--lm-eval-include .*nowhere: no such folder"):
+        task_manager([str(tmp_path / "nowhere")], ["toy_sums"])
+    with pytest.raises(ValueError, match=r"unknown lm-eval task\(s\) toy_sumz \(not in lm-eval nor in "):
+        task_manager([str(LM_EVAL_DIR)], ["toy_sumz"])

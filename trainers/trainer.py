@@ -183,6 +183,11 @@ class Trainer:
     @staticmethod
     def _check_config(cfg: TrainConfig) -> tuple[str, str]:
         """The method's (loss, plug-in), once the config's values and the launcher's environment pass."""
+        for name in ("epochs", "batch_pairs", "micro_pairs", "max_len"):
+            if getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+        if not cfg.lr > 0:
+            raise ValueError(f"lr must be above 0, got {cfg.lr}")
         if cfg.batch_pairs % cfg.micro_pairs:
             raise ValueError(
                 f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})"
@@ -255,7 +260,7 @@ class Trainer:
                     + ("; completions cut, pair kept" if cut else ""),
                 }
                 if policy == "error":
-                    raise ValueError(describe(path, s))
+                    raise ValueError(describe(path, s, report.unit))
                 report.skipped.append(s)
                 if not cut:
                     continue

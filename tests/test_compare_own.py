@@ -1,0 +1,219 @@
+"""compare as a researcher brings it their own work: a pairs file or a `datasets` folder instead of the
+built-in pairs, an OpenAI-compatible judge endpoint, an lm-eval task of their own; and every option checked
+before the first stage starts."""
+
+import json
+import math
+import re
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from harness import compare
+
+LM_EVAL_DIR = Path(__file__).parent / "data" / "lm_eval"
+
+
+def arithmetic_pairs(n: int) -> list[dict]:
+    """n pairs whose chosen states the right sum and whose rejected a wrong one."""
+    return [
+        {
+            "id": f"sum-{i}",
+            "prompt": f"What is {i} + {i + 3}?",
+            "chosen": f"{i} + {i + 3} = {2 * i + 3}. The answer is {2 * i + 3}.",
+            "rejected": f"{i} + {i + 3} = {2 * i + 4}. The answer is {2 * i + 4}.",
+        }
+        for i in range(n)
+    ]
+
+
+def run(args: list[str], tmp_path: Path) -> tuple[Path, dict]:
+    results = tmp_path / "results"
+    compare.main([*args, "--results", str(results), "--outputs", str(tmp_path / "outputs")])
+    return results, json.loads((results / "leaderboard.json").read_text())
+
+
+def test_a_pairs_file_with_a_bom_and_bad_rows_trains_both_methods_on_the_default_model(
+    tmp_path, default_model_path
+):
+    """10 good rows, a BOM, a row missing `rejected` and one with chosen == rejected: both skipped and
+    counted, every good row used (8 train, 2 held out), the leaderboard names the custom pairs."""
+    rows = [json.dumps(p) for p in arithmetic_pairs(10)]
+    rows[3:3] = [
+        json.dumps({"prompt": "Q", "chosen": "a"}),
+        json.dumps({"prompt": "Q", "chosen": "b", "rejected": "b"}),
+    ]
+    path = tmp_path / "my_pairs.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(rows).encode())
+    results, board = run(
+        [
+            "--pairs",
+            str(path),
+            "--methods",
+            "dpo,spo",
+            "--heldout",
+            "2",
+            "--tasks",
+            "arith",
+            "--arith-eval",
+            "4",
+        ]
+        + [
+            "--kl-prompts",
+            "2",
+            "--max-tokens",
+            "24",
+            "--judge",
+            "none",
+            "--backend",
+            "hf",
+            "--dtype",
+            "float32",
+        ]
+        + ["--no-bf16", "--epochs", "1", "--batch-pairs", "4", "--micro-pairs", "4", "--probe-every", "0"],
+        tmp_path,
+    )
+    meta = board["meta"]
+    assert meta["pairs"]["sources"] == [
+        {
+            "path": str(path),
+            "rows": 12,
+            "kept": 10,
+            "skipped": {"missing": 1, "identical": 1},
+            "bom_stripped": True,
+        }
+    ]
+    assert meta["pairs"]["by_task"] == {"custom": {"train": 8, "heldout": 2, "style": "from my_pairs.jsonl"}}
+    assert "pairs" not in meta["stage_seconds"]  # no built-in pairs were sampled
+    trained = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
+    held = [json.loads(line) for line in open(tmp_path / "outputs" / "heldout_pairs.jsonl")]
+    assert sorted(p["id"] for p in trained + held) == sorted(f"sum-{i}" for i in range(10))  # nothing lost
+    rows_ = {r["model"]: r for r in board["rows"]}
+    for name in ("dpo-seed0", "spo-seed0"):
+        assert rows_[name]["train_steps"] == 2 and rows_[name]["heldout_pairs"] == 2
+        assert math.isfinite(rows_[name]["dlogp_chosen"]) and rows_[name]["dlogp_chosen"] != 0
+    assert (
+        "Training pairs: custom 8 (from my_pairs.jsonl); 2 held out"
+        in (results / "leaderboard.md").read_text()
+    )
+
+
+def longer(a: str, b: str) -> int:
+    """1 when a has more words than b, -1 when fewer, 0 when as many."""
+    return (len(a.split()) > len(b.split())) - (len(a.split()) < len(b.split()))
+
+
+class LongerWins(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint whose verdict is the response with more words: a judge with a pure
+    length bias."""
+
+    requests: list[dict] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        LongerWins.requests.append(body)
+        text = body["messages"][-1]["content"]
+        a, b = re.search(r"\[Response A\]\n(.*)\n\n\[Response B\]\n(.*)\n\nWhich", text, re.S).groups()
+        verdict = {1: "A", -1: "B", 0: "tie"}[longer(a, b)]
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LongerWins)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    LongerWins.requests = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_a_datasets_folder_an_endpoint_judge_and_an_lm_eval_task_on_the_smoke_preset(tmp_path, judge_url):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(arithmetic_pairs(12))}).save_to_disk(
+        str(tmp_path / "my_dataset")
+    )
+    results, board = run(
+        ["--preset", "smoke", "--pairs", str(tmp_path / "my_dataset"), "--judge", "endpoint"]
+        + ["--judge-url", judge_url, "--judge-model", "m", "--lm-eval-include", str(LM_EVAL_DIR)]
+        + ["--lm-eval-tasks", "toy_sums"],
+        tmp_path,
+    )
+    assert board["meta"]["pairs"]["by_task"] == {
+        "custom": {"train": 10, "heldout": 2, "style": "from my_dataset"}
+    }
+    rows = {r["model"]: r for r in board["rows"]}
+    # the smoke preset's TL;DR items, judged vs human for all three models and vs the reference for two, in
+    # both orders (fewer requests where two models' outputs coincide: verdicts are cached)
+    tldr = 6
+    assert 0 < len(LongerWins.requests) <= 2 * tldr * (3 + 2) and {
+        r["model"] for r in LongerWins.requests
+    } == {"m"}
+    samples = {
+        name: [
+            s for s in map(json.loads, open(results / "runs" / name / "samples.jsonl")) if s["task"] == "tldr"
+        ]
+        for name in rows
+    }
+    for name in ("dpo-seed0", "spo-seed0"):
+        r = rows[name]
+        assert r["judge"] == f"endpoint:{judge_url}:m" and r["judge_vs_reference_n"] == tldr
+        # the endpoint's verdicts, as the leaderboard's win rate: the longer summary wins, ties ½
+        wins = [
+            (1 + longer(s["output"], ref["output"])) / 2
+            for s, ref in zip(samples[name], samples["reference"])
+        ]
+        assert r["judge_vs_reference"] == pytest.approx(100 * sum(wins) / tldr)
+        assert r["judge_vs_reference_lc"] is not None
+        # the toy task's accuracy, in lm-eval's units, with its stderr and item count
+        assert 0 <= r["lm_eval_toy_sums"] <= 1 and r["lm_eval_toy_sums_metric"] == "acc"
+        assert r["lm_eval_toy_sums_n"] == 8 and r["lm_eval_toy_sums_stderr"] is not None
+    assert rows["reference"]["lm_eval_toy_sums"] == pytest.approx(0.25)  # tests/test_crosscheck.py's value
+    md = (results / "leaderboard.md").read_text()
+    assert "## lm-eval tasks" in md and "| model | toy_sums acc |" in md and "LC win % vs ref" in md
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--judge", "hf"], "--judge hf needs --judge-model PATH"),
+        (["--judge", "endpoint", "--judge-model", "m"], "--judge endpoint needs --judge-url"),
+        (["--judge", "endpoint", "--judge-url", "localhost:8000", "--judge-model", "m"], "--judge-url"),
+        (["--model", "./no/such/model"], "--model ./no/such/model: no such folder"),
+        (["--pairs", "no_such_pairs.jsonl"], "no_such_pairs.jsonl: no such file or folder"),
+        (["--heldout-pairs", "x.jsonl"], "--heldout-pairs: give --pairs too"),
+        (["--methods", "dpo,spo:spo_lambdaa=3"], "field 'spo_lambdaa' cannot vary per method"),
+        (["--methods", "dpo,simpo+dpo"], "unknown"),
+        (["--tasks", "gsm8k,mmlu"], "unknown task(s) mmlu"),
+        (["--arith-eval", "0"], "--arith-eval: each evaluated task needs at least 1 item"),
+        (["--gsm8k-pairs", "-1"], "--gsm8k-pairs: a count of pairs cannot be negative"),
+        (["--micro-pairs", "3"], "batch_pairs (8) must be a multiple of micro_pairs (3)"),
+        (["--lm-eval-tasks", "toy_sums"], "unknown lm-eval task(s) toy_sums"),
+        (["--lm-eval-include", "tests/data/lm_eval"], "--lm-eval-include: give --lm-eval-tasks too"),
+    ],
+)
+def test_a_bad_option_exits_with_one_line_before_any_stage(args, message, tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr(
+        compare.subprocess, "run", lambda *a, **k: started.append(a) or subprocess.CompletedProcess(a, 1)
+    )
+    with pytest.raises(SystemExit) as exit_:
+        compare.main([*args, "--results", str(tmp_path / "r"), "--outputs", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        exit_.value.code == 2
+        and message in err[-1]
+        and err[-1].startswith("python -m harness.compare: error:")
+    )
+    assert started == [] and not (tmp_path / "o").exists()
