@@ -120,30 +120,54 @@ def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]
 
 
 def load_user_pairs(a: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
-    """(train, held-out, load reports) of the user's --pairs sources: bad rows skipped and counted; the
-    held-out pairs are --heldout-pairs, else --heldout pairs drawn from --pairs with --seed. A row without
-    a `task` is task "custom"; its style names its source."""
+    """(train, held-out, load reports) of the user's --pairs sources: bad rows skipped and counted (or, with
+    --bad-pairs error, the first one stops the run); the held-out pairs are --heldout-pairs, else pairs
+    of whole prompts drawn from --pairs with --seed until --heldout are held out. A held-out pair that is
+    also a training pair is an error. A row without a `task` is task "custom"; its style names its source."""
+    policy = "error" if a.bad_pairs == "error" else "skip"
     pool, held, reports = [], [], []
-    for sources, rows in ((a.pairs, pool), (a.heldout_pairs, held)):
+    for role, sources, split, rows in (
+        ("train", a.pairs, a.pairs_split, pool),
+        ("heldout", a.heldout_pairs, a.heldout_split, held),
+    ):
         for source in sources:
-            loaded, report = load_pairs(source, "skip", split=a.pairs_split)
+            loaded, report = load_pairs(source, policy, split=split)
             print(report.summary(), flush=True)
             if not loaded:
                 raise ValueError(f"{source}: no usable pair ({report.summary()})")
-            reports.append(report.record())
+            reports.append({"role": role, **report.record()})
             style = f"from {Path(source).name if Path(source).exists() else source}"
             rows += [{"task": "custom", "style": style} | r for r in loaded]
-    if not a.heldout_pairs:
-        if len(pool) <= a.heldout:
+    if a.heldout_pairs:
+        seen = {pair_key(r) for r in pool}
+        if leaked := sum(pair_key(r) in seen for r in held):
             raise ValueError(
-                f"--pairs: {len(pool)} usable pairs, need more than --heldout {a.heldout} (or give "
-                "--heldout-pairs)"
+                f"--heldout-pairs: {leaked} of its {len(held)} pairs are also training pairs (--pairs); "
+                "give a held-out set apart from the training one (e.g. --heldout-split test)"
             )
-        # a fixed draw, not the file's tail: a file sorted by anything would bias the held-out pairs
-        drawn = set(random.Random(a.seed).sample(range(len(pool)), a.heldout))
-        held = [r for i, r in enumerate(pool) if i in drawn]
-        pool = [r for i, r in enumerate(pool) if i not in drawn]
-    return pool, held, reports
+        return pool, held, reports
+    # whole prompts, in a fixed draw: pairs sharing a prompt all train or all stay out, and a file sorted by
+    # anything does not bias the held-out set as its tail would
+    prompts = list(dict.fromkeys(json.dumps(r["prompt"]) for r in pool))
+    random.Random(a.seed).shuffle(prompts)
+    drawn, count = set(), 0
+    for prompt in prompts:
+        if count >= a.heldout:
+            break
+        drawn.add(prompt)
+        count += sum(json.dumps(r["prompt"]) == prompt for r in pool)
+    if len(drawn) == len(prompts):
+        raise ValueError(
+            f"--pairs: {len(pool)} usable pairs over {len(prompts)} prompts leave none to train on after "
+            f"--heldout {a.heldout}; lower --heldout or give --heldout-pairs"
+        )
+    held = [r for r in pool if json.dumps(r["prompt"]) in drawn]
+    return [r for r in pool if json.dumps(r["prompt"]) not in drawn], held, reports
+
+
+def pair_key(row: dict) -> str:
+    """A pair's identity: its prompt and both responses."""
+    return json.dumps([row["prompt"], row["chosen"], row["rejected"]])
 
 
 def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
@@ -213,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
         "from --pairs with --seed",
     )
     ap.add_argument("--pairs-split", help="the split of a --pairs dataset with several (default train)")
+    ap.add_argument(
+        "--heldout-split", help="the split of a --heldout-pairs dataset with several (default test)"
+    )
     ap.add_argument("--seed", type=int, help="seed of the pairs and of evaluation sampling")
     ap.add_argument(
         "--seeds",
@@ -352,10 +379,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         for k in SOURCES:
             chosen = given[k] if given[k] is not None else getattr(a, k) or []
             setattr(a, k, [x.strip() for text in chosen for x in text.split(",") if x.strip()])
-        a.pairs_split = a.pairs_split or "train"
+        a.pairs_split, a.heldout_split = a.pairs_split or "train", a.heldout_split or "test"
         if a.pairs:
             # your pairs replace the built-in ones, but for the tasks whose pair counts you set yourself
-            a.pair_sizes = {t: 0 for t in TASKS} | sizes_given(config | given, "-pairs")
+            a.pair_sizes = {t: 0 for t in TASKS} | sizes_given(
+                config | {k: v for k, v in given.items() if v is not None}, "-pairs"
+            )
         a.eval_sizes = {t: TASKS[t].EVAL_ITEMS for t in a.tasks} | sizes_given(vars(a), "-eval")
         check_values(a)
         # your pairs are read now, so that a bad source stops the run before any stage

@@ -57,9 +57,8 @@ def _vllm_model() -> None:
 
 def task_manager(include: list[str], names: list[str]):
     """An lm-eval TaskManager that knows `names`: indexing only the include folders (ours and the user's)
-    when they hold them all, else lm-eval's own thousands of tasks too; an unknown name is a ValueError."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local data and checkpoints only
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    when they hold them all, else lm-eval's own thousands of tasks too. An unknown name, or a group or tag
+    (its score is no single task's main metric), is a ValueError."""
     from lm_eval.tasks import TaskManager
 
     if missing := [f for f in include if not Path(f).is_dir()]:
@@ -71,6 +70,8 @@ def task_manager(include: list[str], names: list[str]):
     if unknown := sorted(set(names) - set(manager.all_tasks)):
         where = ", ".join(folders)
         raise ValueError(f"unknown lm-eval task(s) {', '.join(unknown)} (not in lm-eval nor in {where})")
+    if groups := [n for n in names if n in manager.all_groups or n in manager.all_tags]:
+        raise ValueError(f"--lm-eval-tasks {groups[0]}: an lm-eval group or tag; name its tasks instead")
     return manager
 
 
@@ -125,6 +126,9 @@ def run_lm_eval(
         raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(LM_EVAL)}")
     import lm_eval
 
+    # our tasks' data are local: no hub
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = [LM_EVAL[t] for t in tasks]
     start = time.time()
     # our own tasks only: skips indexing lm-eval's thousands
@@ -157,22 +161,28 @@ def run_lm_eval_tasks(
     backend: str = "hf",
     dtype: str = "auto",
 ) -> dict:
-    """Any lm-eval tasks on one checkpoint: {name: {metric, value, stderr, n, higher_is_better}} with the
-    task's main metric (the first of its metric_list) in lm-eval's own units, plus "lm_eval_version" and
-    "seconds"."""
+    """Any lm-eval tasks on one checkpoint: {name: {metric, filter, value, stderr, n, higher_is_better}}
+    with the task's main metric (the first of its metric_list) under one filter ("none" where the task has
+    it, else its first: stock gsm8k reports strict-match and flexible-extract) in lm-eval's own units, plus
+    "lm_eval_version" and "seconds". Stock tasks' data come through `datasets` (the hub when reachable, else
+    its cache)."""
     import lm_eval
 
     start = time.time()
     out = _evaluate(model_path, names, task_manager(include, names), limit, batch_size, backend, dtype, False)
     result: dict = {"lm_eval_version": lm_eval.__version__, "seconds": time.time() - start, "tasks": {}}
     for name in names:
-        metrics = _metrics(out, name)
+        scores = out["results"][name]
         listed = out["configs"].get(name, {}).get("metric_list") or []
-        main = listed[0]["metric"] if listed else next(k for k in metrics if not k.endswith("_stderr"))
-        stderr = metrics.get(f"{main}_stderr")
+        keys = [k.split(",", 1) for k in scores if "," in k and "_stderr," not in k]
+        main = listed[0]["metric"] if listed else keys[0][0]
+        filters = [f for m, f in keys if m == main]
+        filter_ = "none" if "none" in filters else filters[0]
+        stderr = scores.get(f"{main}_stderr,{filter_}")
         result["tasks"][name] = {
             "metric": main,
-            "value": metrics[main],
+            "filter": filter_,
+            "value": scores[f"{main},{filter_}"],
             # lm-eval writes "N/A" where it has no stderr (e.g. one item)
             "stderr": stderr if isinstance(stderr, (int, float)) else None,
             "n": out["n-samples"][name]["effective"],

@@ -17,6 +17,7 @@ comparisons); log-prob scoring runs in fp32.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -241,7 +242,7 @@ class Evaluator:
         if cfg.lm_eval_tasks:
             from harness.crosscheck import run_lm_eval_tasks
 
-            print(f"lm-eval: {', '.join(cfg.lm_eval_tasks)} on {model}", flush=True)
+            print(f"lm-eval: {', '.join(cfg.lm_eval_tasks)} on {out.name}", file=sys.stderr, flush=True)
             result["lm_eval"] = run_lm_eval_tasks(
                 path, cfg.lm_eval_tasks, cfg.lm_eval_include, cfg.lm_eval_limit, dtype=gen.dtype
             )

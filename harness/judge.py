@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from harness import models
 from harness.stats import length_controlled_win_rate, mean_ci
 
 JUDGE_KINDS = ("offline", "embedding", "rouge", "hf", "endpoint")
@@ -355,7 +356,7 @@ def make_judge(
     if kind == "hf":
         if not model:
             raise ValueError("judge kind 'hf' needs model (a local HF checkpoint path)")
-        return HFJudge(model)
+        return HFJudge(models.resolve_model(model))  # the provisioned names too
     if not (url and model):
         raise ValueError("judge kind 'endpoint' needs url and model")
     return EndpointJudge(url, model, key_env=key_env)

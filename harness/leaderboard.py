@@ -134,9 +134,13 @@ def row(run: Run) -> dict:
     for k in SHIFT_KEYS:
         r[k] = shift.get(k)
     # lm-eval tasks (--lm-eval-tasks): each one's main metric, its stderr, the metric's name and items
-    for name, t in (_get(ev, "lm_eval", "tasks") or {}).items():
+    lm_eval = _get(ev, "lm_eval", "tasks") or {}
+    r["lm_eval_tasks"] = list(lm_eval)
+    for name, t in lm_eval.items():
         r[f"lm_eval_{name}"], r[f"lm_eval_{name}_stderr"] = t["value"], t["stderr"]
-        r[f"lm_eval_{name}_metric"], r[f"lm_eval_{name}_n"] = t["metric"], t["n"]
+        # the filter, where the task has several (stock gsm8k: strict-match, flexible-extract)
+        metric = t["metric"] if t.get("filter", "none") == "none" else f"{t['metric']} ({t['filter']})"
+        r[f"lm_eval_{name}_metric"], r[f"lm_eval_{name}_n"] = metric, t["n"]
     r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
         r[f"gen_{k}"] = _get(ev, "generation", k)
@@ -366,9 +370,7 @@ def _note(task: str, rows: list[dict], n: dict) -> str:
 
 def lm_eval_section(rows: list[dict]) -> list[str]:
     """The lm-eval tasks' table (main metric ± stderr per model), or nothing when none ran."""
-    names = list(
-        dict.fromkeys(k[8:-7] for r in rows for k in r if k.startswith("lm_eval_") and k.endswith("_metric"))
-    )
+    names = list(dict.fromkeys(n for r in rows for n in r.get("lm_eval_tasks") or []))
     if not names:
         return []
 

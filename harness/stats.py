@@ -120,8 +120,11 @@ def length_controlled_win_rate(
     (σ_len = 0) length cannot be told apart from θ and LC equals the raw win rate; when all scores are equal
     there is nothing to explain and LC equals them.
 
-    Returns {lc_win_rate (%), lc_ci95 ([lo, hi], %), length_ratio (Σ out_lengths / Σ base_lengths: the ratio
-    of the mean lengths, None when the baselines are all empty)}; all None without items.
+    When every verdict on unequal lengths follows the length, LC is the mean score of the equal-length
+    items (None without any; see the code).
+
+    Returns {lc_win_rate (%), lc_ci95 ([lo, hi], %), length_ratio (Σ out_lengths / Σ base_lengths: the
+    ratio of the mean lengths, None when the baselines are all empty)}; all None without items.
     """
     y = np.asarray(scores, dtype=np.float64)
     delta = np.asarray(out_lengths, dtype=np.float64) - np.asarray(base_lengths, dtype=np.float64)
@@ -138,6 +141,18 @@ def length_controlled_win_rate(
     # a row whose scores are all equal has no finite θ when they are 0 or 1: it is fitted on ½s (θ = 0 at
     # once) and replaced by its mean below
     theta = _fit_length_logit(np.where(uniform[:, None], 0.5, ys), x)
-    lc = 100 * np.where(uniform, ys.mean(axis=1), _sigmoid(theta))
-    lo, hi = np.percentile(lc[1:], [2.5, 97.5])
+    # A judge whose every verdict on unequal lengths follows the length (the longer, or the shorter, always
+    # wins): φ → ∞ fits all of them whatever θ, so the maximum likelihood θ is set by the equal-length items
+    # alone (tanh 0), LC = their mean score; with none, LC is undefined (NaN here, None out) rather than
+    # whatever the ridge on φ would make of it.
+    unequal = x != 0
+    follows = [np.all(np.where(unequal, ys == side, True), axis=1) for side in (x > 0, x < 0)]
+    separated = (follows[0] | follows[1]) & unequal.any(axis=1) & ~uniform
+    equal = (~unequal).sum(axis=1)
+    at_equal = np.divide((ys * ~unequal).sum(axis=1), equal, out=np.full(len(ys), np.nan), where=equal > 0)
+    lc = 100 * np.where(uniform, ys.mean(axis=1), np.where(separated, at_equal, _sigmoid(theta)))
+    if np.isnan(lc[0]):
+        return {"lc_win_rate": None, "lc_ci95": None, "length_ratio": ratio}
+    # resamples without a defined LC (length explains all and no equal-length item was drawn) are left out
+    lo, hi = np.percentile(lc[1:][~np.isnan(lc[1:])], [2.5, 97.5])
     return {"lc_win_rate": float(lc[0]), "lc_ci95": [float(lo), float(hi)], "length_ratio": ratio}

@@ -79,6 +79,7 @@ def test_a_pairs_file_with_a_bom_and_bad_rows_trains_both_methods_on_the_default
     meta = board["meta"]
     assert meta["pairs"]["sources"] == [
         {
+            "role": "train",
             "path": str(path),
             "rows": 12,
             "kept": 10,
@@ -217,3 +218,36 @@ def test_a_bad_option_exits_with_one_line_before_any_stage(args, message, tmp_pa
         and err[-1].startswith("python -m harness.compare: error:")
     )
     assert started == [] and not (tmp_path / "o").exists()
+
+
+def test_held_out_pairs_are_whole_prompts_and_never_training_pairs(tmp_path, capsys):
+    """Drawn from --pairs: pairs that share a prompt all stay on one side. Given with --heldout-pairs: a
+    held-out pair that is also a training pair stops the run before any stage."""
+    pairs = [
+        p | {"id": f"{p['id']}-{k}", "rejected": f"{p['rejected']} ({k})"}
+        for p in arithmetic_pairs(6)
+        for k in range(3)
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    a = compare.parse(["--pairs", str(path), "--heldout", "4"])
+    train, held, _ = a.user
+    prompts = {p["prompt"] for p in held}
+    # two prompts of three pairs each: 6 held out (the draw stops once 4 are), 12 train, none shared
+    assert len(prompts) == 2 and len(held) == 6 and len(train) == 12
+    assert not prompts & {p["prompt"] for p in train}
+    assert compare.parse(["--pairs", str(path), "--heldout", "4"]).user[1] == held  # a fixed draw (--seed)
+    with pytest.raises(SystemExit):
+        compare.parse(["--pairs", str(path), "--heldout-pairs", str(path)])
+    assert "--heldout-pairs: 18 of its 18 pairs are also training pairs" in capsys.readouterr().err
+
+
+def test_pair_counts_from_a_config_survive_pairs_but_the_presets_do_not(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in arithmetic_pairs(10)))
+    (tmp_path / "my.yaml").write_text("gsm8k_pairs: 12\n")
+    a = compare.parse(
+        ["--pairs", str(path), "--config", str(tmp_path / "my.yaml"), "--tldr-pairs", "5", "--heldout", "2"]
+    )
+    # the cpu preset's arith_pairs (64) is dropped; the config's and the flag's counts are kept
+    assert a.pair_sizes == {"gsm8k": 12, "math": 0, "arith": 0, "tldr": 5}

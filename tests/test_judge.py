@@ -152,9 +152,16 @@ def test_length_controlled_rate_of_a_judge_that_only_counts_words():
     r = J.win_rate(LongerJudge(), items, progress=None)
     # 152 outputs longer, 10 as long (ties), 38 shorter
     assert r["win_rate"] == pytest.approx(100 * (152 + 10 / 2) / 200)
-    assert r["lc_win_rate"] == pytest.approx(50.0, abs=2.0)
-    assert r["lc_ci95"][0] < 50.0 < r["lc_ci95"][1] and r["lc_ci95"][1] - r["lc_ci95"][0] < 10
+    # length decides every unequal pair: only the equal-length items speak for θ, and they are ties
+    assert r["lc_win_rate"] == 50.0 and r["lc_ci95"] == [50.0, 50.0]
     assert r["length_ratio"] == pytest.approx(out.sum() / base.sum()) and r["length_ratio"] > 1.1
+    # without an equal-length item the judge's preference at equal length is not in the data: no LC (a
+    # ridge-fitted θ would sit anywhere in the gap between the shortest longer and longest shorter output)
+    unequal = [it for it, o, b in zip(items, out, base) if o != b]
+    r = J.win_rate(LongerJudge(), unequal, progress=None)
+    assert (
+        r["win_rate"] == pytest.approx(100 * 152 / 190) and r["lc_win_rate"] is None and r["lc_ci95"] is None
+    )
 
 
 def test_cache_resumes_and_tolerates_truncation(tmp_path):

@@ -245,3 +245,16 @@ def test_a_source_that_is_neither_a_file_nor_a_dataset_is_one_clear_error(tmp_pa
         ValueError, match=r"^someone/no-such-pairs: not a local file and not loadable as a hub"
     ):
         load_pairs("someone/no-such-pairs")
+
+
+def test_a_json_file_is_an_array_or_json_lines_and_anything_else_is_one_error(tmp_path):
+    (tmp_path / "lines.json").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    (tmp_path / "one.json").write_text(json.dumps(PAIRS[0]))
+    (tmp_path / "object.json").write_text(json.dumps({"data": PAIRS}, indent=2))
+    rows, report = load_pairs(str(tmp_path / "lines.json"))
+    assert rows == PAIRS and report.unit == "line"
+    assert load_pairs(str(tmp_path / "one.json"))[0] == PAIRS[:1]
+    with pytest.raises(ValueError, match=r"object.json: expected a JSON array of pairs .* got a dict$"):
+        load_pairs(str(tmp_path / "object.json"))
+    with pytest.raises(ValueError, match=r"gone.parquet: no such file or folder"):
+        load_pairs(str(tmp_path / "gone.parquet"))

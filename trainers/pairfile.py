@@ -201,18 +201,13 @@ def _records(path: str, split: str, report: LoadReport) -> list:
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f"{path}: not a folder written by datasets' save_to_disk ({e})") from None
         return _table_rows(_split(data, split, path))
-    if p.suffix == ".parquet":
+    if p.is_file() and p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return _table_rows(pq.read_table(path).to_pylist())
+    if p.is_file() and p.suffix == ".json":
+        return _json_array(p, report)
     if p.is_file():
-        head = p.open("rb").read(64).removeprefix(BOM).lstrip()
-        if p.suffix == ".json" and head.startswith(b"["):
-            report.bom = p.open("rb").read(3) == BOM
-            try:
-                return json.loads(p.read_text(encoding="utf-8-sig"))
-            except (ValueError, RecursionError) as e:
-                raise ValueError(f"{path}: invalid JSON array ({e})") from None
         return None
     if not HUB_ID.fullmatch(path) or path.endswith((".jsonl", ".json", ".parquet")):
         raise ValueError(f"{path}: no such file or folder (nor a hub dataset id)")
@@ -223,6 +218,32 @@ def _records(path: str, split: str, report: LoadReport) -> list:
     except Exception as e:  # offline, unknown id, a script dataset: all end the same way
         raise ValueError(f"{path}: not a local file and not loadable as a hub dataset ({e})") from None
     return _table_rows(_split(data, split, path))
+
+
+def _json_array(p: Path, report: LoadReport) -> list | None:
+    """The rows of a .json file holding one array; None when it is JSON lines instead (as `datasets`'
+    to_json writes it: parsing the whole text stops at the second value, "Extra data"), or not UTF-8 (then
+    read line by line, each bad line reported)."""
+    raw = p.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        return None
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":
+            return None
+        raise ValueError(f"{p}: invalid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{p}: invalid JSON ({str(e)[:80]})") from None
+    # one object on one line: JSON lines with one pair
+    if isinstance(data, dict) and b"\n" not in raw.strip():
+        return None
+    if not isinstance(data, list):
+        raise ValueError(
+            f"{p}: expected a JSON array of pairs (or one pair per line), got a {type(data).__name__}"
+        )
+    report.bom = raw.startswith(BOM)
+    return data
 
 
 def _table_rows(rows) -> list[dict]:
@@ -253,8 +274,6 @@ def load_pairs(
     if records is None:
         numbered = _jsonl(path, report)
     else:
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON array of pairs, got {type(records).__name__}")
         report.unit, numbered = "row", enumerate(records, 1)
     for lineno, parsed in numbered:
         report.rows += 1
