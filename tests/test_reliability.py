@@ -4,6 +4,7 @@ remote code and pickled weights are never run. (Flaky judge servers: tests/test_
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -76,7 +77,8 @@ def test_killed_then_interrupted_compare_resumes_without_redoing_finished_work(t
         "interrupted; finished stages are kept: rerun the same command with --resume" in out
         and "Traceback" not in out
     )
-    assert "train dpo-seed0: finished earlier" in out and "== train spo-seed0 (resuming)" in out
+    assert "train dpo-seed0: finished earlier" in out
+    assert re.search(r"^== train spo-seed0: .* \(resuming\)$", out, re.MULTILINE)
     spo = json.loads((results / "runs" / "spo-seed0" / "train.json").read_text())
     assert spo["resumed_from"] > 0 and spo["resumed_from"] % 5 == 0 and spo["steps"] > spo["resumed_from"]
     assert (results / "runs" / "dpo-seed0" / "train.json").stat().st_mtime_ns == dpo_done
@@ -274,13 +276,20 @@ def test_remote_code_and_pickled_weights_are_never_run(tiny_model_dir, tmp_path)
 
 def test_config_files_cannot_redirect_where_runs_write(tmp_path, capsys):
     """compare sets each run's output_dir and ref_cache itself (inside --outputs); a config naming them is
-    refused."""
-    for key in ("output_dir", "ref_cache", "pairs", "model_dir"):
-        cfg = tmp_path / "c.yaml"
+    refused. `pairs` is an input (your own pairs file), checked to exist before any stage."""
+    cfg = tmp_path / "c.yaml"
+    for key in ("output_dir", "ref_cache", "model_dir"):
         cfg.write_text(f"{key}: /etc/evil\n")
         with pytest.raises(SystemExit):
             compare.parse(["--config", str(cfg)])
         assert f"{cfg}: unknown key(s) {key}" in capsys.readouterr().err
+    cfg.write_text("pairs: /etc/evil\n")
+    with pytest.raises(SystemExit):
+        compare.main(
+            ["--config", str(cfg), "--results", str(tmp_path / "r"), "--outputs", str(tmp_path / "o")]
+        )
+    assert "/etc/evil: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         compare.parse(["--methods", "dpo,../../etc/x"])
     assert "unknown method '../../etc/x'" in capsys.readouterr().err
