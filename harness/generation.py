@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from harness import runinfo
+
 BACKENDS = ("auto", "vllm", "hf")
 DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 where native, else fp32
 
@@ -113,11 +115,19 @@ class VLLMGenerator:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        runinfo.quiet_loggers()
         from vllm import LLM
 
         t = time.time()
-        self.llm = LLM(model=path, dtype=dtype, enforce_eager=True, seed=seed, trust_remote_code=False)
+        # no weight-loading bar: the stage shows one bar per task
+        self.llm = LLM(
+            model=path,
+            dtype=dtype,
+            enforce_eager=True,
+            seed=seed,
+            trust_remote_code=False,
+            use_tqdm_on_load=False,
+        )
         self.stats = {"startup_seconds": time.time() - t, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
 
     def load(self, path: str) -> None:

