@@ -160,10 +160,14 @@ def rebuild(results: Path, preexec=None) -> subprocess.CompletedProcess:
 
 
 def test_full_disk_ends_in_one_line_and_leaves_no_half_written_file(results_copy):
-    """A 1 MB file-size limit (EFBIG: what a full disk does to the next write) on a rebuild that writes a
-    1.9 MB report."""
+    """A file-size limit of half the report's size (EFBIG: what a full disk does to the next write) on a
+    rebuild whose other files (figures, leaderboard) are smaller than that."""
     report = (results_copy / "report.html").read_bytes()
-    proc = rebuild(results_copy, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    limit = len(report) // 2
+    assert limit > max(
+        f.stat().st_size for f in results_copy.rglob("*") if f.suffix in (".png", ".json", ".md")
+    )
+    proc = rebuild(results_copy, lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.strip()
