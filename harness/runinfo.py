@@ -70,7 +70,7 @@ def tcmalloc() -> str | None:
 # lists them): each a Python warning (action:message-prefix:category, as PYTHONWARNINGS takes it) or an
 # environment setting. Everything else still shows.
 QUIET_WARNINGS = (
-    # vLLM's Triton dispatcher touches a deprecated torch alias at import
+    # vLLM's Triton dispatcher touches a deprecated torch alias at engine start
     "ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning",
     # torch.utils.tensorboard / pkg_resources deprecations at import
     "ignore:pkg_resources is deprecated:UserWarning",

