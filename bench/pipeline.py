@@ -65,7 +65,7 @@ def run_ours(a, work: Path) -> dict:
     }
 
 
-def trl_train(model_path: str, rows: list[dict], out: Path, a) -> float:
+def trl_train(model_path: str, rows: list[dict], out: Path) -> float:
     """One TRL DPO run over `rows` to `out`, as our trainer runs it (cpu preset: batches of 8 pairs in
     micro-batches of 4, lr 5e-5, β 0.1, warm-up 10 %); seconds from the model load to the saved checkpoint."""
     import torch
@@ -114,7 +114,7 @@ def run_peer(a, pairs_file: Path, work: Path) -> dict:
     rows = [{"prompt": x, "chosen": p["chosen"], "rejected": p["rejected"]} for x, p in zip(prompts, pairs)]
     stages, scores = {}, {}
     for method in ("dpo", "spo"):
-        stages[f"train {method} (TRL DPO)"] = trl_train(model_path, rows, work / method, a)
+        stages[f"train {method} (TRL DPO)"] = trl_train(model_path, rows, work / method)
     for name, path in (("reference", model_path), ("dpo", work / "dpo"), ("spo", work / "spo")):
         result = run_lm_eval(str(path), TASKS, a.eval_items, backend=a.lm_eval_backend)
         stages[f"lm-eval {name}"] = result["seconds"]
