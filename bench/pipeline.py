@@ -8,12 +8,12 @@ times from compare.json.
 
 peer: the same training pairs (ours' outputs/train_pairs.jsonl, handed over for free: the peer has no pair
 sampling stage), TRL's DPOTrainer with its fastest offered settings (precomputed reference log-probs, bf16
-where native), once per method with the same epochs, batch, lr and β; SPO has no TRL form, so a second TRL DPO
-run stands in for it. Then lm-eval (`hf`, or `vllm` with --lm-eval-backend vllm) on the reference and both
-checkpoints over our lm-eval YAMLs (tasks/lm_eval: the same items, prompts and scoring, ROUGE by rouge-score),
-each model loaded afresh as lm-eval does. What ours does on top: the pairs, the held-out shift metrics and
-the leaderboard, report and figures. Prints the stages side by side and the ratios; writes
-results/bench/pipeline.json. Run nothing else meanwhile: both sides share the cores.
+where native), once per method with the same epochs, batch, lr and β; SPO has no TRL form, so a second
+TRL DPO run stands in for it. Then lm-eval (`hf`, or `vllm` with --lm-eval-backend vllm) on the reference
+and both checkpoints over our lm-eval YAMLs (tasks/lm_eval: the same items, prompts and scoring, ROUGE by
+rouge-score), each model loaded afresh as lm-eval does. What ours does on top: the pairs, the held-out
+shift metrics and the leaderboard, report and figures. Prints the stages side by side and the ratios;
+writes results/bench/pipeline.json. Run nothing else meanwhile: both sides share the cores.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def run_ours(a, work: Path) -> dict:
 
 def trl_train(model_path: str, rows: list[dict], out: Path) -> float:
     """One TRL DPO run over `rows` to `out`, as our trainer runs it (cpu preset: batches of 8 pairs in
-    micro-batches of 4, lr 5e-5, β 0.1, warm-up 10 %); seconds from the model load to the saved checkpoint."""
+    micro-batches of 4, lr 5e-5, β 0.1, warm-up 10 %); seconds from the model load to the saved
+    checkpoint."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
