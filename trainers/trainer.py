@@ -509,10 +509,21 @@ class Trainer:
         rank)."""
         self.acc.wait_for_everyone()
         weights = self.parallel.gather_state_dict()  # a collective: every process gathers the shards
-        if log is None:
-            return {"steps": steps, "process": self.acc.process_index}
-        log.close()
-        self.save(weights)
+        if log is not None:
+            log.close()
+            self.save(weights)
+            summary = self._summary(row, steps, start, t0)
+        else:
+            summary = {"steps": steps, "process": self.acc.process_index}
+        # the others leave only once the main process has saved, and every process tears down its process
+        # group itself: a rank that exited with gloo's threads still running aborted (2 runs of 21 did)
+        self.acc.wait_for_everyone()
+        if self.acc.num_processes > 1:
+            self.acc.end_training()
+        return summary
+
+    def _summary(self, row: dict, steps: int, start: int, t0: float) -> dict:
+        """train.json: the config, what ran, the pairs used and skipped, and the last metrics row."""
         summary = {
             "config": asdict(self.cfg),
             "bf16": self.bf16,
