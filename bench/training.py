@@ -2,13 +2,14 @@
 (reference and lookahead anchors) vs our DPO, and the achieved FLOP/s against this CPU's matmul peaks.
 
     LD_PRELOAD=$(python -m harness.runinfo) python bench/training.py [--bf16] [--pairs-per-step 8] \\
-        [--micro-pairs 4] [--steps 3] [--skip trl]
+        [--micro-pairs 4] [--steps 3] [--skip trl] [--pairs gsm8k|arith]
 
 (LD_PRELOAD: tcmalloc where installed, as compare runs its stages; the JSON's machine line names the
 allocator.)
 
 Every trainer gets the same pairs (GSM8K train questions, chosen = the gold solution, rejected = the next
-question's gold solution: real text of realistic lengths), the same model (the default SmolLM2-135M), batch,
+question's gold solution: real text of realistic lengths; with --pairs arith the cpu preset's short edit
+pairs, where per-step overheads weigh more), the same model (the default SmolLM2-135M), batch,
 max length, precision (fp32 unless --bf16), learning rate and β. Each step sees the same pairs (one epoch per
 step), the first step is a warm-up and is not timed; TRL runs with its fastest offered settings here:
 precomputed reference log-probs and its fused LM head (padding-free is disabled in TRL 1.x). The last row is
@@ -33,7 +34,7 @@ from common import write_json, write_jsonl
 from harness import models
 from harness.generation import chat_prompts
 from harness.runinfo import machine
-from tasks import gsm8k
+from tasks import arith, gsm8k
 from trainers.logprobs import autocast, encode
 from trainers.trainer import TrainConfig, Trainer
 
@@ -62,7 +63,18 @@ def matmul_peak(dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
-def bench_pairs(tok, n: int) -> list[dict]:
+def bench_pairs(tok, n: int, kind: str) -> list[dict]:
+    """gsm8k: chosen = a train question's gold solution, rejected = the next question's (long, unrelated).
+    arith: the cpu preset's short edit pairs (chosen = the gold solution, rejected = it with one number and
+    the final answer changed; about 60-100 tokens per sequence)."""
+    if kind == "arith":
+        rows = [
+            arith.make_pair(r, [], gold_chosen=True, pair_style="edit") for r in arith.generate(n, 2, "train")
+        ]
+        return [
+            {"prompt": chat_prompts(tok, [r["prompt"]])[0], "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in rows
+        ]
     rows = gsm8k.load("train")[: n + 1]
     prompts = chat_prompts(tok, [gsm8k.prompt(r["question"]) for r in rows])
     return [
@@ -198,6 +210,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per trainer, after one warm-up step")
     ap.add_argument("--max-len", type=int, default=640)
     ap.add_argument(
+        "--pairs",
+        default="gsm8k",
+        choices=("gsm8k", "arith"),
+        help="long GSM8K pairs or short arith edit pairs",
+    )
+    ap.add_argument(
         "--bf16",
         action="store_true",
         help="bf16 autocast for every trainer (only sensible where bf16 is native)",
@@ -207,7 +225,7 @@ def main() -> None:
     a = ap.parse_args()
     path = models.resolve_model()
     tok = AutoTokenizer.from_pretrained(path)
-    rows = bench_pairs(tok, a.pairs_per_step)
+    rows = bench_pairs(tok, a.pairs_per_step, a.pairs)
     peaks = {
         "fp32": matmul_peak(torch.float32, 2048),
         "bf16": matmul_peak(torch.bfloat16, 2048 if a.bf16 else 512),
@@ -273,6 +291,7 @@ def main() -> None:
         "note": "gflops_6n = 6·N·tokens/s with the prompt counted twice per pair (as the work is defined); "
         "ours computes it once",
         "device": DEVICE,
+        "pairs": a.pairs,
         "pairs_per_step": a.pairs_per_step,
         "micro_pairs": a.micro_pairs,
         "steps_timed": a.steps,
