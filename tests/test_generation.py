@@ -46,7 +46,7 @@ path, backend = sys.argv[1], sys.argv[2]
 tok = AutoTokenizer.from_pretrained(path)
 questions = [r["question"] for r in gsm8k.load("test")[:9]]
 prompts = chat_prompts(tok, [gsm8k.prompt(q) for q in questions])
-# three groups whose length caps differ, so vLLM reorders them (longest cap first) and must map them back
+# three groups of different length caps and samplings, generated together and split back
 groups = [
     (prompts[:3], Sampling(max_tokens=8)),
     (prompts[3:6], Sampling(max_tokens=24)),
