@@ -69,7 +69,8 @@ def test_killed_then_interrupted_compare_resumes_without_redoing_finished_work(t
     assert not (results / "runs" / "spo-seed0" / "train.json").exists()
 
     proc = start()  # resumes: dpo kept, spo continues from its saved state, then Ctrl-C during evaluation
-    wait_for(lambda: "gsm8k:" in log.read_text().split("\n== eval")[-1], proc)  # the evaluator is generating
+    # the evaluator's progress bar ("reference generate 1/5: ...") says it is generating
+    wait_for(lambda: re.search(r" generate( \d+/\d+)?:", log.read_text().split("\n== eval")[-1]), proc)
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     out = log.read_text()
