@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rouge_score import rouge_scorer
-
 from common import read_jsonl
 from tasks.data import resolve
 
@@ -47,6 +45,9 @@ ROUGE = ("rouge1", "rouge2", "rougeL")
 
 def rouge_each(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
     """ROUGE-1/2/L F-measure ×100 per prediction (rouge-score, Porter stemming)."""
+    # imported here: rouge-score loads nltk and scipy (~2 s), which the stages that only list tasks skip
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(list(ROUGE), use_stemmer=True)
     return [
         {k: 100 * v.fmeasure for k, v in scorer.score(ref, pred).items()}

@@ -112,3 +112,12 @@ def test_per_task_flags_come_from_the_registry_and_fill_the_config(tmp_path):
     assert cfg.sizes == {"gsm8k": 7, "math": 2} and cfg.tasks == ("gsm8k", "math")
     with pytest.raises(SystemExit):
         evaluate.parse(["--tasks", "gsm8k,chess", "--out", "o"])
+
+
+def test_reading_the_options_loads_no_model_library():
+    """`compare --help` and its option errors come before any heavy import: transformers' modeling code
+    (~3 s) and rouge-score's nltk (~2 s) load only in the stages that use them."""
+    heavy = "{'transformers', 'rouge_score', 'vllm'}"
+    code = f"import sys, harness.compare; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

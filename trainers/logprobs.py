@@ -16,12 +16,10 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from trainers.losses import SeqLogps
 
-# the attention implementation of packed rows, registered with transformers below
+# the attention implementation of packed rows, registered with transformers at the first packed forward
 SEGMENTS = "spo_harness_segments"
 
 
@@ -31,6 +29,8 @@ def _segment_attention(
     """SDPA on each segment of a packed row alone, `segments` being (length, 4D boolean mask or None = causal)
     in row order. transformers builds no row mask for an implementation without a mask function, so
     `attention_mask` is None."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     lengths = [n for n, _ in segments]
     parts = zip(
         query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), segments, strict=True
@@ -40,7 +40,12 @@ def _segment_attention(
     ), None
 
 
-AttentionInterface.register(SEGMENTS, _segment_attention)
+def _register_segments() -> None:
+    # here, not at import: transformers' modeling code takes ~3 s to import, and the processes that only
+    # read configs (compare, a pairs stage served from its cache) never load a model
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(SEGMENTS, _segment_attention)
 
 
 def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], list[int]]:
@@ -176,6 +181,7 @@ def _packed(
     ids = torch.tensor([[t for s in segments for t in s[0]]], device=device)
     positions = torch.cat([s[1] for s in segments])[None].to(device)
     attention = [(len(s[0]), None if s[2] is None else s[2].to(device)) for s in segments]
+    _register_segments()
     with _attention(model, SEGMENTS):
         return _completion_logps(
             model,
