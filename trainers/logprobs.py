@@ -41,8 +41,8 @@ def _segment_attention(
 
 
 def _register_segments() -> None:
-    # here, not at import: transformers' modeling code takes ~3 s to import, and the processes that only
-    # read configs (compare, a pairs stage served from its cache) never load a model
+    # here, not at import: transformers' modeling code takes ~3 s to import, and compare, which only reads
+    # configs and starts the stages, never loads a model
     from transformers import AttentionInterface
 
     AttentionInterface.register(SEGMENTS, _segment_attention)
