@@ -4,7 +4,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainers.logprobs import encode, pair_logps, score, score_pairs, sequence_logps
+from trainers.logprobs import (
+    encode,
+    pair_logps,
+    score,
+    score_pairs,
+    score_shared,
+    sequence_logps,
+    shared_logps,
+)
 
 
 def naive_logps(model, prompt: list[int], completion: list[int]) -> float:
@@ -92,6 +100,39 @@ def test_pair_logps_share_the_prompt_and_equal_separate_sequences(tiny):
     assert torch.allclose(sc.total, pc.total.detach(), atol=1e-5) and torch.allclose(
         sr.total, pr.total.detach(), atol=1e-5
     )
+
+
+def test_shared_logps_equal_separate_sequences_with_gaps(tiny_model_dir):
+    """Three completion lists over three prompts, with gaps (None) and a prompt that has none: each log-prob
+    equals its sequence scored alone, NaN where there is none, gradients included; packed and padded alike."""
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(3, 1000, (n,), generator=g).tolist() for n in (4, 7, 2)]
+
+    def draw(n):
+        return torch.randint(3, 1000, (n,), generator=g).tolist()
+
+    lists = ([draw(3), None, draw(5)], [draw(1), None, None], [draw(6), None, draw(2)])
+    present = [(j, i) for j in range(3) for i in range(3) if lists[j][i] is not None]
+    for attention in ("sdpa", "eager"):  # eager cannot pack: one padded sequence per completion
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention).eval()
+        out = shared_logps(model, prompts, *lists)
+        alone = sequence_logps(model, [prompts[i] for _, i in present], [lists[j][i] for j, i in present])
+        got = torch.stack([out[j].total[i] for j, i in present])
+        assert torch.allclose(got, alone.total, atol=1e-5)
+        assert [out[j].count[i].item() for j, i in present] == [3, 5, 1, 6, 2]
+        assert torch.isnan(torch.stack([out[j].total[1] for j in range(3)])).all()
+        assert torch.isnan(out[1].total[2]) and torch.isnan(out[1].count[2])
+        weight = model.model.layers[0].mlp.down_proj.weight
+        got.sum().backward()
+        grad, weight.grad = weight.grad.clone(), None
+        alone.total.sum().backward()
+        assert grad.abs().sum() > 0 and torch.allclose(grad, weight.grad, atol=1e-6)
+        batched = score_shared(model, prompts, *lists, batch_size=2)
+        assert all(
+            torch.allclose(a.total, b.total.detach(), atol=1e-5, equal_nan=True) for a, b in zip(batched, out)
+        )
+    with pytest.raises(ValueError, match="empty completion"):
+        shared_logps(model, prompts, [[], None, None])
 
 
 def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tiny_model_dir):

@@ -237,59 +237,88 @@ def sequence_logps(
     )
 
 
-def pair_logps(
-    model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]
-) -> tuple[SeqLogps, SeqLogps]:
-    """(chosen, rejected) log-probs of each pair in one forward with the prompt encoded once.
+def shared_logps(
+    model, prompts: list[list[int]], *completions: list[list[int] | None]
+) -> tuple[SeqLogps, ...]:
+    """Log-probs of several completions of each prompt in one forward, the prompt encoded once: one SeqLogps
+    per list in `completions` (each a completion per prompt; None: that prompt has none, NaN in the result).
 
-    A pair is one segment: prompt, chosen, rejected. The rejected tokens take the positions that follow the
-    prompt and the segment's mask lets them attend to the prompt and to earlier rejected tokens, never to the
-    chosen ones, so each log-prob equals `sequence_logps` of that sequence alone, while the prompt costs one
-    pass instead of two. Models it cannot pack (`packable`) get two padded sequences per pair."""
-    if any(len(c) == 0 for c in chosen + rejected):
+    A prompt and its completions are one segment: the prompt, then each completion in turn. Every completion
+    takes the positions that follow the prompt, and the segment's mask lets its tokens attend to the prompt
+    and to its own earlier tokens, never to another completion's, so each log-prob equals `sequence_logps` of
+    that sequence alone while the prompt costs one pass instead of one per completion. Models it cannot pack
+    (`packable`) get one padded sequence per completion."""
+    # the scored sequences, list by list: (list, prompt) indices
+    present = [(j, i) for j, kind in enumerate(completions) for i, c in enumerate(kind) if c is not None]
+    if any(len(completions[j][i]) == 0 for j, i in present):
         raise ValueError("empty completion: nothing to score")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("empty prompt: no position predicts the first completion token")
-    k = len(prompts)
-    if not packable(model):
-        out = sequence_logps(model, prompts + prompts, chosen + rejected)
-        return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
-    segments = []
-    for p, c, r in zip(prompts, chosen, rejected, strict=True):
-        n = len(p) + len(c) + len(r)
-        mask = torch.ones(n, n, dtype=torch.bool).tril()
-        mask[len(p) + len(c) :, len(p) : len(p) + len(c)] = False  # rejected tokens never see chosen ones
-        segments.append(
-            (
-                p + c + r,
-                torch.cat([torch.arange(len(p) + len(c)), torch.arange(len(p), len(p) + len(r))]),
-                mask[None, None],
+    if not present:
+        flat = SeqLogps(torch.empty(0), torch.empty(0))
+    elif packable(model):
+        flat = _shared_packed(model, prompts, completions, present)
+    else:
+        sequences = [completions[j][i] for j, i in present]
+        flat = sequence_logps(model, [prompts[i] for _, i in present], sequences)
+    out, at = [], 0
+    for kind in completions:
+        have = [i for i, c in enumerate(kind) if c is not None]
+        total, count = flat.total[at : at + len(have)], flat.count[at : at + len(have)]
+        at += len(have)
+        if len(have) < len(kind):
+            where = torch.tensor(have, dtype=torch.long, device=total.device)
+            total, count = (
+                torch.full((len(kind),), float("nan"), dtype=x.dtype, device=x.device).index_copy(0, where, x)
+                for x in (total, count)
             )
+        out.append(SeqLogps(total, count))
+    return tuple(out)
+
+
+def _shared_packed(
+    model, prompts: list[list[int]], completions: tuple[list, ...], present: list[tuple[int, int]]
+) -> SeqLogps:
+    """`shared_logps`' packed row: one segment per prompt; the sequences `present` in that order."""
+    segments, first, begin, row = [], {}, {}, 0  # first, begin: columns in the row
+    for i, p in enumerate(prompts):
+        own = [j for j, kind in enumerate(completions) if kind[i] is not None]
+        if not own:
+            continue
+        n = len(p) + sum(len(completions[j][i]) for j in own)
+        mask, positions, at = torch.ones(n, n, dtype=torch.bool).tril(), [torch.arange(len(p))], len(p)
+        for j in own:
+            c = completions[j][i]
+            mask[at + len(c) :, at : at + len(c)] = False  # the later completions never see this one
+            positions.append(torch.arange(len(p), len(p) + len(c)))
+            begin[j, i], at = row + at, at + len(c)
+        segments.append(
+            (p + [t for j in own for t in completions[j][i]], torch.cat(positions), mask[None, None])
         )
-    starts = _starts([len(s[0]) for s in segments])
-    # chosen token j (at p+j) is predicted at p+j-1; the first rejected token at p-1 (the prompt's end),
-    # the next at p+c+j-1
+        first[i], row = row + len(p) - 1, row + n
+    sequences = [completions[j][i] for j, i in present]
+    # a completion's first token is predicted at its prompt's end, its token k > 0 at its own column k - 1
     cols = torch.cat(
-        [torch.arange(s + len(p) - 1, s + len(p) + len(c) - 1) for s, p, c in zip(starts, prompts, chosen)]
-        + [
+        [
             torch.cat(
                 [
-                    torch.tensor([s + len(p) - 1]),
-                    torch.arange(s + len(p) + len(c), s + len(p) + len(c) + len(r) - 1),
+                    torch.tensor([first[i]]),
+                    torch.arange(begin[j, i], begin[j, i] + len(c) - 1),
                 ]
             )
-            for s, p, c, r in zip(starts, prompts, chosen, rejected)
+            for (j, i), c in zip(present, sequences, strict=True)
         ]
     )
-    out = _packed(
-        model,
-        segments,
-        cols,
-        [t for c in chosen for t in c] + [t for r in rejected for t in r],
-        [len(c) for c in chosen] + [len(r) for r in rejected],
-        None,
-    )
-    return SeqLogps(out.total[:k], out.count[:k]), SeqLogps(out.total[k:], out.count[k:])
+    return _packed(model, segments, cols, [t for c in sequences for t in c], list(map(len, sequences)), None)
+
+
+def pair_logps(
+    model, prompts: list[list[int]], chosen: list[list[int]], rejected: list[list[int]]
+) -> tuple[SeqLogps, SeqLogps]:
+    """(chosen, rejected) log-probs of each pair in one forward with the prompt encoded once (`shared_logps`:
+    the rejected tokens never attend to the chosen ones)."""
+    pc, pr = shared_logps(model, prompts, chosen, rejected)
+    return pc, pr
 
 
 def _no_grad_batches(
@@ -332,6 +361,18 @@ def score(
     return _no_grad_batches(model, sequence_logps, (prompts, completions), batch_size, bf16, progress)[0]
 
 
+def score_shared(
+    model,
+    prompts: list[list[int]],
+    *completions: list[list[int] | None],
+    batch_size: int = 8,
+    bf16: bool = False,
+    progress: str | None = None,
+) -> tuple[SeqLogps, ...]:
+    """`shared_logps` over many prompts in batches of `batch_size` prompts, without gradients (eval mode)."""
+    return tuple(_no_grad_batches(model, shared_logps, (prompts, *completions), batch_size, bf16, progress))
+
+
 def score_pairs(
     model,
     prompts: list[list[int]],
@@ -342,5 +383,7 @@ def score_pairs(
     progress: str | None = None,
 ) -> tuple[SeqLogps, SeqLogps]:
     """`pair_logps` over many pairs in batches of `batch_size` pairs, without gradients (eval mode)."""
-    pc, pr = _no_grad_batches(model, pair_logps, (prompts, chosen, rejected), batch_size, bf16, progress)
+    pc, pr = score_shared(
+        model, prompts, chosen, rejected, batch_size=batch_size, bf16=bf16, progress=progress
+    )
     return pc, pr

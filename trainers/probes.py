@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from trainers.logprobs import encode, score
+from trainers.logprobs import encode, score_shared
 from trainers.losses import SeqLogps
 
 FIXED = ("chosen", "rejected", "rephrased", "unrelated")  # the same text for every policy
@@ -49,14 +49,13 @@ class ProbeSet:
 
     def score(self, model, responses: list[list[int] | None], batch_size: int = 16) -> SeqLogps:
         """Summed log-prob and length of each response (NaN where there is none), fp32, no gradients."""
-        have = [i for i, r in enumerate(responses) if r]
-        got = score(model, [self.prompts[i] for i in have], [responses[i] for i in have], batch_size)
-        total, count = torch.full((self.n,), float("nan")), torch.full((self.n,), float("nan"))
-        total[have], count[have] = got.total.float(), got.count.float()
-        return SeqLogps(total, count)
+        # an empty response (none generated) is no response, like None
+        return score_shared(model, self.prompts, [r or None for r in responses], batch_size=batch_size)[0]
 
     def score_fixed(self, model, batch_size: int = 16) -> dict[str, SeqLogps]:
-        return {kind: self.score(model, self.responses[kind], batch_size) for kind in FIXED}
+        """The fixed kinds, each prompt encoded once for all four (`score_shared`)."""
+        scores = score_shared(model, self.prompts, *(self.responses[k] for k in FIXED), batch_size=batch_size)
+        return dict(zip(FIXED, scores, strict=True))
 
     def greedy(self, model, max_new_tokens: int = GREEDY_TOKENS, batch_size: int = 16) -> list[list[int]]:
         """The model's greedy response to each prompt, with the end-of-turn token where it stopped (as
