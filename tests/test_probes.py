@@ -55,6 +55,24 @@ def test_probe_log_probs_equal_an_independent_forward(tiny_model_dir):
         assert g == alone[0, len(probe.prompts[i]) :].tolist()[: len(g)] and len(g) >= 1
 
 
+def test_bf16_greedy_decodes_a_copy_and_leaves_the_fp32_policy_as_it_was(tiny_model_dir, monkeypatch):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).train()
+    probe = ProbeSet(tok, PAIRS)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    decoded, generate = [], type(model).generate
+    monkeypatch.setattr(type(model), "generate", lambda m, **kw: decoded.append(m.dtype) or generate(m, **kw))
+    greedy = probe.greedy(model, max_new_tokens=6, batch_size=2, bf16=True)
+    assert decoded == [torch.bfloat16, torch.bfloat16]  # 3 prompts in batches of 2
+    monkeypatch.undo()
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
+    half = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).eval()
+    for i, g in enumerate(greedy):
+        alone = half.generate(torch.tensor([probe.prompts[i]]), max_new_tokens=6, do_sample=False)
+        assert g == alone[0, len(probe.prompts[i]) :].tolist()[: len(g)] and len(g) >= 1
+
+
 def test_probe_terms_on_hand_values():
     def S(total, count):
         return SeqLogps(torch.tensor(total), torch.tensor(count))

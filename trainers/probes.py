@@ -11,6 +11,8 @@ both go through `probe_terms`, so the two report the same quantities.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from trainers.logprobs import encode, score_shared
@@ -57,11 +59,16 @@ class ProbeSet:
         scores = score_shared(model, self.prompts, *(self.responses[k] for k in FIXED), batch_size=batch_size)
         return dict(zip(FIXED, scores, strict=True))
 
-    def greedy(self, model, max_new_tokens: int = GREEDY_TOKENS, batch_size: int = 16) -> list[list[int]]:
+    def greedy(
+        self, model, max_new_tokens: int = GREEDY_TOKENS, batch_size: int = 16, bf16: bool = False
+    ) -> list[list[int]]:
         """The model's greedy response to each prompt, with the end-of-turn token where it stopped (as
-        `encode` appends it to the fixed responses)."""
+        `encode` appends it to the fixed responses). `bf16`: decode a bf16 copy of the weights, as the
+        trainer's forwards and evaluation's engine run where bf16 is native; decoding a few prompts is bound
+        by reading the weights at every step, and bf16 halves those bytes."""
         was_training = model.training
-        model.eval()
+        decoder = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
+        decoder.eval()
         out: list[list[int]] = []
         with torch.no_grad():
             for s in range(0, self.n, batch_size):
@@ -70,8 +77,8 @@ class ProbeSet:
                 # left padding: every row's first new token is at the same column
                 ids = torch.tensor([[self.pad] * (width - len(r)) + r for r in rows])
                 mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-                device = next(model.parameters()).device
-                gen = model.generate(
+                device = next(decoder.parameters()).device
+                gen = decoder.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     max_new_tokens=max_new_tokens,

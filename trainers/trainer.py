@@ -310,7 +310,7 @@ class Trainer:
         share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given."""
         policy = self.probe.score_fixed(self.model, self.cfg.micro_pairs)
         if frozen is not None:
-            greedy = self.probe.greedy(self.model)
+            greedy = self.probe.greedy(self.model, bf16=self.bf16)
             policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
             reference = {**reference, "greedy": self.probe.score(frozen, greedy, self.cfg.micro_pairs)}
         values = probe_terms(policy, reference, self.cfg.spo_delta)
