@@ -133,6 +133,8 @@ def test_shared_logps_equal_separate_sequences_with_gaps(tiny_model_dir):
         )
     with pytest.raises(ValueError, match="empty completion"):
         shared_logps(model, prompts, [[], None, None])
+    with pytest.raises(ValueError, match="one entry per prompt"):
+        shared_logps(model, prompts, [[5], [6]])
 
 
 def test_pair_logps_fall_back_to_two_sequences_where_the_mask_cannot_be_used(tiny_model_dir):

@@ -248,6 +248,8 @@ def shared_logps(
     and to its own earlier tokens, never to another completion's, so each log-prob equals `sequence_logps` of
     that sequence alone while the prompt costs one pass instead of one per completion. Models it cannot pack
     (`packable`) get one padded sequence per completion."""
+    if any(len(kind) != len(prompts) for kind in completions):
+        raise ValueError(f"each completion list needs one entry per prompt ({len(prompts)})")
     # the scored sequences, list by list: (list, prompt) indices
     present = [(j, i) for j, kind in enumerate(completions) for i, c in enumerate(kind) if c is not None]
     if any(len(completions[j][i]) == 0 for j, i in present):
