@@ -443,16 +443,35 @@ def check_judge(a: argparse.Namespace) -> None:
             raise ValueError(f"--judge-url {a.judge_url!r}: expected an http:// or https:// base URL")
 
 
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the local hub cache holds `repo_id`'s config.json (an invalid id: no)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except HFValidationError:
+        return False
+
+
 def check_model(name: str, flag: str) -> None:
-    """A provisioned name, a checkpoint folder (config.json inside), or a hub id (owner/name, not a local
-    path); anything else is an error naming `flag`."""
+    """A provisioned name, a checkpoint folder (config.json inside), or a hub id: owner/name, or a
+    single-name id (gpt2) that the local hub cache holds (else it is more likely a mistyped folder);
+    anything else is an error naming `flag`."""
     if name in (models.DEFAULT_MODEL, models.TINY_MODEL):
         return
     path = Path(name)
     if path.is_dir() and not (path / "config.json").is_file():
         raise ValueError(f"{flag} {name}: a folder without config.json, not a Hugging Face checkpoint")
-    if not path.exists() and (name.startswith((".", "/", "~")) or name.count("/") != 1):
-        raise ValueError(f"{flag} {name}: no such folder (nor an owner/name hub id)")
+    if path.exists():
+        return
+    owner_name = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    single = "/" not in name and not name.startswith((".", "~"))
+    if not owner_name and not (single and in_hub_cache(name)):
+        raise ValueError(
+            f"{flag} {name}: no such folder (nor an owner/name hub id, nor a single-name one in the local "
+            "hub cache)"
+        )
 
 
 def pairs_config(a: argparse.Namespace) -> PairsConfig:

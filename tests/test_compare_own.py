@@ -192,6 +192,7 @@ def test_a_datasets_folder_an_endpoint_judge_and_an_lm_eval_task_on_the_smoke_pr
         (["--judge", "endpoint", "--judge-model", "m"], "--judge endpoint needs --judge-url"),
         (["--judge", "endpoint", "--judge-url", "localhost:8000", "--judge-model", "m"], "--judge-url"),
         (["--model", "./no/such/model"], "--model ./no/such/model: no such folder"),
+        (["--model", "mymodle"], "--model mymodle: no such folder (nor an owner/name hub id, nor a single"),
         (["--pairs", "no_such_pairs.jsonl"], "no_such_pairs.jsonl: no such file or folder"),
         (["--heldout-pairs", "x.jsonl"], "--heldout-pairs: give --pairs too"),
         (["--methods", "dpo,spo:spo_lambdaa=3"], "field 'spo_lambdaa' cannot vary per method"),
@@ -218,6 +219,26 @@ def test_a_bad_option_exits_with_one_line_before_any_stage(args, message, tmp_pa
         and err[-1].startswith("python -m harness.compare: error:")
     )
     assert started == [] and not (tmp_path / "o").exists()
+
+
+def test_a_single_name_hub_id_is_a_model_once_the_local_hub_cache_holds_it(tmp_path, monkeypatch):
+    """`--model gpt2` (a legacy id without an owner) passes the check only when the hub cache has it;
+    a folder name mistyped stays an error."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="gpt2: no such folder"):
+        compare.check_model("gpt2", "--model")
+    snapshot = tmp_path / "models--gpt2" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--gpt2" / "refs").mkdir()
+    (tmp_path / "models--gpt2" / "refs" / "main").write_text("abc123")
+    compare.check_model("gpt2", "--model")
+    compare.check_model("openai-community/gpt2", "--model")  # owner/name: the hub is asked later
+    for bad in ("gpt3", "my model", "x--y"):
+        with pytest.raises(ValueError, match="no such folder"):
+            compare.check_model(bad, "--model")
 
 
 def test_held_out_pairs_are_whole_prompts_and_never_training_pairs(tmp_path, capsys):
