@@ -257,8 +257,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        help="evaluation on vLLM in bf16: compile the model (default on; generation 1.1-1.25x faster, "
-        "start-up +14 s, +55 s the first time on a machine)",
+        help="evaluation on vLLM in bf16: compile the model (default on; 1.07-1.17x the tokens/s, "
+        "start-up +12-14 s, about +60 s the first time on a machine)",
     )
     ap.add_argument("--tasks", help=f"evaluation tasks, from {', '.join(TASKS)}")
     ap.add_argument(

@@ -83,8 +83,8 @@ class EvalConfig:
     dtype: str = option("auto", "generation precision (auto: bf16 where native, else fp32)", choices=DTYPES)
     compile: bool = option(
         True,
-        "vLLM in bf16: compile the model (generation 1.1-1.25x faster; start-up +14 s, +55 s the first "
-        "time on a machine)",
+        "vLLM in bf16: compile the model (1.07-1.17x the tokens/s; start-up +12-14 s, about +60 s the "
+        "first time on a machine)",
     )
     max_tokens: int | None = option(None, "cap on every task's generation length (quick runs)", metavar="N")
     seed: int = option(0, "seed of sampled generations (KL samples)")

@@ -119,8 +119,8 @@ class VLLMGenerator:
     backend = "vllm"
 
     def __init__(self, path: str, dtype: str = "bfloat16", seed: int = 0, compile: bool = False, **engine):
-        """`compile`: torch.compile the model (start-up +14 s with a warm compile cache, +55 s the first
-        time on a machine; generation 1.1-1.25x faster in bf16, no faster in fp32: docs/performance.md).
+        """`compile`: torch.compile the model (start-up +12-14 s with a warm compile cache, about +60 s the
+        first time on a machine; 1.07-1.17x the tokens/s in bf16, no faster in fp32: docs/performance.md).
         `engine`: other `vllm.LLM` arguments, over the ones below (bench/eval_generation.py measures
         them)."""
         self.dtype, self.compiled = dtype, compile
