@@ -1,8 +1,10 @@
 """One training probe (trainers.probes) on the default model, part by part: the four fixed kinds scored
 one kind at a time (how probes scored up to de74983) and all four with the prompt encoded once
 (`ProbeSet.score_fixed` through `trainers.logprobs.score_shared`), side by side in one process, then the
-greedy responses (HF `generate`) decoded from the fp32 weights (up to de74983) and from a bf16 copy (the
-trainer's choice where bf16 is native), alternating, and their scoring under the policy and a frozen copy.
+greedy responses (HF `generate`) decoded from the fp32 weights (up to de74983), from a bf16 copy with SDPA at
+every decode step (up to 65c53c3) and from a bf16 copy with each decode step's attention computed directly in
+fp32 (`trainers.logprobs.decoding`, the trainer's choice where bf16 is native), in turn, and their scoring
+under the policy and a frozen copy.
 Scoring is fp32 at the trainer's batch of 4 prompts, as the cpu preset's probes run.
 
     LD_PRELOAD=$(python -m harness.runinfo) python bench/probes.py [--pairs F.jsonl ...] [--heldout 16]
@@ -18,7 +20,9 @@ import copy
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -27,6 +31,7 @@ from common import read_jsonl, write_json
 from harness import models
 from harness.runinfo import machine
 from tasks.data import cache_dir
+from trainers import probes
 from trainers.probes import FIXED, ProbeSet
 
 CACHE = cache_dir() / "pairs"  # where harness.pairs caches them
@@ -36,6 +41,14 @@ def timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+def decode_greedy(probe: ProbeSet, model, bf16: bool, direct: bool) -> list[list[int]]:
+    """`probe.greedy`, with `decoding` switched off when not `direct` (SDPA at every decode step)."""
+    if direct:
+        return probe.greedy(model, bf16=bf16)
+    with mock.patch.object(probes, "decoding", lambda model: nullcontext()):
+        return probe.greedy(model, bf16=bf16)
 
 
 def main() -> None:
@@ -67,15 +80,22 @@ def main() -> None:
             times[name].append(seconds)
     (before, b), (after, n) = values.items()
     diff = max((b[k].total - n[k].total).abs().nan_to_num().max().item() for k in FIXED)
-    decoders = {"fp32 weights": False, "bf16 copy": True}
+    # (bf16 copy, each decode step's attention computed directly): the last is how the trainer probes
+    decoders = {"fp32 weights": (False, True), "bf16, SDPA": (True, False), "bf16, direct": (True, True)}
     greedy_times, greedy = {name: [] for name in decoders}, {}
     for r in range(a.rounds):
-        for name, bf16 in list(decoders.items())[:: 1 if r % 2 == 0 else -1]:
-            seconds, greedy[name] = timed(lambda bf16=bf16: probe.greedy(model, bf16=bf16))
+        for name, (bf16, direct) in list(decoders.items())[:: 1 if r % 2 == 0 else -1]:
+            seconds, greedy[name] = timed(
+                lambda bf16=bf16, direct=direct: decode_greedy(probe, model, bf16, direct)
+            )
             greedy_times[name].append(seconds)
     decode = {name: statistics.median(t) for name, t in greedy_times.items()}
-    same = sum(x == y for x, y in zip(*greedy.values(), strict=True))
-    greedy = greedy["bf16 copy"]
+    # agreement with the fp32 weights' greedy text (`decoding` leaves it unchanged: tests/test_logprobs.py)
+    same = {
+        name: sum(x == y for x, y in zip(greedy["fp32 weights"], g, strict=True))
+        for name, g in greedy.items()
+    }
+    greedy = greedy["bf16, direct"]
     frozen = copy.deepcopy(model).eval()
     scoring_s, _ = timed(lambda: (probe.score(model, greedy, a.batch), probe.score(frozen, greedy, a.batch)))
     tokens = {
@@ -90,12 +110,12 @@ def main() -> None:
     print(f"prompt once: {fixed[before] / fixed[after]:.2f}× as fast; max |Δ summed log-prob| {diff:.2e}")
     for name, seconds in decode.items():
         print(f"greedy responses (HF generate), {name:<16}{seconds:>10.2f} s  (median of {a.rounds})")
-    print(
-        f"bf16 copy: {decode['fp32 weights'] / decode['bf16 copy']:.2f}× as fast; same text {same}/{probe.n}"
-    )
+    for name in decoders:
+        speed = decode["fp32 weights"] / decode[name]
+        print(f"{name}: {speed:.2f}× the fp32 weights' speed; same text as theirs {same[name]}/{probe.n}")
     print(f"greedy scored, policy and frozen copy{scoring_s:>19.2f} s")
-    print(f"one probe step before{fixed[before] + decode['fp32 weights'] + scoring_s:>35.2f} s")
-    print(f"one probe step now (bf16 copy){fixed[after] + decode['bf16 copy'] + scoring_s:>26.2f} s")
+    print(f"one probe step at 65c53c3 (bf16, SDPA){fixed[after] + decode['bf16, SDPA'] + scoring_s:>18.2f} s")
+    print(f"one probe step now (bf16, direct){fixed[after] + decode['bf16, direct'] + scoring_s:>23.2f} s")
     write_json(
         a.out,
         {

@@ -231,6 +231,8 @@ class HFGenerator:
         import torch
         from tqdm.auto import tqdm
 
+        from trainers.logprobs import decoding
+
         torch.manual_seed(sampling.seed)
         greedy = sampling.temperature == 0
         kwargs = dict(
@@ -253,7 +255,7 @@ class HFGenerator:
             enc = self.tok(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.model.device)
-            with torch.no_grad():
+            with torch.no_grad(), decoding(self.model):
                 out = self.model.generate(**enc, **kwargs)
             samples = []
             for row in out[:, enc.input_ids.shape[1] :].tolist():

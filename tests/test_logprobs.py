@@ -2,9 +2,13 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainers.logprobs import (
+    DECODE,
+    _decode_attention,
+    decoding,
     encode,
     pair_logps,
     score,
@@ -274,3 +278,62 @@ def test_the_attention_setting_is_restored_when_the_forward_fails(tiny):
     assert model.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="empty prompt"):
         pair_logps(model, [[]], [[5]], [[6]])
+
+
+def _sdpa_reference(query, key, value, mask):
+    """torch's SDPA in fp64 on the same inputs, key/value heads repeated for grouped-query attention."""
+    groups = query.shape[1] // key.shape[1]
+    k, v = (x.double().repeat_interleave(groups, 1) for x in (key, value))
+    return F.scaled_dot_product_attention(query.double(), k, v, attn_mask=mask).transpose(1, 2)
+
+
+def test_decode_attention_equals_sdpa_at_a_decode_step_and_is_sdpa_elsewhere():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    g = torch.Generator().manual_seed(0)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 3, True
+    # 2 rows, 6 query heads over 2 key/value heads, 7 cached positions; row 1 left-padded by 3
+    query = torch.randn(2, 6, 1, 8, generator=g)
+    key, value = torch.randn(2, 2, 7, 8, generator=g), torch.randn(2, 2, 7, 8, generator=g)
+    mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    mask[1, ..., :3] = False
+    out, _ = _decode_attention(module, query, key, value, mask, scaling=8**-0.5)
+    expected = _sdpa_reference(query, key, value, mask)
+    assert out.shape == (2, 1, 6, 8) and torch.allclose(out.double(), expected, atol=1e-6)
+    # the masked positions take no part: changing them changes nothing
+    key[1, :, :3], value[1, :, :3] = 100.0, -100.0
+    assert torch.equal(_decode_attention(module, query, key, value, mask, scaling=8**-0.5)[0], out)
+    # bf16 inputs: the fp32 products rounded once, to bf16
+    half = [x.bfloat16() for x in (query, key, value)]
+    out16 = _decode_attention(module, *half, mask, scaling=8**-0.5)[0]
+    assert out16.dtype == torch.bfloat16
+    assert torch.allclose(out16.double(), _sdpa_reference(*half, mask), rtol=2**-8, atol=1e-6)
+    # several new tokens per row (a prompt): SDPA itself
+    prompt = torch.randn(2, 6, 7, 8, generator=g)
+    assert torch.equal(
+        _decode_attention(module, prompt, key, value, None)[0],
+        sdpa_attention_forward(module, prompt, key, value, None)[0],
+    )
+
+
+def test_greedy_decoding_on_the_default_model_is_unchanged_in_fp32(default_model_path):
+    """The real model (grouped-query attention, 30 layers, left-padded batch): `decoding` generates the same
+    greedy tokens as SDPA does, and restores the model's attention."""
+    model = AutoModelForCausalLM.from_pretrained(default_model_path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(default_model_path, padding_side="left")
+    questions = ["What is 17 + 25?", "Name three primes.", "Summarise: the cat sat on the mat all day."]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+        for q in questions
+    ]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kwargs = dict(max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        plain = model.generate(**enc, **kwargs)
+        with decoding(model):
+            assert model.config._attn_implementation == DECODE
+            direct = model.generate(**enc, **kwargs)
+    assert model.config._attn_implementation == "sdpa"
+    assert enc.attention_mask[:, 0].tolist().count(0) >= 1  # the batch is left-padded
+    assert torch.equal(direct, plain)

@@ -15,7 +15,7 @@ import copy
 
 import torch
 
-from trainers.logprobs import encode, score_shared
+from trainers.logprobs import decoding, encode, score_shared
 from trainers.losses import SeqLogps
 
 FIXED = ("chosen", "rejected", "rephrased", "unrelated")  # the same text for every policy
@@ -70,7 +70,7 @@ class ProbeSet:
         decoder = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
         decoder.eval()
         out: list[list[int]] = []
-        with torch.no_grad():
+        with torch.no_grad(), decoding(decoder):
             for s in range(0, self.n, batch_size):
                 rows = self.prompts[s : s + batch_size]
                 width = max(map(len, rows))
