@@ -333,6 +333,22 @@ def read_settings(path: Path, ap: argparse.ArgumentParser) -> dict:
     return values
 
 
+def task_options(*layers: dict) -> dict[str, dict]:
+    """task → its options from the settings `layers` (preset, --config, command line), each overriding the
+    ones before it; within a layer a per-task option (--arith-pair-style) overrides --pair-style. So a flag
+    always beats a YAML. A task option given as text in a YAML is typed here, naming it."""
+    styled = [t for t, task in TASKS.items() if PAIR_STYLE in task.OPTIONS]
+    return merge_options(
+        *(
+            merge_options(
+                {t: {PAIR_STYLE: layer[PAIR_STYLE]} for t in styled if layer.get(PAIR_STYLE)},
+                options_given(layer),
+            )
+            for layer in layers
+        )
+    )
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = parser()
     pre = argparse.ArgumentParser(add_help=False)
@@ -344,7 +360,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         presets = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
         ap.error(f"no preset {first.preset!r}: presets are {presets} (or pass --config FILE)")
     config = read_settings(first.config, ap) if first.config else {}
-    values = read_settings(preset, ap) | config
+    preset_values = read_settings(preset, ap)
+    values = preset_values | config
     # the source lists of a YAML as lists: argparse appends a flag's values to them
     values |= {k: [values[k]] for k in SOURCES if isinstance(values.get(k), str)}
     ap.set_defaults(**values)
@@ -374,11 +391,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if a.init_spec is not None and a.init_spec.method != "sft":
             raise ValueError(f"--init: {a.init!r}; valid: reference, sft or sft:FIELD=VALUE")
         check_tasks(a.tasks)
-        # a task option given as text in a YAML is typed here, naming the option
-        a.task_options = options_given(vars(a))
-        if a.pair_style is not None:
-            styled = [t for t, task in TASKS.items() if PAIR_STYLE in task.OPTIONS]
-            a.task_options = merge_options({t: {PAIR_STYLE: a.pair_style} for t in styled}, a.task_options)
+        a.task_options = task_options(preset_values, config, given)
         for name, opts in a.task_options.items():
             resolve_options(TASKS[name], opts)  # a bad value fails here, before any stage
         a.pair_sizes = {t: task.PAIR_ITEMS for t, task in TASKS.items()} | sizes_given(vars(a), "-pairs")

@@ -157,6 +157,29 @@ def test_presets_config_and_flags_override_in_that_order(tmp_path):
         None,
     )
     assert a.task_options["arith"]["pair_style"] == "edit" and a.pair_sizes["gsm8k"] == 0
+
+
+def test_a_pair_style_flag_beats_the_presets_per_task_style_and_yields_to_a_per_task_flag(tmp_path):
+    """The cpu preset sets arith_pair_style: edit; --pair-style on the command line overrides it (it did not:
+    the preset's per-task key won), a per-task flag overrides --pair-style, and a --config's --pair-style
+    overrides the preset's per-task style but not its own per-task one."""
+
+    def styles(argv):
+        options = compare.parse(argv).task_options
+        return {t: options.get(t, {}).get("pair_style") for t in ("gsm8k", "arith")}
+
+    assert styles(["--pair-style", "on-policy"]) == {"gsm8k": "on-policy", "arith": "on-policy"}
+    both = ["--pair-style", "on-policy", "--arith-pair-style", "gold"]
+    assert styles(both) == {"gsm8k": "on-policy", "arith": "gold"}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pair_style: gold\n")
+    assert styles(["--config", str(cfg)]) == {"gsm8k": "gold", "arith": "gold"}
+    cfg.write_text("pair_style: gold\ngsm8k_pair_style: edit\n")
+    assert styles(["--config", str(cfg)]) == {"gsm8k": "edit", "arith": "gold"}
+    assert styles(["--config", str(cfg), "--pair-style", "on-policy"]) == {
+        "gsm8k": "on-policy",
+        "arith": "on-policy",
+    }
     cfg.write_text("lr: 0.5\nlearning_rate: 1\n")
     with pytest.raises(SystemExit):
         compare.parse(["--config", str(cfg)])
