@@ -36,6 +36,22 @@ def test_smoke_preset_reproduces_its_baseline(smoke_run):
     assert board["meta"]["machine"].endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")
 
 
+def test_floor_counts_the_default_models_matmuls_and_lies_below_every_stage(
+    smoke_run, default_model_path, tmp_path
+):
+    from bench import floor
+
+    # 134,515,008 parameters, among them the tied embedding of 49,152 tokens × 576, used as the LM head
+    assert floor.sizes(default_model_path) == (106_203_456, 28_311_552)
+    work, results = smoke_run
+    out = tmp_path / "floor.json"
+    floor.main(["--results", str(results), "--outputs", str(work / "outputs"), "--out", str(out)])
+    stages = json.loads(out.read_text())["stages"]
+    assert {"pairs", "train dpo-seed0", "train spo-seed0", "eval", "all stages"} <= set(stages)
+    for name, row in stages.items():
+        assert 0 < row["floor_seconds"] < row["seconds"], name
+
+
 def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "")
     probe = [sys.executable, "-c", "print(open('/proc/self/maps').read().count('tcmalloc') > 0)"]
