@@ -141,3 +141,45 @@ def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_pa
     assert all(probes[0][f"probe_dlogp_{k}"] == 0.0 for k in KINDS)
     assert all(f"probe_dsum_{k}" in probes[-1] and f"probe_logp_{k}" in probes[-1] for k in KINDS)
     assert 0.0 <= probes[-1]["probe_outside_safe_region"] <= 1.0
+
+
+def test_the_step_zero_probe_reuses_the_reference_scores_and_equals_an_independent_forward(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 2))
+    cfg = TrainConfig(
+        model=tiny_model_dir,
+        pairs=str(path),
+        output_dir=str(tmp_path / "run"),
+        method="dpo",
+        lr=1e-2,
+        batch_pairs=2,
+        micro_pairs=2,
+        bf16=False,
+        probe_pairs=str(path),
+        probe_every=3,
+    )
+    calls = {"score_fixed": 0, "score": 0}
+    for name in calls:
+        method = getattr(ProbeSet, name)
+
+        def counted(self, *args, _method=method, _name=name, **kwargs):
+            calls[_name] += 1
+            return _method(self, *args, **kwargs)
+
+        monkeypatch.setattr(ProbeSet, name, counted)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok).train()
+    probes = [
+        r for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl")) if "probe_logp_chosen" in r
+    ]
+    assert [r["step"] for r in probes] == [0, 3]
+    # fixed responses: the reference once and step 3 (step 0 reuses the reference's); greedy responses: once
+    # at step 0 (the same under the initial model), twice at step 3
+    assert calls == {"score_fixed": 2, "score": 3}
+    chosen = [encode(tok, p["prompt"], p["chosen"]) for p in PAIRS * 2]
+    expected = sum(forward_logp(initial, p, c) / len(c) for p, c in chosen) / len(chosen)
+    assert probes[0]["probe_logp_chosen"] == pytest.approx(expected, abs=1e-5)
+    assert probes[0]["probe_dlogp_greedy"] == 0.0 and probes[1]["probe_dlogp_chosen"] != 0.0

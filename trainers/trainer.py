@@ -304,15 +304,22 @@ class Trainer:
         n = len(pairs)
         return SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
 
-    def probe_metrics(self, reference: dict[str, SeqLogps], frozen) -> dict[str, float]:
+    def probe_metrics(
+        self, reference: dict[str, SeqLogps], frozen, initial: bool = False
+    ) -> dict[str, float]:
         """Training dynamics on the fixed probe set (trainers.probes): per response kind the absolute and
         Δ log-probs, Δ log of the pair's combined probability, the DPO margin and reward accuracy, and the
-        share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given."""
-        policy = self.probe.score_fixed(self.model, self.cfg.micro_pairs)
+        share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given.
+        `initial`: the model still has the initial weights (step 0), so its fixed responses' scores are
+        `reference` and its greedy ones score the same under `frozen`: neither is scored again."""
+        policy = dict(reference) if initial else self.probe.score_fixed(self.model, self.cfg.micro_pairs)
         if frozen is not None:
             greedy = self.probe.greedy(self.model, bf16=self.bf16)
             policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
-            reference = {**reference, "greedy": self.probe.score(frozen, greedy, self.cfg.micro_pairs)}
+            frozen_greedy = (
+                policy["greedy"] if initial else self.probe.score(frozen, greedy, self.cfg.micro_pairs)
+            )
+            reference = {**reference, "greedy": frozen_greedy}
         values = probe_terms(policy, reference, self.cfg.spo_delta)
         margin = self.cfg.beta * (values["dsum_chosen"] - values["dsum_rejected"])
         values |= {"margin": margin, "reward_accuracy": (margin > 0).float()}
@@ -380,7 +387,7 @@ class Trainer:
         log = MetricsLog(self.out, start) if main else None
         probing = self.probe is not None and (main or self.parallel.probes_everywhere)
         if probing and start == 0:
-            self._write(log, {"step": 0, **self.probe_metrics(probe_ref, frozen)})
+            self._write(log, {"step": 0, **self.probe_metrics(probe_ref, frozen, initial=True)})
         # the module of the training forwards, wrapped once the resumed weights are in place
         forward = self.parallel.wrap(self.model)
         self.model.train()
