@@ -94,6 +94,11 @@ def test_reference_logps_are_cached_and_reused(tiny_model_dir, pairs_file, tmp_p
         tiny_model_dir, pairs_file, tmp_path / "c", method="dpo", ref_cache=str(tmp_path / "ref"), bf16=True
     )
     assert len(list((tmp_path / "ref").iterdir())) == 2  # another precision, other log-probs
+    # train.json says which runs computed them
+    computed = [
+        json.loads((tmp_path / r / "train.json").read_text())["reference_logps_computed"] for r in "abc"
+    ]
+    assert computed == [True, False, True]
 
 
 def test_too_long_pairs_are_skipped_and_counted(tiny_model_dir, pairs_file, tmp_path):

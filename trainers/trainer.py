@@ -157,6 +157,39 @@ def lookahead_anchor(
         return -sequence_logps(model, prompts, completions, params=virtual).mean
 
 
+def encode_pairs(tok, path: str, max_len: int, policy: str) -> tuple[list, list[dict]]:
+    """Tokenised (prompt, chosen, rejected) pairs of a pair file, and the skipped or truncated rows (line,
+    id, field, reason, detail): the file's bad rows (trainers.pairfile) and the pairs over `max_len` tokens
+    (`policy`: --bad-pairs), summarised on stderr."""
+    rows, report = load_pairs(path, "error" if policy == "error" else "skip")
+    kept = []
+    for line, p in zip(report.lines, rows):
+        x, c = encode(tok, p["prompt"], p["chosen"])
+        r = encode(tok, p["prompt"], p["rejected"])[1]
+        n = len(x) + max(len(c), len(r))  # the longer of the two sequences
+        if n > max_len:
+            cut = policy == "truncate" and len(x) < max_len  # the prompt stays whole
+            s = {
+                "line": line,
+                "id": p.get("id"),
+                "field": None,
+                "reason": "truncated" if cut else "too_long",
+                "detail": f"{n} tokens, over max_len={max_len}"
+                + ("; completions cut, pair kept" if cut else ""),
+            }
+            if policy == "error":
+                raise ValueError(describe(path, s, report.unit))
+            report.skipped.append(s)
+            if not cut:
+                continue
+            c, r = c[: max_len - len(x)], r[: max_len - len(x)]
+        kept.append((x, c, r))
+    report.kept = len(kept)
+    if report.skipped:
+        print(report.summary(), file=sys.stderr, flush=True)
+    return kept, report.skipped
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model, tok):
         from accelerate import Accelerator
@@ -173,7 +206,7 @@ class Trainer:
         )
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.out = Path(cfg.output_dir)
-        self.pairs, self.skipped = self._encode(cfg.pairs)
+        self.pairs, self.skipped = encode_pairs(tok, cfg.pairs, cfg.max_len, cfg.bad_pairs)
         if not self.pairs:
             raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
         self.probe = None
@@ -238,39 +271,6 @@ class Trainer:
                 file=sys.stderr,
             )
 
-    def _encode(self, path: str) -> tuple[list, list[dict]]:
-        """Tokenised (prompt, chosen, rejected) pairs, and the skipped or truncated rows (line, id, field,
-        reason, detail): the file's bad rows (trainers.pairfile) and the pairs over max_len tokens, summarised
-        on stderr."""
-        limit, policy = self.cfg.max_len, self.cfg.bad_pairs
-        rows, report = load_pairs(path, "error" if policy == "error" else "skip")
-        kept = []
-        for line, p in zip(report.lines, rows):
-            x, c = encode(self.tok, p["prompt"], p["chosen"])
-            r = encode(self.tok, p["prompt"], p["rejected"])[1]
-            n = len(x) + max(len(c), len(r))  # the longer of the two sequences
-            if n > limit:
-                cut = policy == "truncate" and len(x) < limit  # the prompt stays whole
-                s = {
-                    "line": line,
-                    "id": p.get("id"),
-                    "field": None,
-                    "reason": "truncated" if cut else "too_long",
-                    "detail": f"{n} tokens, over max_len={limit}"
-                    + ("; completions cut, pair kept" if cut else ""),
-                }
-                if policy == "error":
-                    raise ValueError(describe(path, s, report.unit))
-                report.skipped.append(s)
-                if not cut:
-                    continue
-                c, r = c[: limit - len(x)], r[: limit - len(x)]
-            kept.append((x, c, r))
-        report.kept = len(kept)
-        if report.skipped:
-            print(report.summary(), file=sys.stderr, flush=True)
-        return kept, report.skipped
-
     @staticmethod
     def _columns(pairs: list, idx: list[int]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
         """(prompts, chosen, rejected) of the pairs in idx."""
@@ -285,7 +285,8 @@ class Trainer:
             json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()
         ).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
-        if not path.is_file() and self.acc.is_main_process:
+        self.reference_computed = not path.is_file()  # else another run (method) computed them
+        if self.reference_computed and self.acc.is_main_process:
             rc, rr = score_pairs(
                 self.model,
                 *self._columns(pairs, range(len(pairs))),
@@ -538,6 +539,7 @@ class Trainer:
             "sharding": self.parallel.name,
             "steps": steps,
             "resumed_from": start,
+            "reference_logps_computed": self.reference_computed,
             "pairs_used": len(self.pairs),
             "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
             "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped),
