@@ -117,11 +117,12 @@ def test_sft_gradient_touches_only_the_chosen_tokens(tiny_model_dir):
         assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, g, atol=1e-5)
 
 
-def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_path):
+def probed_run(model_dir: str, tmp_path) -> TrainConfig:
+    """A dpo run on PAIRS twice, its own pairs as the probe set, probed at steps 0 and 3."""
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 2))
-    cfg = TrainConfig(
-        model=tiny_model_dir,
+    return TrainConfig(
+        model=model_dir,
         pairs=str(path),
         output_dir=str(tmp_path / "run"),
         method="dpo",
@@ -132,6 +133,10 @@ def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_pa
         probe_pairs=str(path),
         probe_every=3,
     )
+
+
+def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_path):
+    cfg = probed_run(tiny_model_dir, tmp_path)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     Trainer(cfg, model, AutoTokenizer.from_pretrained(tiny_model_dir)).train()
@@ -146,20 +151,7 @@ def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_pa
 def test_the_step_zero_probe_reuses_the_reference_scores_and_equals_an_independent_forward(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS * 2))
-    cfg = TrainConfig(
-        model=tiny_model_dir,
-        pairs=str(path),
-        output_dir=str(tmp_path / "run"),
-        method="dpo",
-        lr=1e-2,
-        batch_pairs=2,
-        micro_pairs=2,
-        bf16=False,
-        probe_pairs=str(path),
-        probe_every=3,
-    )
+    cfg = probed_run(tiny_model_dir, tmp_path)
     calls = {"score_fixed": 0, "score": 0}
     for name in calls:
         method = getattr(ProbeSet, name)
