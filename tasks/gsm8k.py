@@ -12,7 +12,23 @@ from common import read_jsonl
 from tasks.base import PAIR_STYLE_OPTION, PAIR_STYLES
 from tasks.data import resolve
 
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\$?\.\d+")
+# A number as the grader reads it. Sign: '-' or the Unicode minus U+2212, except that a minus right after a
+# digit, letter or closing bracket is subtraction ("18-5" holds 18 and 5). Then a fraction a/b (no spaces,
+# nonzero b, not next to another /digit or followed by a decimal part: "1/2.5" and "1/2/3" split), or a
+# decimal with an optional $ whose thousands commas count only in valid groups of three ("1,234,567" is one
+# number, "1,2,3" and "1,234,56" are lists), or a bare decimal fraction like $.5.
+_NUMBER = re.compile(
+    r"(?:(?<![\w)\]}])[-\u2212])?"
+    r"(?:(?<!/)\d+/0*[1-9]\d*(?!\d|[./]\d)"
+    r"|\$?(?:\d{1,3}(?:,\d{3})+(?!\d|,\d)|\d+)(?:\.\d+)?"
+    r"|\$?\.\d+)"
+)
+# a stated answer (any case; the number follows): "the answer is", "the final answer is", "Final answer:";
+# not someone's answer ("the first friend's answer is 40")
+_STATED = re.compile(r"\bthe\s+(?:\w+\s+)?answer\s+is\b|\banswer\s*:", re.IGNORECASE)
+# where a stated answer's sentence ends: a line break, or a period before a blank or the end of the text
+_SENTENCE_END = re.compile(r"\n|\.(?!\S)")
+_MINUS = "\N{MINUS SIGN}"
 _CALC = re.compile(r"<<[^>]*>>")
 
 NAME, TITLE = "gsm8k", "GSM8K"
@@ -49,21 +65,51 @@ def clean_solution(solution: str) -> str:
 
 
 def _normalize(number: str) -> str:
-    return number.replace("$", "").replace(",", "").strip().rstrip(".")
+    """A number as written, in the form Fraction() reads: no $ or thousands commas, an ASCII minus sign, no
+    sentence-final period."""
+    return number.replace("$", "").replace(",", "").replace(_MINUS, "-").strip().rstrip(".")
+
+
+def _stated_span(text: str) -> tuple[int, int] | None:
+    """The number of the last stated answer ("the answer is X", "the final answer is X", "answer: X", any
+    case; _STATED) in `text`, or None when no statement has one. It is read in the statement's sentence,
+    from the first non-blank character after the statement (so "Answer:\n13" counts) to the end of that line
+    or a period before a blank: the first number after the sentence's first '=' (the result of "the answer
+    is 24 x 4 = 96"), else the sentence's first number ("the answer is 13 (18-5)" reads 13)."""
+    for statement in reversed(list(_STATED.finditer(text))):
+        start = len(text) - len(text[statement.end() :].lstrip())
+        stop = _SENTENCE_END.search(text, start)
+        end = stop.start() if stop else len(text)
+        # a computation in the sentence: its result, after the first '='
+        equals = text.find("=", start, end)
+        found = _NUMBER.search(text, equals + 1, end) if equals >= 0 else None
+        found = found or _NUMBER.search(text, start, end)
+        if found:
+            return found.span()
+    return None
 
 
 def answer_span(text: str) -> tuple[int, int] | None:
-    """(start, end) in `text` of the number extract_answer reads, or None."""
+    """(start, end) in `text` of the number extract_answer reads, or None. In order: the first number after
+    the last '####' (of a list like "#### 3, 5, 7", its first number); else the last stated answer ("the
+    answer is X", "answer: X"; _stated_span); else the last number in the text. Numbers are read by _NUMBER:
+    "-5" and "\N{MINUS SIGN}5" are negative, "18-5" is 18 and 5, "1/2" is one number, "1,234" is one
+    number and "1,2,3" three."""
     if "####" in text:
         after = _NUMBER.search(text, text.rindex("####") + len("####"))
         if after:
             return after.span()
+    stated = _stated_span(text)
+    if stated:
+        return stated
     found = list(_NUMBER.finditer(text))
     return found[-1].span() if found else None
 
 
 def extract_answer(text: str) -> str | None:
-    """The first number after the last '####', else the last number in the text."""
+    """The final answer of `text` (the number at answer_span: after the last '####', else the last stated
+    answer, else the last number), normalized ("$1,234.50" -> "1234.50", "\N{MINUS SIGN}5" -> "-5", "1/2"
+    stays "1/2"), or None when the text has no number."""
     span = answer_span(text)
     return _normalize(text[span[0] : span[1]]) if span else None
 
@@ -107,13 +153,17 @@ _DELTAS = (1, -1, 2, -2, 3, -3)
 
 
 def _shifted(literal: str, d: int) -> str:
-    """The number written `literal` plus d, written the same way ($ sign, thousands commas, decimals, and a
-    trailing comma the number pattern took along)."""
-    body = literal.rstrip(",")
-    value = Decimal(_normalize(body)) + d
-    decimals = len(body.split(".")[1]) if "." in body else 0
-    digits = format(abs(value), f"{',' if ',' in body else ''}.{decimals}f")
-    return ("-" if value < 0 else "") + ("$" if "$" in body else "") + digits + literal[len(body) :]
+    """The number written `literal` plus d, written the same way: its minus sign (ASCII or U+2212), $ sign,
+    thousands commas and decimals; a fraction keeps its denominator ("1/2" + 1 is "3/2")."""
+    minus = _MINUS if _MINUS in literal else "-"
+    if "/" in literal:
+        numerator, denominator = _normalize(literal).split("/")
+        shifted = int(numerator) + d * int(denominator)
+        return (minus if shifted < 0 else "") + f"{abs(shifted)}/{denominator}"
+    value = Decimal(_normalize(literal)) + d
+    decimals = len(literal.split(".")[1]) if "." in literal else 0
+    digits = format(abs(value), f"{',' if ',' in literal else ''}.{decimals}f")
+    return (minus if value < 0 else "") + ("$" if "$" in literal else "") + digits
 
 
 def number_edit(text: str, answer: str, key: str) -> str | None:
@@ -129,7 +179,13 @@ def number_edit(text: str, answer: str, key: str) -> str | None:
     deltas = [d for d in _DELTAS if a + d >= min(a, 0)]
     d = deltas[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(deltas)]
     spans = [span]
-    earlier = [m.span() for m in _NUMBER.finditer(text) if m.end() <= span[0] and to_number(m.group()) == a]
+    # an earlier occurrence is written like the answer: a fraction (18/3) is a computation, not a result 6
+    fraction = "/" in text[span[0] : span[1]]
+    earlier = [
+        m.span()
+        for m in _NUMBER.finditer(text)
+        if m.end() <= span[0] and to_number(m.group()) == a and ("/" in m.group()) == fraction
+    ]
     if earlier:
         spans.insert(0, earlier[-1])
     edited, last = [], 0
