@@ -41,9 +41,9 @@ from harness.pairs import PairsConfig
 from harness.runinfo import machine, stage_env
 from tasks import TASKS
 from tasks.base import resolve_options
-from trainers.logprobs import encode
 from trainers.pairfile import load_pairs, read_pairs
 from trainers.probes import FIXED, ProbeSet
+from trainers.tokens import encode
 from trainers.trainer import encode_pairs
 
 
@@ -125,12 +125,9 @@ def eval_seconds(outputs: Path, body: int, head: int, tok, peaks: dict) -> tuple
     cfg = EvalConfig(**json.loads((outputs / "stages" / "eval.json").read_text()) | {"judge": "none"})
     ev = Evaluator(cfg)
 
-    def tokens(texts: list[str]) -> int:
-        return sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
-
-    task_prompts = sum(tokens(ps) for ps in ev.prompts.values())
+    task_prompts = sum(len(x) for ps in ev.prompts.values() for x in ps)
     probe = ProbeSet(tok, [p for f in cfg.heldout_files for p in read_pairs(f)])
-    probe_prompts, kl_prompts = sum(map(len, probe.prompts)), tokens(ev.kl_prompts())
+    probe_prompts, kl_prompts = sum(map(len, probe.prompts)), sum(map(len, ev.kl_prompts()))
     generation, scoring = 0.0, fixed_flops(probe, body, head) / peaks["float32"]  # the reference's, once
     for model, out in zip(cfg.model, map(Path, cfg.out)):
         result = json.loads((out / "eval.json").read_text())

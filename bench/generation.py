@@ -26,14 +26,15 @@ from trainers.logprobs import resolve_dtype
 ONE = """
 import json, sys, time
 from transformers import AutoTokenizer
-from harness.generation import HFGenerator, Sampling, chat_prompts, make_generator
+from harness.generation import HFGenerator, Sampling, make_generator
 from tasks import gsm8k
+from trainers.tokens import prompt_ids
 if __name__ == "__main__":
     path, backend, n, max_tokens, dtype, batch = (
         sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
     )
     tok = AutoTokenizer.from_pretrained(path)
-    prompts = chat_prompts(tok, [gsm8k.prompt(q["question"]) for q in gsm8k.load("test")[:n]])
+    prompts = [prompt_ids(tok, gsm8k.prompt(q["question"])) for q in gsm8k.load("test")[:n]]
     gen = HFGenerator(path, dtype, batch) if backend == "hf" else make_generator(path, backend, dtype)
     gen.generate(prompts[:2], Sampling(max_tokens=8))  # warm-up, not timed
     gen.stats.update(tokens=0, seconds=0.0)

@@ -35,7 +35,8 @@ from harness import models
 from harness.runinfo import machine
 from tasks.data import cache_dir
 from trainers import logprobs
-from trainers.logprobs import autocast, encode
+from trainers.logprobs import autocast
+from trainers.tokens import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = cache_dir() / "pairs"  # where harness.pairs caches them

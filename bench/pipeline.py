@@ -106,12 +106,12 @@ def trl_train(model_path: str, rows: list[dict], out: Path) -> float:
 def run_peer(a, pairs_file: Path, work: Path) -> dict:
     from transformers import AutoTokenizer
 
-    from harness.generation import chat_prompts
-
     model_path = models.resolve_model(a.model)
     tok = AutoTokenizer.from_pretrained(model_path)
     pairs = list(read_jsonl(pairs_file))
-    prompts = chat_prompts(tok, [p["prompt"] for p in pairs])
+    prompts = [
+        tok.apply_chat_template(p["prompt"], add_generation_prompt=True, tokenize=False) for p in pairs
+    ]
     rows = [{"prompt": x, "chosen": p["chosen"], "rejected": p["rejected"]} for x, p in zip(prompts, pairs)]
     stages, scores = {}, {}
     for method in ("dpo", "spo"):

@@ -32,10 +32,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from common import write_json, write_jsonl
 from harness import models
-from harness.generation import chat_prompts
 from harness.runinfo import machine
 from tasks import arith, gsm8k
-from trainers.logprobs import autocast, encode
+from trainers.logprobs import autocast
+from trainers.tokens import encode
 from trainers.trainer import TrainConfig, Trainer
 
 OURS = [
@@ -63,6 +63,11 @@ def matmul_peak(dtype: torch.dtype, n: int, seconds: float = 3.0) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
+def chat_text(tok, messages: list[dict]) -> str:
+    """A chat prompt as text (the peer, TRL, takes prompts as strings)."""
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 def bench_pairs(tok, n: int, kind: str) -> list[dict]:
     """gsm8k: chosen = a train question's gold solution, rejected = the next question's (long, unrelated).
     arith: the cpu preset's short edit pairs (chosen = the gold solution, rejected = it with one number and
@@ -72,11 +77,11 @@ def bench_pairs(tok, n: int, kind: str) -> list[dict]:
             arith.make_pair(r, [], gold_chosen=True, pair_style="edit") for r in arith.generate(n, 2, "train")
         ]
         return [
-            {"prompt": chat_prompts(tok, [r["prompt"]])[0], "chosen": r["chosen"], "rejected": r["rejected"]}
+            {"prompt": chat_text(tok, r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]}
             for r in rows
         ]
     rows = gsm8k.load("train")[: n + 1]
-    prompts = chat_prompts(tok, [gsm8k.prompt(r["question"]) for r in rows])
+    prompts = [chat_text(tok, gsm8k.prompt(r["question"])) for r in rows]
     return [
         {
             "prompt": prompts[i],

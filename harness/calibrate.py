@@ -17,10 +17,11 @@ from pathlib import Path
 
 from common import run_main, write_json, write_text
 from harness import models
-from harness.generation import BACKENDS, DTYPES, Sampling, chat_prompts, make_generator
+from harness.generation import BACKENDS, DTYPES, Sampling, make_generator
 from harness.runinfo import commit, machine, versions
 from harness.stats import mean_ci
 from tasks import arith
+from trainers.tokens import prompt_ids
 
 
 def calibrate(
@@ -45,7 +46,7 @@ def calibrate(
     }
     for level in levels:
         rows = arith.generate(n, level, "test", seed)
-        prompts = chat_prompts(tok, [arith.prompt(r["question"]) for r in rows])
+        prompts = [prompt_ids(tok, arith.prompt(r["question"])) for r in rows]
         outs = [o[0] for o in gen.generate(prompts, sampling, desc=f"arith level {level}")]
         scores = [float(arith.is_correct(o.text, arith.gold_answer(r["answer"]))) for r, o in zip(rows, outs)]
         mean, lo, hi = mean_ci(scores, seed=seed)

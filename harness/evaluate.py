@@ -42,7 +42,6 @@ from harness.generation import (
     Generator,
     Group,
     Sampling,
-    chat_prompts,
     make_generator,
     same_architecture,
 )
@@ -54,6 +53,7 @@ from tasks.base import resolve_options
 from tasks.data import cache_dir
 from trainers.pairfile import read_pairs
 from trainers.probes import GREEDY_TOKENS
+from trainers.tokens import prompt_ids
 
 KL_SAMPLING = Sampling(max_tokens=128, temperature=1.0)
 # the held-out probes' greedy response, as capped in the training probes
@@ -143,7 +143,7 @@ class Evaluator:
         self.items = load_items(cfg)
         tok = AutoTokenizer.from_pretrained(self.ref_path)
         self.convs = {t: [conversation(t, it) for it in items] for t, items in self.items.items()}
-        self.prompts = {t: chat_prompts(tok, c) for t, c in self.convs.items()}
+        self.prompts = {t: [prompt_ids(tok, x) for x in c] for t, c in self.convs.items()}
         self.gen: Generator | None = None
         self.scorer: ShiftScorer | None = None
         self.judge = (
@@ -237,7 +237,7 @@ class Evaluator:
             if TASKS[task].JUDGED and is_ref:
                 self.ref_outputs[task] = texts
             samples += [
-                {"task": task, "prompt": c[0]["content"], "output": o.text, **r}
+                {"task": task, "prompt": c[0]["content"], "output": o.text, "finished": o.finished, **r}
                 for c, o, r in zip(self.convs[task], outs, rows)
             ]
         result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(path, groups, generated)
@@ -276,7 +276,7 @@ class Evaluator:
             for task in self.items
         }
 
-    def kl_prompts(self) -> list[str]:
+    def kl_prompts(self) -> list[list[int]]:
         """The first eval prompts, taken round robin over the tasks so that each gets an equal share."""
         lists = list(self.prompts.values())
         interleaved = [ps[i] for i in range(max(map(len, lists), default=0)) for ps in lists if i < len(ps)]
@@ -289,7 +289,7 @@ class Evaluator:
             self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout)
         return {
             "kl samples": (self.kl_prompts(), self._sampling(KL_SAMPLING)),
-            "probe greedy": (self.scorer.prompt_texts, self._sampling(GREEDY_SAMPLING)),
+            "probe greedy": (self.scorer.probe.prompts, self._sampling(GREEDY_SAMPLING)),
         }
 
     def _shift(self, path: str, groups: dict[str, Group], generated: dict[str, list]) -> dict:

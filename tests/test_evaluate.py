@@ -12,13 +12,16 @@ from harness.evaluate import EvalConfig, evaluate
 from harness.generation import Completion
 from harness.shift import ShiftScorer, distinct_n, output_stats
 from tasks import arith
-from trainers.logprobs import encode, native_bf16, sequence_logps
+from trainers.logprobs import native_bf16, sequence_logps
+from trainers.tokens import encode
 
 HELDOUT = [
     {"prompt": [{"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5"},
     {"prompt": "plain prompt", "chosen": "yes indeed", "rejected": "no"},
 ]
-SAMPLES = [Completion("ab", [300, 301], True), Completion("cd", [302, 303, 304], False)]
+# the first sample ended on the model's stop id 0 (not the tokenizer's EOS, 2), the second was cut by its cap
+SAMPLES = [Completion("ab", [300, 301], 0), Completion("cd", [302, 303, 304], None)]
+KL_PROMPTS = [[305, 306], [307]]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,7 @@ def other_model_dir(tiny_model_dir, tmp_path_factory):
 
 def test_shift_is_zero_for_a_copy_of_the_reference(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
-    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(str(copy), ["p1", "p2"], SAMPLES)
+    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(str(copy), KL_PROMPTS, SAMPLES)
     assert (out["dlogp_chosen"], out["dlogp_rejected"], out["dlog_combined"], out["kl"]) == (
         0.0,
         0.0,
@@ -51,7 +54,7 @@ def test_shift_is_zero_for_a_copy_of_the_reference(tiny_model_dir, tmp_path):
 
 def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(other_model_dir, ["p1", "p2"], SAMPLES)
+    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(other_model_dir, KL_PROMPTS, SAMPLES)
     pol, ref = (AutoModelForCausalLM.from_pretrained(p).eval() for p in (other_model_dir, tiny_model_dir))
 
     def logps(model, field):
@@ -67,17 +70,13 @@ def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
     )
     combined = torch.log(pc.total.exp() + pr.total.exp()) - torch.log(rc.total.exp() + rr.total.exp())
     both = ((pc.mean < rc.mean) & (pr.mean < rr.mean)).float().mean().item()
-    # the finished sample is scored with its end-of-turn token, the cut one without
-    prompts = [
-        tok("p1", add_special_tokens=False)["input_ids"],
-        tok("p2", add_special_tokens=False)["input_ids"],
-    ]
-    completions = [[300, 301, tok.eos_token_id], [302, 303, 304]]
+    # the finished sample is scored with the stop id it sampled, the cut one with none
+    completions = [[300, 301, 0], [302, 303, 304]]
     with torch.no_grad():
         kl = (
             (
-                sequence_logps(pol, prompts, completions).total
-                - sequence_logps(ref, prompts, completions).total
+                sequence_logps(pol, KL_PROMPTS, completions).total
+                - sequence_logps(ref, KL_PROMPTS, completions).total
             )
             .mean()
             .item()
@@ -93,7 +92,7 @@ def test_distinct_n_and_output_stats():
     assert distinct_n([[1, 2, 1, 2], [1, 2]], 1) == 2 / 6
     assert distinct_n([[1, 2, 1, 2], [1, 2]], 2) == 2 / 4  # (1,2) ×3, (2,1) ×1
     assert distinct_n([[1]], 2) is None
-    stats = output_stats([Completion("a", [1, 2, 3], True), Completion("b", [4], False)], [True, False])
+    stats = output_stats([Completion("a", [1, 2, 3], 2), Completion("b", [4], None)], [True, False])
     assert stats == {
         "mean_length": 2.0,
         "finished_share": 0.5,
@@ -101,7 +100,7 @@ def test_distinct_n_and_output_stats():
         "distinct_1": 1.0,
         "distinct_2": 1.0,
     }
-    assert output_stats([Completion("a", [1], True)], None)["format_rate"] is None
+    assert output_stats([Completion("a", [1], 2)], None)["format_rate"] is None
 
 
 def test_evaluate_several_checkpoints_with_one_generator(
@@ -140,7 +139,6 @@ def test_evaluate_several_checkpoints_with_one_generator(
         "top_p": 1.0,
         "n": 1,
         "seed": 1,
-        "stop": (),
     }
     assert set(ref["tldr"]["judge"]) == {"human"} and set(policy["tldr"]["judge"]) == {"human", "reference"}
     assert (

@@ -7,8 +7,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from bench import floor
-from trainers.logprobs import encode
 from trainers.probes import ProbeSet
+from trainers.tokens import encode
 
 PAIRS = [
     {

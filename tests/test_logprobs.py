@@ -9,7 +9,6 @@ from trainers.logprobs import (
     DECODE,
     _decode_attention,
     decoding,
-    encode,
     pair_logps,
     score,
     score_pairs,
@@ -17,6 +16,7 @@ from trainers.logprobs import (
     sequence_logps,
     shared_logps,
 )
+from trainers.tokens import encode
 
 
 def naive_logps(model, prompt: list[int], completion: list[int]) -> float:

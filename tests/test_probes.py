@@ -4,9 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainers.logprobs import encode, pair_logps
+from trainers.logprobs import pair_logps
 from trainers.losses import SeqLogps, preference_loss
 from trainers.probes import KINDS, ProbeSet, fixed_responses, probe_terms
+from trainers.tokens import encode
 from trainers.trainer import TrainConfig, Trainer
 
 PAIRS = [

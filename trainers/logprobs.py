@@ -72,19 +72,6 @@ def _register_attention() -> None:
     AttentionMaskInterface.register(DECODE, sdpa_mask)
 
 
-def encode(tok, prompt: list[dict] | str, completion: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids): the chat template with the generation prompt, then the
-    response followed by the end-of-turn token, so the model is scored on stopping as well."""
-    text = (
-        prompt
-        if isinstance(prompt, str)
-        else tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    )
-    p = tok(text, add_special_tokens=False)["input_ids"]
-    c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return p, c
-
-
 def native_bf16(device_type: str | None = None) -> bool:
     """Whether bf16 runs natively on `device_type` (default: cuda if there is a GPU, else cpu): a GPU with
     bf16 units, or a CPU with AVX-512 bf16 or AMX. Elsewhere bf16 is emulated (an AVX2-only CPU here: 0.2

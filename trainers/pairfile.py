@@ -14,10 +14,11 @@ Accepted rows (the formats TRL and most preference datasets use):
   every message but the last (an assistant message), and the shared part is the prompt.
 
 Every row comes out as `{"prompt": str | messages, "chosen": str, "rejected": str, ...}` with its
-other keys (id, task, ...) kept. A bad row never stops the load silently and never disappears
-unreported: with policy `skip` it is counted in the `LoadReport` (file, line, field, reason) and
-the load goes on; with `error` the first one raises a ValueError naming file, line (or row, in a
-Parquet file or a dataset) and field.
+other keys (id, task, ...) kept. An optional `"truncated"` lists the responses ("chosen", "rejected",
+"rephrased") that a length cap cut (the pairs stage writes it): those are scored without an end token.
+A bad row never stops the load silently and never disappears unreported: with policy `skip` it is counted in
+the `LoadReport` (file, line, field, reason) and the load goes on; with `error` the first one raises a
+ValueError naming file, line (or row, in a Parquet file or a dataset) and field.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ REASONS = {
     # the last one: the trainer's, kept with cut completions
     "truncated": "truncated to max_len",
 }
+# the responses a pair's optional `truncated` list may name
+TRUNCATABLE = ("chosen", "rejected", "rephrased")
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark: Windows editors start a file with it
 # a hub dataset id: name or owner/name, no path separators beyond the one
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -164,7 +167,17 @@ def normalise(row, max_chars: int = MAX_CHARS) -> dict:
     out["chosen"], out["rejected"] = _text(out, "chosen", max_chars), _text(out, "rejected", max_chars)
     if out["chosen"].strip() == out["rejected"].strip():
         raise BadRow("identical", "rejected", "chosen and rejected are the same text")
+    cut = out.get("truncated", [])
+    if not (isinstance(cut, list) and set(cut) <= set(TRUNCATABLE)):
+        raise BadRow(
+            "type", "truncated", f"expected a list of names from {', '.join(TRUNCATABLE)}, got {cut!r}"
+        )
     return out
+
+
+def truncated(pair: dict, field_: str) -> bool:
+    """Whether the pair's `field_` response was cut by a length cap (its `truncated` list names it)."""
+    return field_ in pair.get("truncated", ())
 
 
 def _jsonl(path: str, report: LoadReport) -> Iterator[tuple[int, object]]:

@@ -15,38 +15,52 @@ import copy
 
 import torch
 
-from trainers.logprobs import decoding, encode, score_shared
+from trainers.logprobs import decoding, score_shared
 from trainers.losses import SeqLogps
+from trainers.pairfile import truncated
+from trainers.tokens import completion_ids, generate_kwargs, pad_id, prompt_ids, split_at_stop, stop_ids
 
 FIXED = ("chosen", "rejected", "rephrased", "unrelated")  # the same text for every policy
 KINDS = (*FIXED, "greedy")  # greedy: each policy's own
 GREEDY_TOKENS = 128  # cap on a probe's greedy response (training and evaluation alike)
 
 
-def fixed_responses(pairs: list[dict]) -> dict[str, list[str | None]]:
-    """The fixed probe responses of each pair; the unrelated one is the next pair's chosen (cyclically),
-    so none with a single pair."""
+def _sources(pairs: list[dict]) -> dict[str, list[tuple[dict, str] | None]]:
+    """Per fixed kind, the (pair, field) each pair's response comes from; the unrelated one is the next
+    pair's chosen (cyclically), so none with a single pair."""
     n = len(pairs)
     return {
-        "chosen": [p["chosen"] for p in pairs],
-        "rejected": [p["rejected"] for p in pairs],
-        "rephrased": [p.get("rephrased") or None for p in pairs],
-        "unrelated": [pairs[(i + 1) % n]["chosen"] if n > 1 else None for i in range(n)],
+        "chosen": [(p, "chosen") for p in pairs],
+        "rejected": [(p, "rejected") for p in pairs],
+        "rephrased": [(p, "rephrased") if p.get("rephrased") else None for p in pairs],
+        "unrelated": [(pairs[(i + 1) % n], "chosen") if n > 1 else None for i in range(n)],
+    }
+
+
+def fixed_responses(pairs: list[dict]) -> dict[str, list[str | None]]:
+    """The fixed probe responses of each pair (None: the pair has no such response)."""
+    return {
+        kind: [None if s is None else s[0][s[1]] for s in sources]
+        for kind, sources in _sources(pairs).items()
     }
 
 
 class ProbeSet:
     """Held-out pairs tokenised once: prompt ids and, per fixed kind, completion ids (None: no such
-    response for that pair)."""
+    response for that pair), each ended by the end token unless a length cap cut it; `generation_config`
+    (the checkpoint's) adds its end ids to the greedy responses' stop ids."""
 
-    def __init__(self, tok, pairs: list[dict]):
+    def __init__(self, tok, pairs: list[dict], generation_config=None):
         self.n = len(pairs)
-        self.eos = tok.eos_token_id
-        self.pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.prompts = [encode(tok, p["prompt"], "")[0] for p in pairs]
+        self.stops = stop_ids(tok, generation_config)
+        self.pad = pad_id(tok, self.stops)
+        self.prompts = [prompt_ids(tok, p["prompt"]) for p in pairs]
         self.responses = {
-            kind: [None if t is None else encode(tok, p["prompt"], t)[1] for p, t in zip(pairs, texts)]
-            for kind, texts in fixed_responses(pairs).items()
+            kind: [
+                None if s is None else completion_ids(tok, p["prompt"], s[0][s[1]], truncated(*s))
+                for p, s in zip(pairs, sources)
+            ]
+            for kind, sources in _sources(pairs).items()
         }
 
     def score(self, model, responses: list[list[int] | None], batch_size: int = 16) -> SeqLogps:
@@ -62,10 +76,10 @@ class ProbeSet:
     def greedy(
         self, model, max_new_tokens: int = GREEDY_TOKENS, batch_size: int = 16, bf16: bool = False
     ) -> list[list[int]]:
-        """The model's greedy response to each prompt, with the end-of-turn token where it stopped (as
-        `encode` appends it to the fixed responses). `bf16`: decode a bf16 copy of the weights, as the
-        trainer's forwards and evaluation's engine run where bf16 is native; decoding a few prompts is bound
-        by reading the weights at every step, and bf16 halves those bytes."""
+        """The model's greedy response to each prompt (argmax at every step, whatever its generation_config
+        says), with the stop token it sampled where it stopped. `bf16`: decode a bf16 copy of the weights, as
+        the trainer's forwards and evaluation's engine run where bf16 is native; decoding a few prompts is
+        bound by reading the weights at every step, and bf16 halves those bytes."""
         was_training = model.training
         decoder = copy.deepcopy(model).to(torch.bfloat16) if bf16 else model
         decoder.eval()
@@ -81,13 +95,11 @@ class ProbeSet:
                 gen = decoder.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=self.pad,
-                    eos_token_id=self.eos,
+                    **generate_kwargs(self.stops, self.pad, max_new_tokens),
                 )
                 for row in gen[:, width:].tolist():
-                    out.append(row[: row.index(self.eos) + 1] if self.eos in row else row)
+                    sampled, stop = split_at_stop(row, self.stops)
+                    out.append(sampled + [stop] * (stop is not None))
         model.train(was_training)
         return out
 

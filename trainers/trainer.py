@@ -22,18 +22,12 @@ from pathlib import Path
 import torch
 
 from common import atomic_file, fingerprint, option, replace_dir, write_json, write_text
-from trainers.logprobs import (
-    autocast,
-    encode,
-    native_bf16,
-    pair_logps,
-    score_pairs,
-    sequence_logps,
-)
+from trainers.logprobs import autocast, native_bf16, pair_logps, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss
-from trainers.pairfile import describe, load_pairs
+from trainers.pairfile import describe, load_pairs, truncated
 from trainers.parallel import strategy
 from trainers.probes import ProbeSet, nan_mean, probe_terms
+from trainers.tokens import encode
 
 
 @dataclass(kw_only=True)
@@ -160,12 +154,13 @@ def lookahead_anchor(
 def encode_pairs(tok, path: str, max_len: int, policy: str) -> tuple[list, list[dict]]:
     """Tokenised (prompt, chosen, rejected) pairs of a pair file, and the skipped or truncated rows (line,
     id, field, reason, detail): the file's bad rows (trainers.pairfile) and the pairs over `max_len` tokens
-    (`policy`: --bad-pairs), summarised on stderr."""
+    (`policy`: --bad-pairs), summarised on stderr. A response the pairs stage marked as cut by its length cap
+    gets no end token (trainers.tokens.encode)."""
     rows, report = load_pairs(path, "error" if policy == "error" else "skip")
     kept = []
     for line, p in zip(report.lines, rows):
-        x, c = encode(tok, p["prompt"], p["chosen"])
-        r = encode(tok, p["prompt"], p["rejected"])[1]
+        x, c = encode(tok, p["prompt"], p["chosen"], truncated(p, "chosen"))
+        r = encode(tok, p["prompt"], p["rejected"], truncated(p, "rejected"))[1]
         n = len(x) + max(len(c), len(r))  # the longer of the two sequences
         if n > max_len:
             cut = policy == "truncate" and len(x) < max_len  # the prompt stays whole
@@ -211,7 +206,9 @@ class Trainer:
             raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
         self.probe = None
         if cfg.probe_pairs and cfg.probe_every:
-            self.probe = ProbeSet(tok, load_pairs(cfg.probe_pairs, "error")[0])
+            self.probe = ProbeSet(
+                tok, load_pairs(cfg.probe_pairs, "error")[0], getattr(model, "generation_config", None)
+            )
 
     @staticmethod
     def _check_config(cfg: TrainConfig) -> tuple[str, str]:

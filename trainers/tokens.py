@@ -1,0 +1,159 @@
+"""A checkpoint's token conventions, in one place: how a prompt becomes token ids, which ids end a response,
+and generation settings that leave the model's distribution as it is. Generation (vLLM and HF), pairs,
+training, probes, KL samples and scoring all go through here, so a prompt has the same ids everywhere.
+
+Model families differ on exactly these points (DESIGN "Model families"): Llama-3, Mistral and Gemma
+tokenizers add a BOS token and SmolLM2's and Qwen's do not; Qwen2.5, Llama-3 and Gemma declare several
+end-of-sequence ids in generation_config.json; a checkpoint's generation_config may set a repetition
+penalty, top-k, top-p, min-p or a no-repeat n-gram size that `generate` would otherwise apply to "greedy"
+decoding and to "samples from π".
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+# generate() settings that turn off every logits processor and warper a checkpoint's generation_config can
+# switch on (transformers 5: the model's values fill whatever a call leaves unset, so each is set here)
+NEUTRAL_GENERATION = {
+    "num_beams": 1,
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "exponential_decay_length_penalty": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "guidance_scale": None,
+    "watermarking_config": None,
+    "dola_layers": None,
+    "penalty_alpha": None,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "token_healing": False,
+    "stop_strings": None,
+    "max_time": None,
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "min_p": None,
+    "top_h": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+
+
+@cache
+def _leading_specials(tok) -> tuple[int, ...]:
+    """The special ids the tokenizer puts before a text (a BOS for Llama-3, Mistral, Gemma; none for SmolLM2
+    or Qwen), without the ones some tokenizers put after it (an EOS)."""
+    bare = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return tuple(full[:start])
+    return ()
+
+
+def prompt_ids(tok, prompt: list[dict] | str) -> list[int]:
+    """A prompt's token ids. Chat messages go through the chat template with the generation prompt, and the
+    template decides the special tokens (a template that opens with BOS writes it; transformers'
+    `apply_chat_template(tokenize=True)` adds none either). A plain string gets the special tokens the
+    tokenizer puts before a text (BOS where it adds one), unless it already starts with them."""
+    if not isinstance(prompt, str):
+        text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return tok(text, add_special_tokens=False)["input_ids"]
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    lead = list(_leading_specials(tok))
+    return ids if ids[: len(lead)] == lead else lead + ids
+
+
+@cache
+def end_of_turn(tok) -> int:
+    """The id that closes an assistant turn in the chat template (<|im_end|> for SmolLM2 and Qwen, <|eot_id|>
+    for Llama-3, <end_of_turn> for Gemma, whose `eos_token` is another id); the tokenizer's EOS without a
+    template, or where the template closes a turn with no special token."""
+    if tok.chat_template is None:
+        return tok.eos_token_id
+    mark = "\x00response\x00"
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}]
+    text = tok.apply_chat_template(turn, tokenize=False)
+    after = tok(text.split(mark, 1)[-1], add_special_tokens=False)["input_ids"] if mark in text else []
+    return after[0] if after and after[0] in tok.all_special_ids else tok.eos_token_id
+
+
+def end_id(tok, prompt: list[dict] | str) -> int:
+    """The id that ends a response to `prompt`: the end-of-turn token after a chat prompt, the tokenizer's EOS
+    after a plain text."""
+    return tok.eos_token_id if isinstance(prompt, str) else end_of_turn(tok)
+
+
+def stop_ids(tok, generation_config=None) -> tuple[int, ...]:
+    """Every id that ends a sample: the tokenizer's EOS, the chat template's end of turn and each
+    `eos_token_id` of the checkpoint's generation_config (an int or a list: Qwen2.5 151643 and 151645,
+    Llama-3 128001/128008/128009, Gemma 1 and 106), in that order, without repeats."""
+    declared = getattr(generation_config, "eos_token_id", None)
+    if isinstance(declared, int):
+        declared = [declared]
+    ids = [tok.eos_token_id, end_of_turn(tok), *(declared or [])]
+    return tuple(dict.fromkeys(i for i in ids if i is not None))
+
+
+def generation_config_of(path: str):
+    """The checkpoint's generation_config (None where it has none)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path)
+    except OSError:
+        return None
+
+
+def completion_ids(tok, prompt: list[dict] | str, text: str, truncated: bool = False) -> list[int]:
+    """A response's token ids, followed by the id that ends a response to `prompt` (`end_id`) unless the
+    response was cut by a length cap (`truncated`): the model is scored on stopping only where it stopped."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return ids if truncated else ids + [end_id(tok, prompt)]
+
+
+def encode(tok, prompt: list[dict] | str, completion: str, truncated: bool = False) -> tuple[list, list]:
+    """(prompt ids, completion ids) of one response (`prompt_ids`, `completion_ids`)."""
+    return prompt_ids(tok, prompt), completion_ids(tok, prompt, completion, truncated)
+
+
+def split_at_stop(ids: list[int], stops: tuple[int, ...]) -> tuple[list[int], int | None]:
+    """(the sampled tokens before the first stop id, that stop id), or (all of them, None) when none stopped
+    the sample (it reached the length cap); what follows a stop is padding."""
+    for i, t in enumerate(ids):
+        if t in stops:
+            return ids[:i], t
+    return ids, None
+
+
+def generate_kwargs(
+    stops: tuple[int, ...], pad: int, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+) -> dict:
+    """HF `generate` arguments for the model's own distribution: greedy argmax at temperature 0, else
+    sampling at `temperature` (with `top_p`, no top-k); every processor a generation_config could add is
+    off (NEUTRAL_GENERATION), and every id of `stops` ends a sample."""
+    greedy = temperature == 0
+    return NEUTRAL_GENERATION | {
+        "do_sample": not greedy,
+        "temperature": 1.0 if greedy else temperature,
+        "top_p": 1.0 if greedy else top_p,
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": list(stops),
+        "pad_token_id": pad,
+    }
+
+
+def pad_id(tok, stops: tuple[int, ...]) -> int:
+    """The tokenizer's pad id, else the first stop id (Llama-3 has no pad token)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else stops[0]
