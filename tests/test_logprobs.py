@@ -337,3 +337,25 @@ def test_greedy_decoding_on_the_default_model_is_unchanged_in_fp32(default_model
     assert model.config._attn_implementation == "sdpa"
     assert enc.attention_mask[:, 0].tolist().count(0) >= 1  # the batch is left-padded
     assert torch.equal(direct, plain)
+
+
+def test_scores_include_the_models_own_logit_post_processing(default_model_path, tmp_path):
+    """A tiny Gemma-2 with final-logit soft-capping 0.5: the scores are log_softmax of the model's own
+    forward, soft-capping included (the base model's hidden states through the LM head alone gave −64.5661
+    for −64.5744 on the first sequence); several sequences padded together, with gradients."""
+    from families import build
+
+    path = build("gemma2", default_model_path, tmp_path / "gemma2")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    chats = [[{"role": "user", "content": "What is 2+3?"}], [{"role": "user", "content": "Hi"}]]
+    encoded = [encode(tok, c, r) for c, r in zip(chats, ("It is 5.", "Hello there, how are you?"))]
+    got = sequence_logps(model, [x for x, _ in encoded], [c for _, c in encoded])
+    for (x, c), total in zip(encoded, got.total):
+        assert total.item() == pytest.approx(naive_logps(model, x, c), abs=1e-5 * len(c))
+    got.total.sum().backward()
+    assert model.get_output_embeddings().weight.grad is not None
+    model.config.final_logit_softcapping = None  # the soft-capping is what the scores follow
+    assert sequence_logps(model, [encoded[0][0]], [encoded[0][1]]).total.item() != pytest.approx(
+        got.total[0].item(), abs=1e-3
+    )

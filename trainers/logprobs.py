@@ -4,15 +4,15 @@ Sequences are packed into one row without padding, each attending only to itself
 switched, for that forward, to SDPA run segment by segment (`_segment_attention`), so no work is spent on pad
 tokens or on token pairs from different sequences. Models whose attention cannot be switched (eager, sliding
 window, no attention interface) get right-padded rows instead: with right padding every real token sits before
-every pad, so the causal mask alone keeps pads out of attention. The LM head runs only at the positions that
-predict completion tokens, so the (large-vocabulary) logits are never materialised for prompt or pad
-positions. HF `generate` (training probes, the HF backend) runs with `decoding`: each decode step's attention
-computed directly in fp32 instead of by SDPA's kernel.
+every pad, so the causal mask alone keeps pads out of attention. Scores come from the model's own forward, its
+logit post-processing included; its LM head runs only at the positions that predict completion tokens, so the
+(large-vocabulary) logits are never materialised for prompt or pad positions. HF `generate` (training probes,
+the HF backend) runs with `decoding`: each decode step's attention computed directly in fp32 instead of by
+SDPA's kernel.
 """
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -131,37 +131,48 @@ def _completion_logps(
     **forward,
 ) -> SeqLogps:
     """Summed log-prob of `targets`, predicted at (rows, cols) of the batch `ids`, per sequence: the targets
-    are the sequences' tokens one after another, `counts` long each. The LM head runs only at those positions.
-    `forward` goes to the model (position ids, segments); `params` evaluates other weights functionally."""
+    are the sequences' tokens one after another, `counts` long each. `forward` goes to the model (position
+    ids, segments); `params` evaluates other weights functionally.
+
+    The model's own forward runs, so whatever it does to its logits after the LM head (Gemma-2's final
+    soft-capping, Granite's logit scaling, Cohere's logit scale) is in the scores; the LM head itself sees
+    only the hidden states at (rows, cols) (`_head_at`), so the large-vocabulary logits are never computed
+    for prompt or pad positions."""
     seq = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(ids.device)
-    kwargs = {"input_ids": ids, **forward}
-    if params is None and not _wrapped(model):
-        # a peft model: its LoRA-injected base
-        core = model.get_base_model() if hasattr(model, "get_base_model") else model
-        hidden = core.base_model(**kwargs).last_hidden_state
-        logits = core.get_output_embeddings()(hidden[rows, cols]).float()
-    else:  # other weights (functional call), or a DDP/FSDP/DeepSpeed model
-        keep, where = torch.unique(cols, return_inverse=True)
-        kwargs["logits_to_keep"] = keep
+    kwargs = {"input_ids": ids, "logits_to_keep": 0, **forward}
+    with _head_at(model, rows, cols):
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
-        logits = out.logits[rows, where].float()
-    token_logps = -F.cross_entropy(logits, targets, reduction="none")
+    if out.logits.shape[:2] != (1, len(targets)):
+        raise RuntimeError(
+            f"{type(_core(model)).__name__}: its logits ({tuple(out.logits.shape)}) are not the LM head's "
+            "output at the scored positions; this family needs its own scoring path"
+        )
+    token_logps = -F.cross_entropy(out.logits[0].float(), targets, reduction="none")
     total = torch.zeros(len(counts), device=ids.device, dtype=token_logps.dtype).index_add(
         0, seq, token_logps
     )
     return SeqLogps(total, torch.tensor(counts, device=ids.device, dtype=total.dtype))
 
 
-def _wrapped(model) -> bool:
-    """A DDP, FSDP or DeepSpeed model: its own forward must run (gradient sync; gathering the shards)."""
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.fsdp import FSDPModule
+@contextmanager
+def _head_at(model, rows: torch.Tensor, cols: torch.Tensor):
+    """During one forward, the output embedding (LM head) gets the hidden states at (rows, cols) only, as
+    one row: its input [batch, length, hidden] becomes [1, len(rows), hidden]. Everything the model's forward
+    does after the head then applies to those logits alone. A model that never calls its output embedding
+    module is an error, not a silent fallback."""
+    called = []
 
-    deepspeed = sys.modules.get("deepspeed")  # imported only by a run that uses it
-    return isinstance(model, torch.nn.parallel.DistributedDataParallel | FSDPModule) or bool(
-        deepspeed and isinstance(model, deepspeed.DeepSpeedEngine)
-    )
+    def gather(_module, args):
+        called.append(True)
+        return (args[0][rows, cols][None], *args[1:])
+
+    handle = _core(model).get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if not called:
+        raise RuntimeError(f"{type(_core(model)).__name__}: its forward does not call its output embedding")
 
 
 # decoders made only of attention and per-token layers (tested packed = padded)
