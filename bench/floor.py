@@ -11,7 +11,7 @@ embedding matrix and head = the LM head's (vocabulary × hidden), a forward cost
   are task prompts in the same engine call, free where the prefix cache holds them, so they count zero);
 - training: per pair and epoch three forwards (the backward is two; a LoRA run's one, no gradient for the
   frozen weights) of the prompt, once, and of the chosen and rejected tokens; a resumed run only for the
-  steps it made; the reference log-probs, a forward, in the run that computed them (train.json
+  steps it made; the reference log-probs, a forward per epoch, in the run that computed them (train.json
   `reference_logps_computed`; before that field, the first training stage);
 - the training probes (trainers.probes): the reference's fixed responses (each start), the policy's at every
   probe but step 0 (the same weights); the greedy responses' prompts prefilled at every probe and scored under
@@ -105,7 +105,8 @@ def training_seconds(outputs: Path, label: str, body: int, head: int, tok, peaks
     one = sum(forward(body, head, len(x), len(c) + len(r)) for x, c, r in pairs)
     # a LoRA run computes no gradient for the frozen weights: its backward costs one forward, not two
     passes = (2 if cfg["lora_r"] else 3) * cfg["epochs"] * (done["steps"] - start) / done["steps"]
-    passes += done.get("reference_logps_computed", first)
+    # the reference log-probs: one forward per epoch (each in that epoch's micro-batches)
+    passes += cfg["epochs"] * done.get("reference_logps_computed", first)
     seconds = passes * one / peak
     if not (cfg["probe_pairs"] and cfg["probe_every"]):
         return seconds

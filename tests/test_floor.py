@@ -36,9 +36,9 @@ def run_folder(tmp_path, train: dict, config: dict) -> None:
 @pytest.mark.parametrize(
     "train, config, passes, fixed, prompts",
     [
-        # 2 epochs × 3 passes + the reference; probes at steps 0, 2, 4: the reference's fixed responses and
-        # the policy's at 2 and 4; greedy prompts prefilled 3 times and scored 3 + 2 times
-        ({"resumed_from": 0, "reference_logps_computed": True}, {}, 7, 3, 8),
+        # 2 epochs × 3 passes + the reference once per epoch; probes at steps 0, 2, 4: the reference's fixed
+        # responses and the policy's at 2 and 4; greedy prompts prefilled 3 times and scored 3 + 2 times
+        ({"resumed_from": 0, "reference_logps_computed": True}, {}, 8, 3, 8),
         # resumed from step 2: half the steps, the reference cached; the probe at step 4 only
         ({"resumed_from": 2, "reference_logps_computed": False}, {}, 3, 2, 3),
         # LoRA: a backward of one forward; no greedy probes

@@ -127,27 +127,78 @@ def test_cli_reads_yaml_and_flags_override_it(tmp_path):
     assert parse(["--config", str(cfg), "--model", "m", "--pairs", "p"]).lr == 1e-5
 
 
-def test_a_few_steps_on_the_real_default_model_lower_the_loss(default_model_path, pairs_file, tmp_path):
-    # precision: the machine's (fp32 here)
-    cfg = TrainConfig(
-        model=default_model_path,
-        pairs=pairs_file,
-        output_dir=str(tmp_path / "real"),
-        method="spo",
-        lr=2e-5,
-        epochs=3,
-        batch_pairs=8,
-        micro_pairs=4,
-        warmup_ratio=0.0,
+def test_a_few_steps_on_the_real_default_model_lower_the_loss_from_inside_the_safe_region(
+    default_model_path, pairs_file, tmp_path
+):
+    """In the machine's precision (bf16 where native): the reference log-probs are scored in the very
+    micro-batches and precision of the training forwards, so at step 1 (the policy is the reference) every
+    pair's margin is exactly 0, no pair is outside SPO's safe region, and SPO's step is DPO's."""
+    tok, runs = AutoTokenizer.from_pretrained(default_model_path), {}
+    for method, epochs in (("spo", 3), ("dpo", 1)):
+        cfg = TrainConfig(
+            model=default_model_path,
+            pairs=pairs_file,
+            output_dir=str(tmp_path / method),
+            method=method,
+            lr=2e-5,
+            epochs=epochs,
+            batch_pairs=8,
+            micro_pairs=4,
+            warmup_ratio=0.0,
+        )
+        model = AutoModelForCausalLM.from_pretrained(default_model_path, use_safetensors=True)
+        summary = Trainer(cfg, model, tok).train()
+        runs[method] = [json.loads(line) for line in open(tmp_path / method / "metrics.jsonl")]
+    assert summary["steps"] == 1 and len(runs["spo"]) == 3
+    spo, dpo = runs["spo"][0], runs["dpo"][0]
+    assert (spo["loss"], spo["dlogp_chosen"], spo["outside_safe_region"], spo["penalty"]) == (
+        pytest.approx(math.log(2), abs=1e-6),
+        0.0,
+        0.0,
+        0.0,
     )
-    model = AutoModelForCausalLM.from_pretrained(default_model_path, use_safetensors=True)
-    summary = Trainer(cfg, model, AutoTokenizer.from_pretrained(default_model_path)).train()
-    losses = [json.loads(line)["loss"] for line in open(tmp_path / "real" / "metrics.jsonl")]
-    assert summary["steps"] == 3
-    # in fp32 the policy's first forward is the reference's, to rounding
-    tol = 0.02 if summary["bf16"] else 1e-5
-    assert losses[0] == pytest.approx(math.log(2), abs=tol)
-    assert losses[2] < losses[0] - 0.02
+    assert (spo["loss"], spo["grad_norm"]) == (dpo["loss"], dpo["grad_norm"])
+    assert runs["spo"][2]["loss"] < spo["loss"] - 0.02
+
+
+def test_reference_log_probs_are_scored_in_each_epochs_training_micro_batches(
+    tiny_model_dir, pairs_file, tmp_path
+):
+    """The model here rounds differently with the shape of its batch (as a GPU's or another CPU's GEMMs pick
+    kernels by shape): its hidden states move by 1e-3 × (packed row length mod 5). Scored in file order, the
+    reference would differ from the step-1 policy on most pairs and SPO's penalty would fire on that noise;
+    scored per epoch in the training micro-batches, it equals the policy to the bit at step 1."""
+    from trainers.logprobs import pair_logps
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.model.norm.register_forward_hook(lambda _m, _i, out: out + 1e-3 * (out.shape[1] % 5))
+    cfg = TrainConfig(
+        model=tiny_model_dir,
+        pairs=pairs_file,
+        output_dir=str(tmp_path / "run"),
+        method="spo",
+        epochs=2,
+        batch_pairs=4,
+        micro_pairs=2,
+        bf16=False,
+        lr=1e-2,
+    )
+    trainer = Trainer(cfg, model, tok)
+    batches = trainer._batches()
+    chosen, rejected = trainer.reference_logps(batches)
+    assert chosen.total.shape == (2, len(PAIRS))
+    with torch.no_grad():
+        for step, batch in enumerate(batches):
+            epoch = step // (len(batches) // 2)
+            for idx in trainer._micro_batches(batch, 0):
+                pc, pr = pair_logps(model, *trainer._columns(trainer.pairs, idx))
+                assert torch.equal(pc.total, chosen.total[epoch, idx]) and torch.equal(
+                    pr.total, rejected.total[epoch, idx]
+                )
+    trainer.train()
+    first = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
+    assert (first["outside_safe_region"], first["penalty"], first["dlogp_chosen"]) == (0.0, 0.0, 0.0)
 
 
 def test_lookahead_anchor_equals_the_loss_after_a_manual_sgd_step(tiny_model_dir):

@@ -358,21 +358,31 @@ def pair_logps(
 
 
 def _no_grad_batches(
-    model, logps, columns: tuple[list, ...], batch_size: int, bf16: bool, progress: str | None
+    model,
+    logps,
+    columns: tuple[list, ...],
+    batch_size: int,
+    bf16: bool,
+    progress: str | None,
+    groups: list[list[int]] | None = None,
 ) -> list[SeqLogps]:
     """`logps(model, *columns)` over the rows of `columns` in batches, in eval mode without gradients, on the
-    CPU."""
+    CPU. `groups`: the rows of each batch, in order (default: `batch_size` consecutive rows each); the
+    results follow the groups' order."""
     from tqdm.auto import tqdm
 
+    if groups is None:
+        groups = [
+            list(range(s, min(s + batch_size, len(columns[0]))))
+            for s in range(0, len(columns[0]), batch_size)
+        ]
     was_training = model.training
     model.eval()
     parts = []
     with torch.no_grad():
-        for s in tqdm(
-            range(0, len(columns[0]), batch_size), desc=progress, disable=progress is None, leave=False
-        ):
+        for rows in tqdm(groups, desc=progress, disable=progress is None, leave=False):
             with autocast(bf16, model.device.type):
-                out = logps(model, *(c[s : s + batch_size] for c in columns))
+                out = logps(model, *([c[i] for i in rows] for c in columns))
             parts.append([o.to("cpu") for o in (out if isinstance(out, tuple) else (out,))])
     model.train(was_training)
     if not parts:
@@ -404,9 +414,12 @@ def score_shared(
     batch_size: int = 8,
     bf16: bool = False,
     progress: str | None = None,
+    groups: list[list[int]] | None = None,
 ) -> tuple[SeqLogps, ...]:
-    """`shared_logps` over many prompts in batches of `batch_size` prompts, without gradients (eval mode)."""
-    return tuple(_no_grad_batches(model, shared_logps, (prompts, *completions), batch_size, bf16, progress))
+    """`shared_logps` over many prompts in batches of `batch_size` prompts (or the rows of each of `groups`,
+    in their order), without gradients (eval mode)."""
+    columns = (prompts, *completions)
+    return tuple(_no_grad_batches(model, shared_logps, columns, batch_size, bf16, progress, groups))
 
 
 def score_pairs(
@@ -417,9 +430,11 @@ def score_pairs(
     batch_size: int = 8,
     bf16: bool = False,
     progress: str | None = None,
+    groups: list[list[int]] | None = None,
 ) -> tuple[SeqLogps, SeqLogps]:
-    """`pair_logps` over many pairs in batches of `batch_size` pairs, without gradients (eval mode)."""
+    """`pair_logps` over many pairs in batches of `batch_size` pairs (or the rows of each of `groups`, in
+    their order), without gradients (eval mode)."""
     pc, pr = score_shared(
-        model, prompts, chosen, rejected, batch_size=batch_size, bf16=bf16, progress=progress
+        model, prompts, chosen, rejected, batch_size=batch_size, bf16=bf16, progress=progress, groups=groups
     )
     return pc, pr

@@ -273,34 +273,55 @@ class Trainer:
         """(prompts, chosen, rejected) of the pairs in idx."""
         return tuple([pairs[i][j] for i in idx] for j in range(3))
 
-    def reference_logps(self, pairs: list) -> tuple[SeqLogps, SeqLogps]:
-        """(chosen, rejected) log-probs under the model as it is now (the initial model), cached on
-        disk, keyed by the weights, the tokenised pairs and the precision (so methods share them)."""
+    def reference_logps(self, batches: list[list[int]]) -> tuple[SeqLogps, SeqLogps]:
+        """(chosen, rejected) log-probs of the pairs under the model as it is now (the initial model), per
+        epoch: `total` and `count` are [epochs, pairs]. Each pair is scored in the very micro-batch, packing
+        and precision its training forward of that epoch uses (`_micro_batches`), so at step 0, where the
+        policy is this model, policy and reference log-probs are equal to the last bit in bf16 as in fp32,
+        and SPO's penalty starts inactive on every pair instead of on rounding noise. Cached on disk, keyed
+        by the weights, the tokenised pairs, the precision and the layout (so methods share them)."""
         from safetensors.torch import load_file, save_file
 
+        world, epochs = self.acc.num_processes, self.cfg.epochs
+        per_epoch = len(batches) // epochs
+        # each epoch's micro-batches, of every process, in order
+        layout = [
+            [
+                m
+                for b in batches[e * per_epoch : (e + 1) * per_epoch]
+                for r in range(world)
+                for m in self._micro_batches(b, r)
+            ]
+            for e in range(epochs)
+        ]
         key = hashlib.sha256(
-            json.dumps([fingerprint(self.cfg.model), self.bf16, pairs]).encode()
+            json.dumps([fingerprint(self.cfg.model), self.bf16, self.pairs, layout]).encode()
         ).hexdigest()[:16]
         path = Path(self.cfg.ref_cache or self.out) / f"ref_logps-{key}.safetensors"
         self.reference_computed = not path.is_file()  # else another run (method) computed them
         if self.reference_computed and self.acc.is_main_process:
-            rc, rr = score_pairs(
-                self.model,
-                *self._columns(pairs, range(len(pairs))),
-                self.cfg.micro_pairs,
-                self.bf16,
-                "reference log-probs",
-            )
-            with atomic_file(path) as tmp:
-                save_file(
-                    {"total": torch.cat([rc.total, rr.total]), "count": torch.cat([rc.count, rr.count])},
-                    str(tmp),
+            columns, n = self._columns(self.pairs, range(len(self.pairs))), len(self.pairs)
+            # [chosen/rejected, epoch, pair]; NaN for a pair no micro-batch of an epoch holds (the remainder
+            # of a batch split over processes)
+            total, count = (torch.full((2, epochs, n), float("nan")) for _ in range(2))
+            for e, groups in enumerate(layout):
+                rc, rr = score_pairs(
+                    self.model,
+                    *columns,
+                    bf16=self.bf16,
+                    progress=f"reference log-probs {e + 1}",
+                    groups=groups,
                 )
+                at = [i for m in groups for i in m]
+                total[:, e, at], count[:, e, at] = (
+                    torch.stack([rc.total, rr.total]),
+                    torch.stack([rc.count, rr.count]),
+                )
+            with atomic_file(path) as tmp:
+                save_file({"total": total, "count": count}, str(tmp))
         self.acc.wait_for_everyone()
         t = load_file(path)
-        ref = SeqLogps(t["total"], t["count"])
-        n = len(pairs)
-        return SeqLogps(ref.total[:n], ref.count[:n]), SeqLogps(ref.total[n:], ref.count[n:])
+        return SeqLogps(t["total"][0], t["count"][0]), SeqLogps(t["total"][1], t["count"][1])
 
     def probe_metrics(
         self, reference: dict[str, SeqLogps], frozen, initial: bool = False
@@ -373,12 +394,12 @@ class Trainer:
 
         cfg, main = self.cfg, self.acc.is_main_process
         seed_everything(cfg.seed)
-        ref = self.reference_logps(self.pairs)  # before any resume: the initial weights
+        # 1. data order: every epoch's shuffle drawn up front from the seed, so a resumed run goes on with it
+        batches = self._batches()
+        ref = self.reference_logps(batches)  # before any resume: the initial weights
         # the probe set's reference terms, likewise from the initial weights, before any sharding
         probe_ref = self.probe.score_fixed(self.model, cfg.micro_pairs) if self.probe is not None else None
         frozen = self._frozen_copy() if self.probe is not None and main else None
-        # 1. data order: every epoch's shuffle drawn up front from the seed, so a resumed run goes on with it
-        batches = self._batches()
         opt, sched = self.parallel.prepare(self.model, lambda: self._optimizer(len(batches)))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
@@ -395,7 +416,10 @@ class Trainer:
             # read before 2.: DeepSpeed steps the schedule in the last micro-batch's backward
             t_step, lr = time.time(), opt.param_groups[0]["lr"]
             # 2. accumulate: forward, loss and backward of each micro-batch of this process's share
-            stats = self._accumulate(forward, batch, ref, step)
+            epoch = (step - 1) * cfg.epochs // len(batches)
+            stats = self._accumulate(
+                forward, batch, tuple(SeqLogps(r.total[epoch], r.count[epoch]) for r in ref), step
+            )
             # 3. optimizer step: clip, AdamW, schedule, zero the gradients; a non-finite norm stops before it
             grad_norm = self._optimizer_step(opt, sched, step)
             # 4. log: the metrics row, with the probe set on probe steps; then the resumable state
@@ -450,17 +474,22 @@ class Trainer:
         )
         return opt, sched
 
+    def _micro_batches(self, batch: list[int], rank: int) -> list[list[int]]:
+        """The pair indices of each forward of process `rank` for one step's `batch`: its share, sorted by
+        length (models that cannot pack, with eager attention, pad less; the step's gradient is the same), in
+        chunks of micro_pairs. The reference log-probs are scored in this layout too (`reference_logps`)."""
+        share = batch[rank :: self.acc.num_processes]
+        share = sorted(share, key=lambda i: sum(map(len, self.pairs[i])))
+        return [share[m : m + self.cfg.micro_pairs] for m in range(0, len(share), self.cfg.micro_pairs)]
+
     def _accumulate(self, forward, batch: list[int], ref: tuple[SeqLogps, SeqLogps], step: int) -> dict:
-        """2. Forward, loss and backward of each micro-batch of this process's share of `batch`. Returns the
-        step's metrics, each the mean over the whole batch (all processes)."""
+        """2. Forward, loss and backward of each micro-batch of this process's share of `batch`; `ref`: the
+        reference log-probs of this epoch. Returns the step's metrics, each the mean over the whole batch (all
+        processes)."""
         world = self.acc.num_processes
-        mine = batch[self.acc.process_index :: world]  # this process's share of the step's pairs
-        # models that cannot pack (eager attention) pad less; the step's gradient is the same (the lookahead
-        # anchor's virtual step is per micro-batch)
-        mine = sorted(mine, key=lambda i: sum(map(len, self.pairs[i])))
         stats = {}
-        for m in range(0, len(mine), self.cfg.micro_pairs):
-            idx = mine[m : m + self.cfg.micro_pairs]
+        # the lookahead anchor's virtual step is per micro-batch
+        for idx in self._micro_batches(batch, self.acc.process_index):
             loss, terms = self._micro_batch_loss(forward, idx, ref, step)
             # each micro-batch weighs its share of the batch; DDP and ZeRO average gradients over processes
             self.parallel.backward(loss * len(idx) / len(batch) * world)
