@@ -44,6 +44,7 @@ from harness.generation import (
     Sampling,
     make_generator,
     same_architecture,
+    same_tokenizer,
 )
 from harness.runinfo import commit, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
@@ -68,8 +69,10 @@ class EvalConfig:
         [models.DEFAULT_MODEL], "HF checkpoint dir(s) or hub id(s), one engine for all", nargs="+"
     )
     out: list[str] = option([], "one folder per --model for eval.json and samples.jsonl", nargs="+")
-    reference: str = option(
-        models.DEFAULT_MODEL, "the model shift is measured from, and the judge's baseline"
+    reference: str | None = option(
+        None,
+        "the model shift is measured from, and the judge's baseline; it has the models' tokenizer "
+        "(default: the first --model)",
     )
     tasks: tuple[str, ...] = option(tuple(TASKS), "comma-separated evaluation tasks", choices=tuple(TASKS))
     sizes: dict[str, int] = option({}, "task → first N test items (default: each task's EVAL_ITEMS)")
@@ -328,8 +331,9 @@ class Evaluator:
         return out
 
 
-def check_models(models_: list[str], outs: list[Path]) -> None:
-    """One output folder per model, and one architecture and tokenizer for all (one engine)."""
+def check_models(models_: list[str], outs: list[Path], reference: str) -> None:
+    """One output folder per model, one architecture and tokenizer for all (one engine), and the reference's
+    tokenizer: prompts are encoded and shifts scored with it, so another one would score other token ids."""
     if len(models_) != len(outs):
         raise ValueError(f"{len(models_)} models but {len(outs)} output folders: give one --out per --model")
     paths = [models.resolve_model(m) for m in models_]
@@ -338,12 +342,18 @@ def check_models(models_: list[str], outs: list[Path]) -> None:
             raise ValueError(
                 f"{m}: not the architecture/tokenizer of {models_[0]}; evaluate it in a separate call"
             )
+    if not same_tokenizer(paths[0], models.resolve_model(reference)):
+        raise ValueError(
+            f"--reference {reference}: not the tokenizer of {models_[0]}; give the checkpoint these models "
+            "were trained from (the default is the first --model)"
+        )
 
 
 def evaluate(models_: list[str], outs: list[Path], cfg: EvalConfig) -> list[dict]:
-    """Evaluate several checkpoints with one engine (the reference first when present); results in the
-    given order."""
-    check_models(models_, outs)
+    """Evaluate several checkpoints with one engine (the reference first when present; without one, the
+    first model is the reference); results in the given order."""
+    cfg = replace(cfg, reference=cfg.reference or models_[0])
+    check_models(models_, outs, cfg.reference)
     paths = [models.resolve_model(m) for m in models_]
     ref = Path(models.resolve_model(cfg.reference)).resolve()
     # stable: reference first
@@ -364,7 +374,7 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
         fill_task_settings(cfg, a, {t: TASKS[t].EVAL_ITEMS for t in cfg.tasks})
         if small := [t for t in cfg.tasks if cfg.sizes[t] < 1]:
             raise ConfigError(f"each evaluated task needs at least 1 item: {', '.join(small)}")
-        check_models(cfg.model, [Path(o) for o in cfg.out])
+        check_models(cfg.model, [Path(o) for o in cfg.out], cfg.reference or cfg.model[0])
         if cfg.lm_eval_tasks:
             from harness.crosscheck import task_manager
 

@@ -78,7 +78,7 @@ class Generator(Protocol):
 
 def same_architecture(a: str, b: str) -> bool:
     """Whether checkpoint b can be loaded into a generator built for a (config and tokenizer agree)."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     def config(path: str) -> dict:
         return {
@@ -87,10 +87,19 @@ def same_architecture(a: str, b: str) -> bool:
             if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")
         }
 
-    return (
-        config(a) == config(b)
-        and AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
-    )
+    return config(a) == config(b) and same_tokenizer(a, b)
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """Whether checkpoints a and b encode prompts and responses alike: the same vocabulary, chat template,
+    special tokens around a text and EOS."""
+    from transformers import AutoTokenizer
+
+    def conventions(path: str) -> tuple:
+        tok = AutoTokenizer.from_pretrained(path)
+        return tok.get_vocab(), tok.chat_template, tok("a")["input_ids"], tok.eos_token_id
+
+    return a == b or conventions(a) == conventions(b)
 
 
 def vllm_available() -> bool:

@@ -165,6 +165,31 @@ def test_evaluate_several_checkpoints_with_one_generator(
     assert policy["gsm8k"]["correct"] == sum(r["correct"] for r in rows[:3])
 
 
+def test_the_reference_is_the_first_model_unless_given_and_must_share_its_tokenizer(
+    tiny_model_dir, default_model_path, tmp_path, capsys
+):
+    """Prompts are encoded and shifts scored with the reference's tokenizer: a reference with another one
+    (here the default model's, beside a checkpoint whose tokenizer adds a BOS) is refused before any work,
+    and without --reference the first model is the reference (it was the default model, whatever the
+    checkpoints)."""
+    from families import ENDOFTEXT, tokenizer
+
+    from harness import evaluate as ev
+
+    bos = tmp_path / "bos"
+    shutil.copytree(tiny_model_dir, bos)
+    tokenizer(default_model_path, bos=True, eos=ENDOFTEXT).save_pretrained(bos)
+    assert ev.parse(["--model", str(bos), "--out", str(tmp_path / "o")]).reference is None
+    with pytest.raises(SystemExit):
+        ev.parse(["--model", str(bos), "--out", str(tmp_path / "o"), "--reference", tiny_model_dir])
+    assert f"--reference {tiny_model_dir}: not the tokenizer of {bos}" in capsys.readouterr().err
+    cfg = EvalConfig(
+        tasks=("arith",), sizes={"arith": 1}, kl_prompts=0, backend="hf", judge="none", max_tokens=2
+    )
+    [result] = evaluate([str(bos)], [tmp_path / "run"], cfg)
+    assert result["reference"] == str(bos) and result["shift"]["kl"] == 0.0  # evaluated as the reference
+
+
 @pytest.fixture(scope="module")
 def perturbed_default(default_model_path, tmp_path_factory):
     """The default model with small weight noise: a second real checkpoint whose greedy outputs differ."""
