@@ -57,7 +57,7 @@ from harness.taskflags import (
 from tasks import TASKS
 from tasks.base import PAIR_STYLES, resolve_options
 from trainers.logprobs import native_bf16, resolve_dtype
-from trainers.pairfile import load_pairs, read_pairs
+from trainers.pairfile import load_pairs, read_pairs, truncated
 from trainers.trainer import TrainConfig, Trainer
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -171,14 +171,23 @@ def pair_key(row: dict) -> str:
 
 
 def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
-    """task → its training and held-out pair counts and pair style (the leaderboard names them)."""
+    """task → its training and held-out pair counts, pair style and the chosen and rejected responses a
+    length cap cut (the leaderboard names them)."""
     counts: dict[str, dict] = {}
     for split, rows in (("train", train), ("heldout", held)):
         for r in rows:
             c = counts.setdefault(
-                r.get("task", "custom"), {"train": 0, "heldout": 0, "style": r.get("style", "default")}
+                r.get("task", "custom"),
+                {
+                    "train": 0,
+                    "heldout": 0,
+                    "style": r.get("style", "default"),
+                    "truncated": {"chosen": 0, "rejected": 0},
+                },
             )
             c[split] += 1
+            for field in c["truncated"]:
+                c["truncated"][field] += truncated(r, field)
     return counts
 
 

@@ -523,7 +523,14 @@ def _pairs_line(meta: dict) -> str:
         return ""
     parts = [f"{TASKS[t].TITLE if t in TASKS else t} {c['train']} ({c['style']})" for t, c in by_task.items()]
     held = sum(c["heldout"] for c in by_task.values())
-    return f" Training pairs: {', '.join(parts)}; {held} held out for the Δ log-probs."
+    line = f" Training pairs: {', '.join(parts)}; {held} held out for the Δ log-probs."
+    cut = {f: sum(c.get("truncated", {}).get(f, 0) for c in by_task.values()) for f in ("chosen", "rejected")}
+    if any(cut.values()):
+        line += (
+            f" {cut['chosen']} chosen and {cut['rejected']} rejected responses were cut by the sampling "
+            "length cap: kept, scored without an end token."
+        )
+    return line
 
 
 def render(

@@ -39,7 +39,11 @@ from tasks import TASKS
 from tasks.base import DEFAULT_STYLE, normalized_edit_distance, pair_report, pair_styles, resolve_options
 from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
+from trainers.pairfile import TRUNCATABLE
 from trainers.tokens import prompt_ids
+
+# what training and scoring do with a response a length cap cut (the pairs report says it)
+TRUNCATED_HANDLING = "kept, scored without an end token (the model never stopped there)"
 
 
 def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) -> Sampling:
@@ -50,20 +54,43 @@ def sampling_for(task: str, k: int, seed: int, max_tokens: int | None = None) ->
     return Sampling(max_tokens=length, temperature=1.0, n=t.PAIR_SAMPLES or k, seed=seed)
 
 
-def style_report(task, items: list[dict], samples: list[list[str]], options: dict) -> dict[str, dict]:
-    """style → {pairs, edit_distance, chosen_source} for every pair style of a task
-    (tasks.base.pair_styles),
-    all made from the same samples: the number of pairs, the mean normalized edit distance between chosen
-    and rejected (None without pairs) and the count of chosen responses by source ("sample", "gold", and
-    any other a task uses)."""
+def truncated_fields(pair: dict, cut: set[str]) -> list[str]:
+    """The pair's responses that are samples a length cap cut (their texts are in `cut`). An edit-style
+    rejected is its chosen with one number changed, so it is cut where its chosen is; a gold solution is
+    never cut."""
+    fields = [f for f in TRUNCATABLE if pair.get(f) in cut]
+    if pair.get("style") == "edit" and "chosen" in fields:
+        fields.append("rejected")
+    return fields
+
+
+def make_pairs(task, items: list[dict], samples: list[list[dict]], options: dict) -> list[dict | None]:
+    """Each item's pair (or None) from its samples ({text, finished}), with `truncated`: the responses the
+    length cap cut (`truncated_fields`)."""
+    pairs = []
+    for item, sampled in zip(items, samples):
+        pair = task.make_pair(item, [s["text"] for s in sampled], **options)
+        if pair is not None:
+            finished = {s["text"] for s in sampled if s["finished"]}
+            pair["truncated"] = truncated_fields(pair, {s["text"] for s in sampled} - finished)
+        pairs.append(pair)
+    return pairs
+
+
+def style_report(task, items: list[dict], samples: list[list[dict]], options: dict) -> dict[str, dict]:
+    """style → {pairs, edit_distance, chosen_source, truncated} for every pair style of a task
+    (tasks.base.pair_styles), all made from the same samples: the number of pairs, the mean normalized edit
+    distance between chosen and rejected (None without pairs), the count of chosen responses by source
+    ("sample", "gold", and any other a task uses) and of chosen and rejected responses a length cap cut."""
     report = {}
     for style, opts in pair_styles(task, options).items():
-        made = [p for item, texts in zip(items, samples) if (p := task.make_pair(item, texts, **opts))]
+        made = [p for p in make_pairs(task, items, samples, opts) if p is not None]
         distances = [normalized_edit_distance(p["chosen"], p["rejected"]) for p in made]
         report[style] = {
             "pairs": len(made),
             "edit_distance": sum(distances) / len(distances) if distances else None,
             "chosen_source": {"sample": 0, "gold": 0} | dict(Counter(p["chosen_source"] for p in made)),
+            "truncated": {f: sum(f in p["truncated"] for p in made) for f in ("chosen", "rejected")},
         }
     return report
 
@@ -107,24 +134,31 @@ def build(
         meta = {**json.loads(meta_file.read_text()), "cached": str(cached)}
     else:
         gen = generator()
-        samples = [[c.text for c in s] for s in gen.generate(prompts, sampling, desc=f"pairs {task}")]
+        samples = [
+            [{"text": c.text, "finished": c.finished} for c in s]
+            for s in gen.generate(prompts, sampling, desc=f"pairs {task}")
+        ]
         meta = {"backend": gen.backend, "dtype": gen.dtype, "generation": gen.stats}
-        write_jsonl(cached, [{"samples": texts} for texts in samples])
+        write_jsonl(cached, [{"samples": sampled} for sampled in samples])
         write_json(meta_file, meta)  # last: marks the samples complete
     rows = []
-    for i, (item, texts) in enumerate(zip(items, samples)):
-        if pair := t.make_pair(item, texts, **options):
+    for i, (item, pair) in enumerate(zip(items, make_pairs(t, items, samples, options))):
+        if pair is not None:
             row_id = item.get("id") or f"{task}-{item.get('instruction_id', i)}"
             rows.append({"id": row_id, "task": task, **pair})
+    texts = [[s["text"] for s in sampled] for sampled in samples]
     report = {
         "task": task,
         "items": n,
         "pairs": len(rows),
         "no_pair": n - len(rows),
-        **pair_report(t, items, samples, options),
+        **pair_report(t, items, texts, options),
         "chosen_from_gold": sum(r["chosen_source"] == "gold" for r in rows),
         "style": options.get("pair_style", DEFAULT_STYLE),
         "styles": style_report(t, items, samples, options),
+        "samples_truncated": sum(not s["finished"] for sampled in samples for s in sampled),
+        "truncated": {f: sum(f in r["truncated"] for r in rows) for f in ("chosen", "rejected")},
+        "truncated_handling": TRUNCATED_HANDLING,
         **meta,
     }
     return rows, report

@@ -87,7 +87,10 @@ def test_a_pairs_file_with_a_bom_and_bad_rows_trains_both_methods_on_the_default
             "bom_stripped": True,
         }
     ]
-    assert meta["pairs"]["by_task"] == {"custom": {"train": 8, "heldout": 2, "style": "from my_pairs.jsonl"}}
+    none_cut = {"truncated": {"chosen": 0, "rejected": 0}}
+    assert meta["pairs"]["by_task"] == {
+        "custom": {"train": 8, "heldout": 2, "style": "from my_pairs.jsonl"} | none_cut
+    }
     assert "pairs" not in meta["stage_seconds"]  # no built-in pairs were sampled
     trained = [json.loads(line) for line in open(tmp_path / "outputs" / "train_pairs.jsonl")]
     held = [json.loads(line) for line in open(tmp_path / "outputs" / "heldout_pairs.jsonl")]
@@ -152,7 +155,12 @@ def test_a_datasets_folder_an_endpoint_judge_and_an_lm_eval_task_on_the_smoke_pr
         tmp_path,
     )
     assert board["meta"]["pairs"]["by_task"] == {
-        "custom": {"train": 10, "heldout": 2, "style": "from my_dataset"}
+        "custom": {
+            "train": 10,
+            "heldout": 2,
+            "style": "from my_dataset",
+            "truncated": {"chosen": 0, "rejected": 0},
+        }
     }
     rows = {r["model"]: r for r in board["rows"]}
     # the smoke preset's TL;DR items, judged vs human for all three models and vs the reference for two, in

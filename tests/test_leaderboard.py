@@ -518,3 +518,22 @@ def test_the_response_kinds_are_the_probes_kinds():
     assert [k for k, _ in figures.PROBES] == [f"probe_dlogp_{k}" for k in KINDS] + [
         "probe_outside_safe_region"
     ]
+
+
+def test_the_pairs_line_counts_responses_the_length_cap_cut():
+    from harness.compare import pair_counts
+
+    rows = [
+        {"task": "arith", "style": "edit", "truncated": ["chosen", "rejected"]},
+        {"task": "arith", "style": "edit", "truncated": []},
+        {"task": "gsm8k", "style": "on-policy", "truncated": ["rejected"]},
+    ]
+    by_task = pair_counts(rows[:2], rows[2:])
+    assert by_task["arith"]["truncated"] == {"chosen": 1, "rejected": 1}
+    line = leaderboard._pairs_line({"pairs": {"by_task": by_task}})
+    assert line.endswith(
+        "1 chosen and 2 rejected responses were cut by the sampling length cap: kept, scored without an end "
+        "token."
+    )
+    # nothing cut (or a compare.json from before the count): no such sentence
+    assert "cut" not in leaderboard._pairs_line({"pairs": {"by_task": pair_counts(rows[1:2], [])}})

@@ -124,31 +124,42 @@ B = {
 }
 
 
+def sampled(*texts: str, cut: tuple[str, ...] = ()) -> list[dict]:
+    """An item's samples as the pairs stage keeps them; those in `cut` hit the length cap."""
+    return [{"text": t, "finished": t not in cut} for t in texts]
+
+
 def test_pairs_report_describes_every_style_from_the_same_samples():
-    samples = [["2 + 3 = 5\n#### 5", "#### 9"], ["#### 5", ""]]
+    # A's correct sample hit the length cap (its text reads as complete: the cap fell after the answer)
+    samples = [sampled("2 + 3 = 5\n#### 5", "#### 9", cut=("2 + 3 = 5\n#### 5",)), sampled("#### 5", "")]
     report = pairs.style_report(arith, [A, B], samples, base.resolve_options(arith, {}))
     assert list(report) == ["on-policy", "gold", "edit"]
     # on-policy: A's correct sample over "#### 9" (10 deletions, 5→9: 11 of 16 characters); B: no
-    # correct sample, and gold_chosen is off
+    # correct sample, and gold_chosen is off. The chosen is the cut sample.
     assert report["on-policy"] == {
         "pairs": 1,
         "edit_distance": 11 / 16,
         "chosen_source": {"sample": 1, "gold": 0},
+        "truncated": {"chosen": 1, "rejected": 0},
     }
     # gold: each gold solution (36 and 37 characters) over a wrong sample of 6 that shares its "#### "
-    # and not its digit: 30 + 1 and 31 + 1 edits
+    # and not its digit: 30 + 1 and 31 + 1 edits; gold solutions and the wrong samples are complete
     assert report["gold"] == {
         "pairs": 2,
         "edit_distance": (31 / 36 + 32 / 37) / 2,
         "chosen_source": {"sample": 0, "gold": 2},
+        "truncated": {"chosen": 0, "rejected": 0},
     }
     # edit: two single digits changed (5 and 4 move by at most 3, staying one digit), in A's 16-character
-    # sample and B's 37-character gold
+    # sample and B's 37-character gold; A's rejected is its cut chosen edited, so cut as well
     assert report["edit"] == {
         "pairs": 2,
         "edit_distance": (2 / 16 + 2 / 37) / 2,
         "chosen_source": {"sample": 1, "gold": 1},
+        "truncated": {"chosen": 1, "rejected": 1},
     }
+    made = pairs.make_pairs(arith, [A, B], samples, base.resolve_options(arith, {"pair_style": "edit"}))
+    assert [p["truncated"] for p in made] == [["chosen", "rejected"], []]
     # gold_chosen reaches the on-policy style
     with_gold = pairs.style_report(arith, [A, B], samples, base.resolve_options(arith, {"gold_chosen": True}))
     assert with_gold["on-policy"]["pairs"] == 2 and with_gold["on-policy"]["chosen_source"]["gold"] == 1
@@ -156,18 +167,21 @@ def test_pairs_report_describes_every_style_from_the_same_samples():
         "pairs": 0,
         "edit_distance": None,
         "chosen_source": {"sample": 0, "gold": 0},
+        "truncated": {"chosen": 0, "rejected": 0},
     }
 
 
 def test_pairs_report_of_a_task_without_styles():
     row = {"subreddit": "a", "title": "t", "instruction": "post", "gold_response": "human tl;dr"}
-    report = pairs.style_report(tldr, [row, row], [["model tl;dr"], ["human tl;dr"]], {})
+    samples = [sampled("model tl;dr", cut=("model tl;dr",)), sampled("human tl;dr")]
+    report = pairs.style_report(tldr, [row, row], samples, {})
     # human → model: five substitutions in 11 characters; the second post gives no pair
     assert report == {
         base.DEFAULT_STYLE: {
             "pairs": 1,
             "edit_distance": 5 / 11,
             "chosen_source": {"sample": 0, "gold": 0, "human": 1},
+            "truncated": {"chosen": 0, "rejected": 1},
         }
     }
 

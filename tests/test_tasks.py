@@ -88,7 +88,7 @@ class Recording:
 
     def generate(self, prompts, sampling, desc="generate"):
         out = self.inner.generate(prompts, sampling, desc=desc)
-        self.calls.append((sampling, [[c.text for c in s] for s in out]))
+        self.calls.append((sampling, out))
         return out
 
 
@@ -129,11 +129,13 @@ def test_toy_task_pairs_through_build(copy_task, tiny_model_dir):
             "task": "copy",
             "prompt": [{"role": "user", "content": f"Copy the number {num}."}],
             "chosen": num,
-            "rejected": s[0],
+            "rejected": s[0].text,
             "chosen_source": "gold",
+            # a sample that hit the 5-token cap is marked: it is scored without an end token
+            "truncated": [] if s[0].finished else ["rejected"],
         }
         for i, (num, s) in enumerate(zip(["101", "201"], samples))
-        if num not in s[0]
+        if num not in s[0].text
     ]
     assert rows == expected and rows  # the random model does not copy three-digit numbers
     assert list(report) == [
@@ -146,11 +148,16 @@ def test_toy_task_pairs_through_build(copy_task, tiny_model_dir):
         "chosen_from_gold",
         "style",
         "styles",
+        "samples_truncated",
+        "truncated",
+        "truncated_handling",
         "backend",
         "dtype",
         "generation",
     ]
     assert report["pairs"] == len(rows) and report["no_pair"] == 2 - len(rows)
+    assert report["samples_truncated"] == sum(not c.finished for s in samples for c in s)
+    assert report["truncated"]["rejected"] == sum(r["truncated"] == ["rejected"] for r in rows)
     assert (report["offset"], report["samples_per_item"], report["chosen_from_gold"]) == (
         1,
         [3, 3],
