@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from harness import runinfo
-from trainers.tokens import generate_kwargs, generation_config_of, pad_id, split_at_stop, stop_ids
+from trainers.tokens import (
+    cut_at_string,
+    generate_kwargs,
+    generation_config_of,
+    pad_id,
+    split_at_stop,
+    stop_ids,
+    stop_strings,
+)
 
 BACKENDS = ("auto", "vllm", "hf")
 DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 where native, else fp32
@@ -34,18 +42,14 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Completion:
-    text: str
-    token_ids: list[int]  # sampled tokens, without the stop token
-    stop_token: int | None  # the stop id that ended the sample; None: cut by max_tokens
-
-    @property
-    def finished(self) -> bool:
-        """Stopped by the model (one of its stop ids), not by the length cap."""
-        return self.stop_token is not None
+    text: str  # without a stop string
+    token_ids: list[int]  # sampled tokens, without a stop id (a stop string's tokens included)
+    finished: bool  # stopped by the model (a stop id or stop string), not by max_tokens
+    stop_token: int | None = None  # the stop id that ended the sample, where one did
 
     def scored_ids(self) -> list[int]:
         """The tokens to score this sample by: those sampled, its stop id included, never one added."""
-        return self.token_ids + [self.stop_token] * self.finished
+        return self.token_ids + [self.stop_token] * (self.stop_token is not None)
 
 
 Group = tuple[list[list[int]], Sampling]  # prompts as token ids (trainers.tokens.prompt_ids), how to sample
@@ -163,7 +167,8 @@ class VLLMGenerator:
             use_tqdm_on_load=False,
         )
         self.llm = LLM(**(settings | engine))
-        self.stops = stop_ids(self.llm.get_tokenizer(), generation_config_of(path))
+        tok = self.llm.get_tokenizer()
+        self.stops, self.stop_strings = stop_ids(tok, generation_config_of(path)), stop_strings(tok)
         self.stats = {"startup_seconds": time.time() - t, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
 
     def load(self, path: str) -> None:
@@ -198,6 +203,7 @@ class VLLMGenerator:
                 top_p=s.top_p,
                 max_tokens=s.max_tokens,
                 stop_token_ids=list(self.stops),
+                stop=list(self.stop_strings),
             )
             for _, s in groups
         ]
@@ -217,11 +223,12 @@ class VLLMGenerator:
         return [completions[a:b] for a, b in zip(ends, ends[1:])]
 
     def _completion(self, output) -> Completion:
-        """A vLLM sample: when a stop id ended it, vLLM keeps that id as its last token."""
-        ids, stop = list(output.token_ids), None
-        if output.finish_reason == "stop":
-            ids, stop = ids[:-1], ids[-1]
-        return Completion(output.text, ids, stop)
+        """A vLLM sample: when a stop id ended it, vLLM keeps that id as its last token; when a stop string
+        did (`stop_reason`, a str), the string's tokens and none after, and the text without it."""
+        ids, finished = list(output.token_ids), output.finish_reason == "stop"
+        if finished and not isinstance(output.stop_reason, str):
+            return Completion(output.text, ids[:-1], True, ids[-1])
+        return Completion(output.text, ids, finished)
 
 
 class HFGenerator:
@@ -233,7 +240,7 @@ class HFGenerator:
 
         t = time.time()
         self.tok = AutoTokenizer.from_pretrained(path)
-        self.stops = stop_ids(self.tok, generation_config_of(path))
+        self.stops, self.stop_strings = stop_ids(self.tok, generation_config_of(path)), stop_strings(self.tok)
         self.pad = pad_id(self.tok, self.stops)
         self.dtype, self.torch_dtype, self.batch_size = dtype, getattr(torch, dtype), batch_size
         self.stats = {"startup_seconds": 0.0, "load_seconds": 0.0, "tokens": 0, "seconds": 0.0}
@@ -261,7 +268,7 @@ class HFGenerator:
 
         torch.manual_seed(sampling.seed)
         kwargs = generate_kwargs(
-            self.stops, self.pad, sampling.max_tokens, sampling.temperature, sampling.top_p
+            self.tok, self.stops, self.pad, sampling.max_tokens, sampling.temperature, sampling.top_p
         )
         kwargs["num_return_sequences"] = sampling.n
         # longest prompts first: batches of similar length waste less compute on padding
@@ -286,10 +293,12 @@ class HFGenerator:
         return results
 
     def _completion(self, row: list[int]) -> Completion:
-        """An HF sample: finished at its first stop id (what follows is padding), else cut by the cap."""
+        """An HF sample: finished at its first stop id or stop string (what follows is padding), else cut by
+        the cap."""
         ids, stop = split_at_stop(row, self.stops)
+        ids, text, stopped = cut_at_string(self.tok, ids, self.stop_strings)
         self.stats["tokens"] += len(ids) + (stop is not None)
-        return Completion(self.tok.decode(ids, skip_special_tokens=True), ids, stop)
+        return Completion(text, ids, stopped or stop is not None, stop)
 
     def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
         # one `generate` per group, each seeded as a call of its own

@@ -4,13 +4,15 @@ Each has its family's architecture and the token conventions the default model h
 BOS (Llama-3, Mistral, Gemma), a chat template that writes BOS itself, several end-of-sequence ids in
 generation_config.json (Qwen2.5, Llama-3, Gemma), a tokenizer EOS other than the template's end of turn (Qwen
 and Gemma base checkpoints), sampling defaults in generation_config.json (Qwen2.5-Instruct), final-logit
-soft-capping (Gemma-2) and sliding-window layers (Gemma-2, Gemma-3). The real tokenizers are not available
-offline, so each behaviour is emulated on the default model's tokenizer (SmolLM2's: ids 0 <|endoftext|>,
-1 <|im_start|>, 2 <|im_end|>, and 3 <repo_name>, a further special token, as a third end id).
+soft-capping (Gemma-2), sliding-window layers (Gemma-2, Gemma-3) and no chat template at all (base
+checkpoints). The real tokenizers are not available offline, so each behaviour is emulated on the default
+model's tokenizer (SmolLM2's: ids 0 <|endoftext|>, 1 <|im_start|>, 2 <|im_end|>, and 3 <repo_name>, a further
+special token, as a third end id).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ENDOFTEXT, IM_END, REPO = 0, 2, 3
@@ -33,12 +35,23 @@ SIZE = {
     "head_dim": 32,  # vLLM's CPU attention takes head sizes from 32 up
     "max_position_embeddings": 1024,
 }
-# family → (config class, config fields, BOS added by the tokenizer and the template, tokenizer EOS,
-# generation_config eos ids, generation_config sampling defaults)
+
+
+@dataclass(frozen=True)
+class Family:
+    config: str  # transformers config class
+    fields: dict  # its fields beyond SIZE
+    bos: bool  # the tokenizer puts a BOS before a text and the chat template writes one
+    eos: int  # the tokenizer's EOS
+    eos_ids: list[int]  # generation_config's end ids
+    sampling: dict = field(default_factory=dict)  # generation_config's sampling defaults
+    chat: bool = True  # has a chat template (a base checkpoint often has none)
+
+
 FAMILIES = {
-    "llama3": ("LlamaConfig", {}, True, IM_END, [ENDOFTEXT, REPO, IM_END], {}),
-    "qwen2": ("Qwen2Config", {}, False, ENDOFTEXT, [IM_END, ENDOFTEXT], SAMPLING_DEFAULTS),
-    "gemma2": (
+    "llama3": Family("LlamaConfig", {}, True, IM_END, [ENDOFTEXT, REPO, IM_END]),
+    "qwen2": Family("Qwen2Config", {}, False, ENDOFTEXT, [IM_END, ENDOFTEXT], SAMPLING_DEFAULTS),
+    "gemma2": Family(
         "Gemma2Config",
         {
             "final_logit_softcapping": 0.5,
@@ -50,9 +63,8 @@ FAMILIES = {
         True,
         ENDOFTEXT,
         [ENDOFTEXT, IM_END],
-        {},
     ),
-    "gemma3": (
+    "gemma3": Family(
         "Gemma3TextConfig",
         {
             "query_pre_attn_scalar": 32,
@@ -62,15 +74,17 @@ FAMILIES = {
         True,
         ENDOFTEXT,
         [ENDOFTEXT, IM_END],
-        {},
     ),
-    "mistral": ("MistralConfig", {"sliding_window": None}, True, IM_END, [IM_END], {}),
+    "mistral": Family("MistralConfig", {"sliding_window": None}, True, IM_END, [IM_END]),
+    # a base checkpoint without a chat template: prompts become plain question/answer text
+    "base": Family("LlamaConfig", {}, True, ENDOFTEXT, [ENDOFTEXT], chat=False),
 }
 
 
-def tokenizer(default_model_path: str, bos: bool, eos: int):
+def tokenizer(default_model_path: str, bos: bool, eos: int, chat: bool = True):
     """The default tokenizer with a family's conventions: <|endoftext|> as a BOS that it puts before every
-    text and that the chat template writes first (`bos`), and `eos` as its EOS token."""
+    text and that the chat template writes first (`bos`), `eos` as its EOS token, and no chat template
+    unless `chat`."""
     from tokenizers.processors import TemplateProcessing
     from transformers import AutoTokenizer
 
@@ -84,6 +98,8 @@ def tokenizer(default_model_path: str, bos: bool, eos: int):
             special_tokens=[("<|endoftext|>", ENDOFTEXT)],
         )
         tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    if not chat:
+        tok.chat_template = None
     return tok
 
 
@@ -93,21 +109,21 @@ def build(family: str, default_model_path: str, target: Path, seed: int = 0) -> 
     import transformers
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    config_class, fields, bos, eos, eos_ids, sampling = FAMILIES[family]
-    tok = tokenizer(default_model_path, bos, eos)
-    config = getattr(transformers, config_class)(
+    f = FAMILIES[family]
+    tok = tokenizer(default_model_path, f.bos, f.eos, f.chat)
+    config = getattr(transformers, f.config)(
         vocab_size=len(tok),
         bos_token_id=ENDOFTEXT,
-        eos_token_id=eos,
+        eos_token_id=f.eos,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
         **SIZE,
-        **fields,
+        **f.fields,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(
-        bos_token_id=ENDOFTEXT, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id, **sampling
+        bos_token_id=ENDOFTEXT, eos_token_id=f.eos_ids, pad_token_id=tok.pad_token_id, **f.sampling
     )
     model.save_pretrained(target)
     tok.save_pretrained(target)

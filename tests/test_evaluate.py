@@ -20,7 +20,7 @@ HELDOUT = [
     {"prompt": "plain prompt", "chosen": "yes indeed", "rejected": "no"},
 ]
 # the first sample ended on the model's stop id 0 (not the tokenizer's EOS, 2), the second was cut by its cap
-SAMPLES = [Completion("ab", [300, 301], 0), Completion("cd", [302, 303, 304], None)]
+SAMPLES = [Completion("ab", [300, 301], True, 0), Completion("cd", [302, 303, 304], False)]
 KL_PROMPTS = [[305, 306], [307]]
 
 
@@ -92,7 +92,7 @@ def test_distinct_n_and_output_stats():
     assert distinct_n([[1, 2, 1, 2], [1, 2]], 1) == 2 / 6
     assert distinct_n([[1, 2, 1, 2], [1, 2]], 2) == 2 / 4  # (1,2) ×3, (2,1) ×1
     assert distinct_n([[1]], 2) is None
-    stats = output_stats([Completion("a", [1, 2, 3], 2), Completion("b", [4], None)], [True, False])
+    stats = output_stats([Completion("a", [1, 2, 3], True, 2), Completion("b", [4], False)], [True, False])
     assert stats == {
         "mean_length": 2.0,
         "finished_share": 0.5,
@@ -100,7 +100,7 @@ def test_distinct_n_and_output_stats():
         "distinct_1": 1.0,
         "distinct_2": 1.0,
     }
-    assert output_stats([Completion("a", [1], 2)], None)["format_rate"] is None
+    assert output_stats([Completion("a", [1], True, 2)], None)["format_rate"] is None
 
 
 def test_evaluate_several_checkpoints_with_one_generator(

@@ -60,7 +60,7 @@ def test_scores_generation_and_probes_follow_the_model_itself(family):
             assert total.item() == pytest.approx(want.item(), abs=1e-5 * len(c)), name
     # generation gets prompt_ids': one BOS (<|endoftext|> here) where the family adds one, else none
     prompts = [prompt_ids(tok, c) for c in chats]
-    bos = FAMILIES[name][2]
+    bos = FAMILIES[name].bos
     assert all(p.count(ENDOFTEXT) == bos and (p[0] == ENDOFTEXT) == bos for p in prompts)
     stops = stop_ids(tok, generation_config_of(path))
     chains = [argmax_chain(model, p, stops, MAX_TOKENS) for p in prompts]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from families import ENDOFTEXT, IM_END, REPO, tokenizer
-from transformers import AutoModelForCausalLM, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from trainers.tokens import (
     NEUTRAL_GENERATION,
@@ -75,6 +75,7 @@ def test_neutral_generation_covers_every_logits_processor_a_checkpoint_can_set(t
     """Every generation_config field that `generate` turns into a logits processor or warper is set by
     `generate_kwargs`: the processors a config full of non-default values would add are all gone."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model.generation_config = GenerationConfig(
         do_sample=True,
         temperature=0.3,
@@ -100,7 +101,7 @@ def test_neutral_generation_covers_every_logits_processor_a_checkpoint_can_set(t
         eos_token_id=IM_END,
     )
     for greedy in (True, False):
-        kwargs = generate_kwargs((IM_END,), 0, 8, temperature=0.0 if greedy else 1.0)
+        kwargs = generate_kwargs(tok, (IM_END,), 0, 8, temperature=0.0 if greedy else 1.0)
         config, _ = model._prepare_generation_config(None, **kwargs)
         processors = model._get_logits_processor(
             config, input_ids_seq_length=4, encoder_input_ids=torch.zeros(1, 4, dtype=torch.long)
@@ -108,3 +109,24 @@ def test_neutral_generation_covers_every_logits_processor_a_checkpoint_can_set(t
         assert list(processors) == [], [type(p).__name__ for p in processors]
         assert config.do_sample is not greedy and config.num_beams == 1
     assert set(NEUTRAL_GENERATION) <= set(GenerationConfig().to_dict())
+
+
+def test_a_checkpoint_without_a_chat_template_gets_plain_question_answer_text(default_model_path):
+    """A base checkpoint (no chat template): a chat prompt becomes "Question: …\nAnswer:" text with the
+    tokenizer's BOS, a response ends with its EOS, and a sample ends where the model starts another question
+    or answer line (the tokens up to the one that completed the string are kept, the text stops before it)."""
+    from trainers.tokens import PLAIN_STOPS, cut_at_string, stop_strings
+
+    base = tokenizer(default_model_path, bos=True, eos=ENDOFTEXT, chat=False)
+    text = "Question: What is 2+3?\nAnswer:"
+    assert (
+        prompt_ids(base, CHAT)
+        == prompt_ids(base, text)
+        == [ENDOFTEXT, *base(text, add_special_tokens=False)["input_ids"]]
+    )
+    assert end_of_turn(base) == end_id(base, CHAT) == ENDOFTEXT and stop_strings(base) == PLAIN_STOPS
+    assert stop_strings(tokenizer(default_model_path, bos=False, eos=IM_END)) == ()
+    ids = base(" 5\nAnswer: 6\nQuestion: x", add_special_tokens=False)["input_ids"]
+    kept, answer, stopped = cut_at_string(base, ids, PLAIN_STOPS)
+    assert (answer, stopped) == (" 5", True) and base.decode(kept).endswith("\nAnswer:")
+    assert cut_at_string(base, ids[:2], PLAIN_STOPS) == (ids[:2], base.decode(ids[:2]), False)

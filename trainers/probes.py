@@ -18,7 +18,16 @@ import torch
 from trainers.logprobs import decoding, score_shared
 from trainers.losses import SeqLogps
 from trainers.pairfile import truncated
-from trainers.tokens import completion_ids, generate_kwargs, pad_id, prompt_ids, split_at_stop, stop_ids
+from trainers.tokens import (
+    completion_ids,
+    cut_at_string,
+    generate_kwargs,
+    pad_id,
+    prompt_ids,
+    split_at_stop,
+    stop_ids,
+    stop_strings,
+)
 
 FIXED = ("chosen", "rejected", "rephrased", "unrelated")  # the same text for every policy
 KINDS = (*FIXED, "greedy")  # greedy: each policy's own
@@ -52,7 +61,7 @@ class ProbeSet:
 
     def __init__(self, tok, pairs: list[dict], generation_config=None):
         self.n = len(pairs)
-        self.stops = stop_ids(tok, generation_config)
+        self.tok, self.stops, self.stop_strings = tok, stop_ids(tok, generation_config), stop_strings(tok)
         self.pad = pad_id(tok, self.stops)
         self.prompts = [prompt_ids(tok, p["prompt"]) for p in pairs]
         self.responses = {
@@ -95,10 +104,11 @@ class ProbeSet:
                 gen = decoder.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
-                    **generate_kwargs(self.stops, self.pad, max_new_tokens),
+                    **generate_kwargs(self.tok, self.stops, self.pad, max_new_tokens),
                 )
                 for row in gen[:, width:].tolist():
                     sampled, stop = split_at_stop(row, self.stops)
+                    sampled = cut_at_string(self.tok, sampled, self.stop_strings)[0]
                     out.append(sampled + [stop] * (stop is not None))
         model.train(was_training)
         return out

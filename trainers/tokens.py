@@ -13,6 +13,13 @@ from __future__ import annotations
 
 from functools import cache
 
+# A checkpoint without a chat template (a base model: Gemma 3 270M's GGUF has none) gets the zero-shot
+# question/answer text lm-eval uses for base models, and a sample ends where the model starts another
+# question or answer: base models answer after "Answer:" and then go on with "Question: ..." or
+# "Answer: ..." lines, hardly ever with an end id (measured on Gemma 3 270M: docs/results.md).
+PLAIN_PROMPT = "Question: {content}\nAnswer:"
+PLAIN_STOPS = ("\nQuestion:", "\nAnswer:")
+
 # generate() settings that turn off every logits processor and warper a checkpoint's generation_config can
 # switch on (transformers 5: the model's values fill whatever a call leaves unset, so each is set here)
 NEUTRAL_GENERATION = {
@@ -65,8 +72,11 @@ def _leading_specials(tok) -> tuple[int, ...]:
 def prompt_ids(tok, prompt: list[dict] | str) -> list[int]:
     """A prompt's token ids. Chat messages go through the chat template with the generation prompt, and the
     template decides the special tokens (a template that opens with BOS writes it; transformers'
-    `apply_chat_template(tokenize=True)` adds none either). A plain string gets the special tokens the
-    tokenizer puts before a text (BOS where it adds one), unless it already starts with them."""
+    `apply_chat_template(tokenize=True)` adds none either); without a template they become PLAIN_PROMPT
+    text. A plain string gets the special tokens the tokenizer puts before a text (BOS where it adds one),
+    unless it already starts with them."""
+    if not isinstance(prompt, str) and tok.chat_template is None:
+        prompt = PLAIN_PROMPT.format(content="\n".join(m["content"] for m in prompt))
     if not isinstance(prompt, str):
         text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         return tok(text, add_special_tokens=False)["input_ids"]
@@ -93,6 +103,11 @@ def end_id(tok, prompt: list[dict] | str) -> int:
     """The id that ends a response to `prompt`: the end-of-turn token after a chat prompt, the tokenizer's EOS
     after a plain text."""
     return tok.eos_token_id if isinstance(prompt, str) else end_of_turn(tok)
+
+
+def stop_strings(tok) -> tuple[str, ...]:
+    """Text that ends a sample besides the stop ids: PLAIN_STOPS where prompts are PLAIN_PROMPT text."""
+    return () if tok.chat_template is not None else PLAIN_STOPS
 
 
 def stop_ids(tok, generation_config=None) -> tuple[int, ...]:
@@ -137,13 +152,28 @@ def split_at_stop(ids: list[int], stops: tuple[int, ...]) -> tuple[list[int], in
     return ids, None
 
 
+def cut_at_string(tok, ids: list[int], strings: tuple[str, ...]) -> tuple[list[int], str, bool]:
+    """(the sampled tokens up to the one that completed a stop string, their text before that string,
+    whether one did); without one, all tokens and their text. What follows in `ids` is padding."""
+    text = tok.decode(ids, skip_special_tokens=True)
+    if not any(s in text for s in strings):
+        return ids, text, False
+    end = next(
+        k
+        for k in range(1, len(ids) + 1)
+        if any(s in tok.decode(ids[:k], skip_special_tokens=True) for s in strings)
+    )
+    return ids[:end], text[: min(text.index(s) for s in strings if s in text)], True
+
+
 def generate_kwargs(
-    stops: tuple[int, ...], pad: int, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+    tok, stops: tuple[int, ...], pad: int, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0
 ) -> dict:
     """HF `generate` arguments for the model's own distribution: greedy argmax at temperature 0, else
     sampling at `temperature` (with `top_p`, no top-k); every processor a generation_config could add is
-    off (NEUTRAL_GENERATION), and every id of `stops` ends a sample."""
+    off (NEUTRAL_GENERATION), every id of `stops` ends a sample, and so do the tokenizer's `stop_strings`."""
     greedy = temperature == 0
+    strings = stop_strings(tok)
     return NEUTRAL_GENERATION | {
         "do_sample": not greedy,
         "temperature": 1.0 if greedy else temperature,
@@ -151,6 +181,8 @@ def generate_kwargs(
         "max_new_tokens": max_new_tokens,
         "eos_token_id": list(stops),
         "pad_token_id": pad,
+        "stop_strings": list(strings) or None,
+        "tokenizer": tok if strings else None,
     }
 
 
