@@ -480,7 +480,7 @@ def check_model(name: str, flag: str) -> None:
     """A provisioned name, a checkpoint folder (config.json inside), or a hub id: owner/name, or a
     single-name id (gpt2) that the local hub cache holds (else it is more likely a mistyped folder);
     anything else is an error naming `flag`."""
-    if name in (models.DEFAULT_MODEL, models.TINY_MODEL):
+    if name in models.PROVISIONERS:
         return
     path = Path(name)
     if path.is_dir() and not (path / "config.json").is_file():

@@ -244,6 +244,8 @@ def test_a_single_name_hub_id_is_a_model_once_the_local_hub_cache_holds_it(tmp_p
     (tmp_path / "models--gpt2" / "refs" / "main").write_text("abc123")
     compare.check_model("gpt2", "--model")
     compare.check_model("openai-community/gpt2", "--model")  # owner/name: the hub is asked later
+    for provisioned in ("smollm2-135m-instruct", "tiny-random-llama", "gemma3-270m"):
+        compare.check_model(provisioned, "--model")  # provisioned from PyPI (or built) at first use
     for bad in ("gpt3", "my model", "x--y"):
         with pytest.raises(ValueError, match="no such folder"):
             compare.check_model(bad, "--model")
