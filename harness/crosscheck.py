@@ -79,6 +79,13 @@ def _evaluate(model_path: str, names: list[str], manager, limit, batch_size, bac
     """lm_eval.simple_evaluate on one checkpoint, greedy through its chat template, on the CPU or GPU."""
     if backend not in ("hf", "vllm"):
         raise ValueError(f"backend must be 'hf' or 'vllm', not {backend!r}")
+    from transformers import AutoTokenizer
+
+    if AutoTokenizer.from_pretrained(model_path).chat_template is None:
+        raise ValueError(
+            f"{model_path} has no chat template: lm-eval would prompt it with other text than ours (plain "
+            "Question/Answer); run the cross-check and --lm-eval-tasks on chat checkpoints only"
+        )
     import lm_eval
     import torch
 

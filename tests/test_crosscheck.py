@@ -99,3 +99,19 @@ def test_an_unknown_lm_eval_task_or_include_folder_is_refused_naming_it(tmp_path
         task_manager([str(tmp_path / "nowhere")], ["toy_sums"])
     with pytest.raises(ValueError, match=r"unknown lm-eval task\(s\) toy_sumz \(not in lm-eval nor in "):
         task_manager([str(LM_EVAL_DIR)], ["toy_sumz"])
+
+
+def test_a_checkpoint_without_a_chat_template_is_refused_before_lm_eval_runs(tiny_model_dir, tmp_path):
+    """lm-eval applies the chat template; a base checkpoint without one would be prompted with other text than
+    the harness's plain Question/Answer format, so the cross-check refuses it, naming why."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(tiny_model_dir, tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    tok.save_pretrained(tmp_path / "base")
+    (tmp_path / "base" / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="has no chat template"):
+        run_lm_eval(str(tmp_path / "base"), ["gsm8k"], 1)

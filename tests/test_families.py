@@ -84,8 +84,10 @@ def test_pairs_training_evaluation_and_leaderboard(family):
     heldout_file.write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
     tok = AutoTokenizer.from_pretrained(path)
     stops = stop_ids(tok, generation_config_of(path))
+    # an end id closes every response but a cut one, and every one after plain-format text
+    chat = FAMILIES[name].chat
     for (x, c, r), row in zip(encode_pairs(tok, str(train_file), 640, "skip")[0], rows):
-        assert c[-1] in stops and (r[-1] in stops) is not truncated(row, "rejected")
+        assert (c[-1] in stops) is chat and (r[-1] in stops) is (chat and not truncated(row, "rejected"))
     # 2. dpo and spo, one step from the same start, bf16 where native: the reference log-probs are scored
     # as the step's forward scores the policy, so SPO's penalty is off on every pair and its gradient is DPO's
     bf16, runs, trained = native_bf16(), work / "results" / "runs", {}

@@ -1,5 +1,7 @@
 """trainers.tokens: one prompt encoding, every end id, generation that leaves the distribution alone."""
 
+import json
+
 import pytest
 import torch
 from families import ENDOFTEXT, IM_END, REPO, tokenizer
@@ -58,6 +60,19 @@ def test_a_response_ends_with_the_templates_end_of_turn_and_a_cut_one_with_nothi
     )
 
 
+def test_without_a_generation_config_the_end_ids_of_config_json_count(tiny_model_dir, tmp_path):
+    import shutil
+
+    from trainers.tokens import generation_config_of
+
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").unlink()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["eos_token_id"] = [IM_END, REPO]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    assert generation_config_of(str(tmp_path / "m")).eos_token_id == [IM_END, REPO]
+
+
 def test_stop_ids_collect_every_declared_end_id(bos_tok):
     assert stop_ids(bos_tok) == (ENDOFTEXT, IM_END)
     assert stop_ids(bos_tok, GenerationConfig(eos_token_id=[ENDOFTEXT, REPO, IM_END])) == (
@@ -113,9 +128,10 @@ def test_neutral_generation_covers_every_logits_processor_a_checkpoint_can_set(t
 
 def test_a_checkpoint_without_a_chat_template_gets_plain_question_answer_text(default_model_path):
     """A base checkpoint (no chat template): a chat prompt becomes "Question: …\nAnswer:" text with the
-    tokenizer's BOS, a response ends with its EOS, and a sample ends where the model starts another question
-    or answer line (the tokens up to the one that completed the string are kept, the text stops before it)."""
-    from trainers.tokens import PLAIN_STOPS, cut_at_string, stop_strings
+    tokenizer's BOS, a response after it starts with a space and carries no end id, and a sample ends where
+    the model starts another question or answer line (the tokens up to the one that completed the string
+    are kept, the text stops before it, and padding after it is no stop id even where the pad is one)."""
+    from trainers.tokens import PLAIN_STOPS, cut_at_string, end_sample, stop_strings
 
     base = tokenizer(default_model_path, bos=True, eos=ENDOFTEXT, chat=False)
     text = "Question: What is 2+3?\nAnswer:"
@@ -124,9 +140,28 @@ def test_a_checkpoint_without_a_chat_template_gets_plain_question_answer_text(de
         == prompt_ids(base, text)
         == [ENDOFTEXT, *base(text, add_special_tokens=False)["input_ids"]]
     )
-    assert end_of_turn(base) == end_id(base, CHAT) == ENDOFTEXT and stop_strings(base) == PLAIN_STOPS
+    assert end_of_turn(base) == ENDOFTEXT and end_id(base, CHAT) is None and stop_strings(base) == PLAIN_STOPS
+    five = base(" 5", add_special_tokens=False)["input_ids"]
+    assert encode(base, CHAT, "5")[1] == encode(base, CHAT, " 5")[1] == five
+    assert encode(base, "What is 2+3? ", "5")[1] == [
+        *base("5", add_special_tokens=False)["input_ids"],
+        ENDOFTEXT,
+    ]
     assert stop_strings(tokenizer(default_model_path, bos=False, eos=IM_END)) == ()
     ids = base(" 5\nAnswer: 6\nQuestion: x", add_special_tokens=False)["input_ids"]
     kept, answer, stopped = cut_at_string(base, ids, PLAIN_STOPS)
     assert (answer, stopped) == (" 5", True) and base.decode(kept).endswith("\nAnswer:")
     assert cut_at_string(base, ids[:2], PLAIN_STOPS) == (ids[:2], base.decode(ids[:2]), False)
+    # a row padded after its stop string with the pad id, here a stop id: finished by the string, no stop id
+    assert end_sample(base, [*ids, ENDOFTEXT, ENDOFTEXT], (ENDOFTEXT,), PLAIN_STOPS) == (
+        kept,
+        " 5",
+        True,
+        None,
+    )
+    assert end_sample(base, [*five, ENDOFTEXT, ENDOFTEXT], (ENDOFTEXT,), PLAIN_STOPS) == (
+        five,
+        " 5",
+        True,
+        ENDOFTEXT,
+    )

@@ -134,12 +134,12 @@ def _completion_logps(
     are the sequences' tokens one after another, `counts` long each. `forward` goes to the model (position
     ids, segments); `params` evaluates other weights functionally.
 
-    The model's own forward runs, so whatever it does to its logits after the LM head (Gemma-2's final
-    soft-capping, Granite's logit scaling, Cohere's logit scale) is in the scores; the LM head itself sees
-    only the hidden states at (rows, cols) (`_head_at`), so the large-vocabulary logits are never computed
-    for prompt or pad positions."""
+    The model's own forward runs (all positions kept, transformers' default), so whatever it does to its
+    logits after the LM head (Gemma-2's final soft-capping, Granite's logit scaling, Cohere's logit scale) is
+    in the scores; the LM head itself sees only the hidden states at (rows, cols) (`_head_at`), so the
+    large-vocabulary logits are never computed for prompt or pad positions."""
     seq = torch.cat([torch.full((n,), i) for i, n in enumerate(counts)]).to(ids.device)
-    kwargs = {"input_ids": ids, "logits_to_keep": 0, **forward}
+    kwargs = {"input_ids": ids, **forward}
     with _head_at(model, rows, cols):
         out = model(**kwargs) if params is None else torch.func.functional_call(model, params, (), kwargs)
     if out.logits.shape[:2] != (1, len(targets)):

@@ -20,11 +20,10 @@ from trainers.losses import SeqLogps
 from trainers.pairfile import truncated
 from trainers.tokens import (
     completion_ids,
-    cut_at_string,
+    end_sample,
     generate_kwargs,
     pad_id,
     prompt_ids,
-    split_at_stop,
     stop_ids,
     stop_strings,
 )
@@ -107,8 +106,7 @@ class ProbeSet:
                     **generate_kwargs(self.tok, self.stops, self.pad, max_new_tokens),
                 )
                 for row in gen[:, width:].tolist():
-                    sampled, stop = split_at_stop(row, self.stops)
-                    sampled = cut_at_string(self.tok, sampled, self.stop_strings)[0]
+                    sampled, _, _, stop = end_sample(self.tok, row, self.stops, self.stop_strings)
                     out.append(sampled + [stop] * (stop is not None))
         model.train(was_training)
         return out

@@ -16,7 +16,8 @@ from functools import cache
 # A checkpoint without a chat template (a base model: Gemma 3 270M's GGUF has none) gets the zero-shot
 # question/answer text lm-eval uses for base models, and a sample ends where the model starts another
 # question or answer: base models answer after "Answer:" and then go on with "Question: ..." or
-# "Answer: ..." lines, hardly ever with an end id (measured on Gemma 3 270M: docs/results.md).
+# "Answer: ..." lines, hardly ever with an end id (measured on Gemma 3 270M: docs/results.md). A response
+# there starts with a space, as the model's own do (lm-eval's target delimiter), and carries no end id.
 PLAIN_PROMPT = "Question: {content}\nAnswer:"
 PLAIN_STOPS = ("\nQuestion:", "\nAnswer:")
 
@@ -99,9 +100,18 @@ def end_of_turn(tok) -> int:
     return after[0] if after and after[0] in tok.all_special_ids else tok.eos_token_id
 
 
-def end_id(tok, prompt: list[dict] | str) -> int:
+def plain(tok, prompt: list[dict] | str) -> bool:
+    """Whether `prompt` is chat messages that become PLAIN_PROMPT text (the tokenizer has no chat
+    template)."""
+    return not isinstance(prompt, str) and tok.chat_template is None
+
+
+def end_id(tok, prompt: list[dict] | str) -> int | None:
     """The id that ends a response to `prompt`: the end-of-turn token after a chat prompt, the tokenizer's EOS
-    after a plain text."""
+    after a plain text, none after PLAIN_PROMPT text (its answers end where generation stops them,
+    PLAIN_STOPS, with no id a base model would emit there)."""
+    if plain(tok, prompt):
+        return None
     return tok.eos_token_id if isinstance(prompt, str) else end_of_turn(tok)
 
 
@@ -122,20 +132,25 @@ def stop_ids(tok, generation_config=None) -> tuple[int, ...]:
 
 
 def generation_config_of(path: str):
-    """The checkpoint's generation_config (None where it has none)."""
-    from transformers import GenerationConfig
+    """The checkpoint's generation_config; without a generation_config.json, the one transformers (and vLLM)
+    derive from its config.json (its eos_token_id)."""
+    from transformers import AutoConfig, GenerationConfig
 
     try:
         return GenerationConfig.from_pretrained(path)
     except OSError:
-        return None
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(path))
 
 
 def completion_ids(tok, prompt: list[dict] | str, text: str, truncated: bool = False) -> list[int]:
-    """A response's token ids, followed by the id that ends a response to `prompt` (`end_id`) unless the
-    response was cut by a length cap (`truncated`): the model is scored on stopping only where it stopped."""
+    """A response's token ids, followed by the id that ends a response to `prompt` (`end_id`, where there is
+    one) unless the response was cut by a length cap (`truncated`): the model is scored on stopping only where
+    it stopped. After PLAIN_PROMPT text a response starts with a space (a gold solution has none)."""
+    if plain(tok, prompt) and not text[:1].isspace():
+        text = " " + text
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    return ids if truncated else ids + [end_id(tok, prompt)]
+    end = end_id(tok, prompt)
+    return ids if truncated or end is None else ids + [end]
 
 
 def encode(tok, prompt: list[dict] | str, completion: str, truncated: bool = False) -> tuple[list, list]:
@@ -154,16 +169,36 @@ def split_at_stop(ids: list[int], stops: tuple[int, ...]) -> tuple[list[int], in
 
 def cut_at_string(tok, ids: list[int], strings: tuple[str, ...]) -> tuple[list[int], str, bool]:
     """(the sampled tokens up to the one that completed a stop string, their text before that string,
-    whether one did); without one, all tokens and their text. What follows in `ids` is padding."""
+    whether one did); without one, all tokens and their text."""
+
+    def holds(k: int) -> bool:
+        decoded = tok.decode(ids[:k], skip_special_tokens=True)
+        return any(s in decoded for s in strings)
+
     text = tok.decode(ids, skip_special_tokens=True)
-    if not any(s in text for s in strings):
+    if not holds(len(ids)):
         return ids, text, False
-    end = next(
-        k
-        for k in range(1, len(ids) + 1)
-        if any(s in tok.decode(ids[:k], skip_special_tokens=True) for s in strings)
-    )
-    return ids[:end], text[: min(text.index(s) for s in strings if s in text)], True
+    # the shortest prefix whose text holds a stop string (a longer prefix's text holds it too): bisection
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo], text[: min(text.index(s) for s in strings if s in text)], True
+
+
+def end_sample(tok, row: list[int], stops: tuple[int, ...], strings: tuple[str, ...]):
+    """(tokens, text, finished, stop id or None) of one generated row: it ends at its first stop id or at
+    the token that completes a stop string, whichever comes first; else the length cap cut it. What follows
+    the end is padding, which may be a stop id (pad_id falls back to one): after a stop string it is no
+    stop."""
+    before, stop = split_at_stop(row, stops)
+    ids, text, by_string = cut_at_string(tok, before, strings)
+    if by_string:
+        return ids, text, True, None
+    return ids, text, stop is not None, stop
 
 
 def generate_kwargs(

@@ -301,8 +301,8 @@ class Trainer:
         self.reference_computed = not path.is_file()  # else another run (method) computed them
         if self.reference_computed and self.acc.is_main_process:
             columns, n = self._columns(self.pairs, range(len(self.pairs))), len(self.pairs)
-            # [chosen/rejected, epoch, pair]; NaN for a pair no micro-batch of an epoch holds (the remainder
-            # of a batch split over processes)
+            # [chosen/rejected, epoch, pair]; NaN for a pair no micro-batch of an epoch holds (the pairs a
+            # multi-process epoch leaves out: only full batches are split over processes)
             total, count = (torch.full((2, epochs, n), float("nan")) for _ in range(2))
             for e, groups in enumerate(layout):
                 rc, rr = score_pairs(
