@@ -128,9 +128,10 @@ def test_neutral_generation_covers_every_logits_processor_a_checkpoint_can_set(t
 
 def test_a_checkpoint_without_a_chat_template_gets_plain_question_answer_text(default_model_path):
     """A base checkpoint (no chat template): a chat prompt becomes "Question: …\nAnswer:" text with the
-    tokenizer's BOS, a response after it starts with a space and carries no end id, and a sample ends where
-    the model starts another question or answer line (the tokens up to the one that completed the string
-    are kept, the text stops before it, and padding after it is no stop id even where the pad is one)."""
+    tokenizer's BOS, a response after it starts with a space and ends with "\nQuestion:", and a sample ends
+    where the model starts another question or answer line (the tokens up to the one that completed the
+    string are kept, the text stops before it, and padding after it is no stop id even where the pad is
+    one)."""
     from trainers.tokens import PLAIN_STOPS, cut_at_string, end_sample, stop_strings
 
     base = tokenizer(default_model_path, bos=True, eos=ENDOFTEXT, chat=False)
@@ -140,9 +141,14 @@ def test_a_checkpoint_without_a_chat_template_gets_plain_question_answer_text(de
         == prompt_ids(base, text)
         == [ENDOFTEXT, *base(text, add_special_tokens=False)["input_ids"]]
     )
-    assert end_of_turn(base) == ENDOFTEXT and end_id(base, CHAT) is None and stop_strings(base) == PLAIN_STOPS
+    assert end_of_turn(base) == ENDOFTEXT and stop_strings(base) == PLAIN_STOPS
     five = base(" 5", add_special_tokens=False)["input_ids"]
-    assert encode(base, CHAT, "5")[1] == encode(base, CHAT, " 5")[1] == five
+    ended = base(" 5\nQuestion:", add_special_tokens=False)["input_ids"]
+    assert base.decode(ended) == " 5\nQuestion:" and len(ended) > len(five)
+    assert encode(base, CHAT, "5")[1] == encode(base, CHAT, " 5")[1] == ended
+    assert encode(base, CHAT, "5", truncated=True)[1] == five
+    # encoded with the stop string as one text, as the model samples it (tokenizers that merge "\n\n" do)
+    assert encode(base, CHAT, " 5\n")[1] == base(" 5\n\nQuestion:", add_special_tokens=False)["input_ids"]
     assert encode(base, "What is 2+3? ", "5")[1] == [
         *base("5", add_special_tokens=False)["input_ids"],
         ENDOFTEXT,

@@ -17,7 +17,8 @@ from functools import cache
 # question/answer text lm-eval uses for base models, and a sample ends where the model starts another
 # question or answer: base models answer after "Answer:" and then go on with "Question: ..." or
 # "Answer: ..." lines, hardly ever with an end id (measured on Gemma 3 270M: docs/results.md). A response
-# there starts with a space, as the model's own do (lm-eval's target delimiter), and carries no end id.
+# there starts with a space, as the model's own do (lm-eval's target delimiter), and ends with the first
+# stop string, the text its own samples end with, in place of an end id.
 PLAIN_PROMPT = "Question: {content}\nAnswer:"
 PLAIN_STOPS = ("\nQuestion:", "\nAnswer:")
 
@@ -106,12 +107,9 @@ def plain(tok, prompt: list[dict] | str) -> bool:
     return not isinstance(prompt, str) and tok.chat_template is None
 
 
-def end_id(tok, prompt: list[dict] | str) -> int | None:
+def end_id(tok, prompt: list[dict] | str) -> int:
     """The id that ends a response to `prompt`: the end-of-turn token after a chat prompt, the tokenizer's EOS
-    after a plain text, none after PLAIN_PROMPT text (its answers end where generation stops them,
-    PLAIN_STOPS, with no id a base model would emit there)."""
-    if plain(tok, prompt):
-        return None
+    after a plain text (PLAIN_PROMPT text ends with a string instead: `completion_ids`)."""
     return tok.eos_token_id if isinstance(prompt, str) else end_of_turn(tok)
 
 
@@ -143,14 +141,16 @@ def generation_config_of(path: str):
 
 
 def completion_ids(tok, prompt: list[dict] | str, text: str, truncated: bool = False) -> list[int]:
-    """A response's token ids, followed by the id that ends a response to `prompt` (`end_id`, where there is
-    one) unless the response was cut by a length cap (`truncated`): the model is scored on stopping only where
-    it stopped. After PLAIN_PROMPT text a response starts with a space (a gold solution has none)."""
-    if plain(tok, prompt) and not text[:1].isspace():
-        text = " " + text
+    """A response's token ids, followed by the id that ends a response to `prompt` (`end_id`) unless the
+    response was cut by a length cap (`truncated`): the model is scored on stopping only where it stopped.
+    After PLAIN_PROMPT text a response starts with a space (a gold solution has none) and ends with
+    PLAIN_STOPS[0], encoded with it as one text (the tokens the model samples there: "\n\n" may merge)."""
+    if plain(tok, prompt):
+        spaced = text if text[:1].isspace() else " " + text
+        ending = "" if truncated else PLAIN_STOPS[0]
+        return tok(spaced + ending, add_special_tokens=False)["input_ids"]
     ids = tok(text, add_special_tokens=False)["input_ids"]
-    end = end_id(tok, prompt)
-    return ids if truncated or end is None else ids + [end]
+    return ids if truncated else ids + [end_id(tok, prompt)]
 
 
 def encode(tok, prompt: list[dict] | str, completion: str, truncated: bool = False) -> tuple[list, list]:
