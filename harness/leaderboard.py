@@ -527,8 +527,8 @@ def _pairs_line(meta: dict) -> str:
     cut = {f: sum(c.get("truncated", {}).get(f, 0) for c in by_task.values()) for f in ("chosen", "rejected")}
     if any(cut.values()):
         line += (
-            f" {cut['chosen']} chosen and {cut['rejected']} rejected responses (training and held-out) were "
-            "cut by the sampling length cap: kept, scored without an end token."
+            f" Of the training and held-out pairs, {cut['chosen']} chosen and {cut['rejected']} rejected "
+            "responses were cut by the sampling length cap: kept, scored without an end token."
         )
     return line
 
