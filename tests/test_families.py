@@ -131,8 +131,10 @@ def test_pairs_training_evaluation_and_leaderboard(family):
     results = evaluate(models_, [runs / n for n in ("reference", "dpo-seed0", "spo-seed0")], cfg)
     assert results[1]["shift"]["kl_samples"] == 2 and results[1]["shift"]["heldout_pairs"] == 2
     ref_samples = [json.loads(line) for line in open(runs / "reference" / "samples.jsonl")]
-    # 4. the reference on vLLM, from the same prompt ids: the same greedy tokens, finished or cut alike
-    if vllm_available():
+    # 4. the reference on vLLM, from the same prompt ids: the same greedy tokens, finished or cut alike.
+    # Mistral is skipped there (16 s of the suite's budget): vLLM runs it as Llama, with Llama-3's BOS
+    # convention and fewer end ids
+    if vllm_available() and name != "mistral":
         out = work / "vllm"
         cmd = [
             sys.executable,

@@ -239,8 +239,10 @@ def test_json_array_parquet_and_datasets_folder_load_like_jsonl_with_rows_number
 def test_a_source_that_is_neither_a_file_nor_a_dataset_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"nope.jsonl: no such file or folder \(nor a hub dataset id\)"):
         load_pairs(str(tmp_path / "nope.jsonl"))
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # offline as this machine is, without datasets' five retries (23 s): the flags are read at import
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(
         ValueError, match=r"^someone/no-such-pairs: not a local file and not loadable as a hub"
     ):
