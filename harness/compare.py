@@ -91,8 +91,9 @@ def file_digest(path: Path) -> str:
 def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = False, note: str = "") -> None:
     """Run `python -m module --config config` in a fresh process with the stage environment (tcmalloc
     where installed, known harmless library output filtered: `stage_env`) and record its wall time under
-    `name`. Unless `verbose`, its stdout (the stage's JSON summary, also in its files) is dropped: the
-    screen shows this line, the stage's progress bar and whatever it writes to stderr."""
+    `name`, kept beside the stage configs (seconds.json) for a resumed run. Unless `verbose`, its stdout
+    (the stage's JSON summary, also in its files) is dropped: the screen shows this line, the stage's
+    progress bar and whatever it writes to stderr."""
     print(f"== {name}{note}", flush=True)
     t = time.time()
     cmd = [sys.executable, "-m", module, "--config", str(config)]
@@ -103,6 +104,7 @@ def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = F
             "rerun with --resume"
         )
     timings[name] = round(time.time() - t, 1)
+    write_json(config.parent / "seconds.json", timings)
 
 
 def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]]:
@@ -634,11 +636,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
     runs, stages = a.results / "runs", a.outputs / "stages"
-    earlier = runs / "compare.json"
-    # kept stages keep their times
-    timings: dict[str, float] = (
-        json.loads(earlier.read_text())["stage_seconds"] if a.resume and earlier.is_file() else {}
-    )
+    # kept stages keep their times: those of the outputs resumed (the results folder may hold another run's)
+    earlier = stages / "seconds.json"
+    timings: dict[str, float] = json.loads(earlier.read_text()) if a.resume and earlier.is_file() else {}
 
     # 1. pairs: the built-in ones sampled from the reference (cached by the stage itself), then yours
     pairs = pairs_config(a)

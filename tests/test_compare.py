@@ -103,6 +103,10 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
     monkeypatch.setenv("SPO_CACHE_DIR", str(work / "cache"))
     args = ["--preset", "smoke", "--results", str(results), "--outputs", str(work / "outputs"), "--resume"]
     before = (results / "runs" / "spo-seed0" / "eval.json").read_text()
+    # a compare.json of another run in the results folder lends the kept stages no times
+    first = json.loads((results / "runs" / "compare.json").read_text())
+    other = {**first, "stage_seconds": {k: 9999.0 for k in first["stage_seconds"]}}
+    (results / "runs" / "compare.json").write_text(json.dumps(other))
     compare.main(args)
     meta = json.loads((results / "runs" / "compare.json").read_text())
     assert meta["kept_from_earlier"] == {
@@ -112,6 +116,8 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
     assert (results / "runs" / "spo-seed0" / "eval.json").read_text() == before  # not re-evaluated
     # the kept stages keep their times
     assert set(meta["stage_seconds"]) == {"pairs", "train dpo-seed0", "train spo-seed0", "eval"}
+    for kept in ("train dpo-seed0", "train spo-seed0"):
+        assert meta["stage_seconds"][kept] == first["stage_seconds"][kept]
     started, run = [], subprocess.run
 
     # every stage is a process of its own, given its config file, in one environment (compare.subprocess
