@@ -489,8 +489,11 @@ def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_f
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # 2 micro-batches per process; the default model (1 step of 2 pairs per process) keeps CI short
+    # 2 micro-batches per process; the default model (1 step of 2 pairs per process, 2 probe pairs, whose
+    # greedy decoding dominated its time) keeps CI short
     tiny = model == "tiny_model_dir"
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text("".join(json.dumps(p) + "\n" for p in PAIRS[: 8 if tiny else 2]))
     args = [
         "-m",
         "trainers.train",
@@ -510,7 +513,7 @@ def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_f
         "--lr",
         str(lr),  # tiny: accumulation
         "--probe-pairs",
-        pairs_file,
+        str(probes),
         "--probe-every",
         "1",
     ]
