@@ -90,10 +90,9 @@ def file_digest(path: Path) -> str:
 
 def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = False, note: str = "") -> None:
     """Run `python -m module --config config` in a fresh process with the stage environment (tcmalloc
-    where installed, known harmless library output filtered: `stage_env`) and record its wall time under
-    `name`, kept beside the stage configs (seconds.json) for a resumed run. Unless `verbose`, its stdout
-    (the stage's JSON summary, also in its files) is dropped: the screen shows this line, the stage's
-    progress bar and whatever it writes to stderr."""
+    where installed, known harmless library output filtered: `stage_env`); its wall time goes under `name`
+    and to seconds.json beside `config` (a resume reads it). Unless `verbose`, its stdout (the stage's JSON
+    summary, also in its files) is dropped: the screen shows this line, its progress bar and its stderr."""
     print(f"== {name}{note}", flush=True)
     t = time.time()
     cmd = [sys.executable, "-m", module, "--config", str(config)]
@@ -104,7 +103,7 @@ def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = F
             "rerun with --resume"
         )
     timings[name] = round(time.time() - t, 1)
-    write_json(config.parent / "seconds.json", timings)
+    write_json(Path(config).parent / "seconds.json", timings)
 
 
 def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]]:
@@ -178,14 +177,9 @@ def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
     counts: dict[str, dict] = {}
     for split, rows in (("train", train), ("heldout", held)):
         for r in rows:
+            fresh = {"train": 0, "heldout": 0, "style": r.get("style", "default")}
             c = counts.setdefault(
-                r.get("task", "custom"),
-                {
-                    "train": 0,
-                    "heldout": 0,
-                    "style": r.get("style", "default"),
-                    "truncated": {"chosen": 0, "rejected": 0},
-                },
+                r.get("task", "custom"), fresh | {"truncated": {"chosen": 0, "rejected": 0}}
             )
             c[split] += 1
             for field in c["truncated"]:

@@ -52,7 +52,7 @@ def test_floor_counts_the_default_models_matmuls_and_lies_below_every_stage(
         assert 0 < row["floor_seconds"] < row["seconds"], name
 
 
-def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
+def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch, tmp_path):
     monkeypatch.setenv("LD_PRELOAD", "")
     probe = [sys.executable, "-c", "print(open('/proc/self/maps').read().count('tcmalloc') > 0)"]
     env = runinfo.stage_env()
@@ -68,7 +68,7 @@ def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch):
         "run",
         lambda cmd, env, stdout: seen.append(env) or subprocess.CompletedProcess(cmd, 0),
     )
-    compare.stage("pairs", timings := {}, "harness.pairs", "x.json")
+    compare.stage("pairs", timings := {}, "harness.pairs", tmp_path / "x.json")
     assert seen == [runinfo.stage_env()] and "pairs" in timings  # compare's stages run in that environment
 
 
