@@ -84,7 +84,7 @@ def test_pairs_training_evaluation_and_leaderboard(family):
     heldout_file.write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
     tok = AutoTokenizer.from_pretrained(path)
     stops = stop_ids(tok, generation_config_of(path))
-    # an end id closes every response but a cut one, and every one after plain-format text
+    # an end id closes every response but a cut one; after plain-format text none does (a stop string does)
     chat = FAMILIES[name].chat
     for (x, c, r), row in zip(encode_pairs(tok, str(train_file), 640, "skip")[0], rows):
         assert (c[-1] in stops) is chat and (r[-1] in stops) is (chat and not truncated(row, "rejected"))

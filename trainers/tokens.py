@@ -77,7 +77,7 @@ def prompt_ids(tok, prompt: list[dict] | str) -> list[int]:
     `apply_chat_template(tokenize=True)` adds none either); without a template they become PLAIN_PROMPT
     text. A plain string gets the special tokens the tokenizer puts before a text (BOS where it adds one),
     unless it already starts with them."""
-    if not isinstance(prompt, str) and tok.chat_template is None:
+    if plain(tok, prompt):
         prompt = PLAIN_PROMPT.format(content="\n".join(m["content"] for m in prompt))
     if not isinstance(prompt, str):
         text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
