@@ -45,7 +45,8 @@ BASELINES = {
     "cpu-short": (
         "--preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 --gsm8k-pairs 4 "
         "--arith-pairs 16 --tldr-pairs 3 --k 2 --heldout 1 --gsm8k-eval 4 --math-eval 2 --arith-eval 6 "
-        "--tldr-eval 3 --kl-prompts 4 --batch-pairs 4 --micro-pairs 4 --epochs 1 --probe-every 100"
+        "--tldr-eval 3 --kl-prompts 4 --batch-pairs 4 --micro-pairs 4 --epochs 1 --probe-every 100 "
+        "--no-probe-greedy"
     ).split(),
 }
 # |now − baseline| ≤ ATOL + RTOL·|baseline|. Same machine: identical numbers. Across CPUs the fp32 kernels
