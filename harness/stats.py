@@ -97,6 +97,28 @@ def _fit_length_logit(y: np.ndarray, x: np.ndarray, tol: float = 1e-10, max_iter
     return theta
 
 
+def _separation(ys: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: whether the scores are (quasi-)separated by the length term x, so that no finite φ fits
+    them best, and whether the separation lies at x = 0 alone (then θ is still estimable, see below).
+
+    A fractional score counts as a win and as a loss at its x. The rows are separated when some threshold c
+    has every loss at x ≤ c and every win at x ≥ c (or the mirror image): φ → ∞ then fits all items off
+    c perfectly. The thresholds that do so form the gap [largest loss x, smallest win x]."""
+    wins, losses = ys > 0, ys < 1
+
+    def gap(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.where(low, x, -np.inf).max(axis=1), np.where(high, x, np.inf).min(axis=1)
+
+    separated = np.zeros(len(ys), dtype=bool)
+    at_zero = np.zeros(len(ys), dtype=bool)
+    for low, high in ((losses, wins), (wins, losses)):  # longer wins; shorter wins
+        top_of_low, bottom_of_high = gap(low, high)
+        side = top_of_low <= bottom_of_high
+        separated |= side
+        at_zero |= side & (top_of_low == 0) & (bottom_of_high == 0)
+    return separated, at_zero
+
+
 def length_controlled_win_rate(
     scores: Sequence[float],
     out_lengths: Sequence[float],
@@ -110,7 +132,8 @@ def length_controlled_win_rate(
 
     scores: per item, the output's preference over the baseline in [0, 1] (both orders averaged, ties ½),
     the fit's target (a fractional target is a valid Bernoulli log-likelihood term). The model, with
-    Δᵢ = out_lengthsᵢ − base_lengthsᵢ and σ_len the standard deviation of the Δᵢ over the items:
+    Δᵢ = out_lengthsᵢ − base_lengthsᵢ and σ_len their sample standard deviation (ddof 1, as AlpacaEval's
+    pandas `.std()`):
 
         p(output preferred on item i) = σ(θ + φ · tanh(Δᵢ / σ_len))
 
@@ -120,39 +143,42 @@ def length_controlled_win_rate(
     (σ_len = 0) length cannot be told apart from θ and LC equals the raw win rate; when all scores are equal
     there is nothing to explain and LC equals them.
 
-    When every verdict on unequal lengths follows the length, LC is the mean score of the equal-length
-    items (None without any; see the code).
+    When the length term separates the scores (_separation: e.g. every longer output won and every
+    shorter one lost, or all wins are longer by 16+ words and all losses by 2 or fewer) the maximum
+    likelihood φ is infinite and θ follows it off to ±∞ or is undetermined: LC is not estimable, and
+    `lc_separated` says so (LC and its interval None). The one exception is a separation at equal length
+    alone: the items off Δ = 0 are fitted exactly and θ is set by the equal-length items, LC = their mean
+    score. A resample that is separated elsewhere has no LC either; the interval counts it at 0 for its
+    lower end and at 100 for its upper end, so that such resamples widen it rather than vanish.
 
-    Returns {lc_win_rate (%), lc_ci95 ([lo, hi], %), length_ratio (Σ out_lengths / Σ base_lengths: the
-    ratio of the mean lengths, None when the baselines are all empty)}; all None without items.
+    Returns {lc_win_rate (%), lc_ci95 ([lo, hi], %), lc_separated, length_ratio (Σ out_lengths /
+    Σ base_lengths: the ratio of the mean lengths, None when the baselines are all empty)}; LC None
+    without items.
     """
     y = np.asarray(scores, dtype=np.float64)
     delta = np.asarray(out_lengths, dtype=np.float64) - np.asarray(base_lengths, dtype=np.float64)
     base_total = float(np.sum(base_lengths))
     ratio = float(np.sum(out_lengths)) / base_total if base_total else None
+    none = {"lc_win_rate": None, "lc_ci95": None, "lc_separated": False, "length_ratio": ratio}
     if y.size == 0:
-        return {"lc_win_rate": None, "lc_ci95": None, "length_ratio": ratio}
+        return none
     idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
     # row 0: the items themselves; rows 1…: the bootstrap resamples, each with its own σ_len
     ys, deltas = np.vstack([y, y[idx]]), np.vstack([delta, delta[idx]])
-    sd = deltas.std(axis=1, keepdims=True)
+    sd = deltas.std(axis=1, ddof=1, keepdims=True) if y.size > 1 else np.zeros((len(ys), 1))
     x = np.tanh(np.divide(deltas, sd, out=np.zeros_like(deltas), where=sd > 0))
     uniform = ys.min(axis=1) == ys.max(axis=1)
-    # a row whose scores are all equal has no finite θ when they are 0 or 1: it is fitted on ½s (θ = 0 at
-    # once) and replaced by its mean below
-    theta = _fit_length_logit(np.where(uniform[:, None], 0.5, ys), x)
-    # A judge whose every verdict on unequal lengths follows the length (the longer, or the shorter, always
-    # wins): φ → ∞ fits all of them whatever θ, so the maximum likelihood θ is set by the equal-length items
-    # alone (tanh 0), LC = their mean score; with none, LC is undefined (NaN here, None out) rather than
-    # whatever the ridge on φ would make of it.
-    unequal = x != 0
-    follows = [np.all(np.where(unequal, ys == side, True), axis=1) for side in (x > 0, x < 0)]
-    separated = (follows[0] | follows[1]) & unequal.any(axis=1) & ~uniform
-    equal = (~unequal).sum(axis=1)
-    at_equal = np.divide((ys * ~unequal).sum(axis=1), equal, out=np.full(len(ys), np.nan), where=equal > 0)
-    lc = 100 * np.where(uniform, ys.mean(axis=1), np.where(separated, at_equal, _sigmoid(theta)))
+    separated, at_zero = _separation(ys, x)
+    separated &= ~uniform
+    # the rows whose θ is finite are fitted; a uniform or separated row on ½s (θ = 0 at once), replaced below
+    theta = _fit_length_logit(np.where((uniform | separated)[:, None], 0.5, ys), x)
+    equal = x == 0
+    count = equal.sum(axis=1)
+    at_equal = np.divide((ys * equal).sum(axis=1), count, out=np.full(len(ys), np.nan), where=count > 0)
+    lc = 100 * np.where(uniform, ys.mean(axis=1), _sigmoid(theta))
+    lc = np.where(separated, np.where(at_zero, 100 * at_equal, np.nan), lc)
     if np.isnan(lc[0]):
-        return {"lc_win_rate": None, "lc_ci95": None, "length_ratio": ratio}
-    # resamples without a defined LC (length explains all and no equal-length item was drawn) are left out
-    lo, hi = np.percentile(lc[1:][~np.isnan(lc[1:])], [2.5, 97.5])
-    return {"lc_win_rate": float(lc[0]), "lc_ci95": [float(lo), float(hi)], "length_ratio": ratio}
+        return {**none, "lc_separated": bool(separated[0])}
+    lo = np.percentile(np.nan_to_num(lc[1:], nan=0.0), 2.5)
+    hi = np.percentile(np.nan_to_num(lc[1:], nan=100.0), 97.5)
+    return {**none, "lc_win_rate": float(lc[0]), "lc_ci95": [float(lo), float(hi)]}

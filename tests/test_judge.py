@@ -64,6 +64,7 @@ def test_length_control_is_exact_when_length_cannot_explain_the_scores():
     assert length_controlled_win_rate([1.0] * 5, [3, 9, 4, 20, 1], [5] * 5) == {
         "lc_win_rate": 100.0,
         "lc_ci95": [100.0, 100.0],
+        "lc_separated": False,
         "length_ratio": 37 / 25,
     }
     assert length_controlled_win_rate([0.5], [4], [0])["lc_win_rate"] == 50.0
@@ -71,6 +72,7 @@ def test_length_control_is_exact_when_length_cannot_explain_the_scores():
     assert length_controlled_win_rate([], [], []) == {
         "lc_win_rate": None,
         "lc_ci95": None,
+        "lc_separated": False,
         "length_ratio": None,
     }
 
@@ -86,6 +88,49 @@ def test_length_control_keeps_the_rate_of_a_judge_that_ignores_length():
     # deterministic for a seed; another seed resamples other items
     assert length_controlled_win_rate(fair, out, base) == lc
     assert length_controlled_win_rate(fair, out, base, seed=1)["lc_ci95"] != lc["lc_ci95"]
+
+
+def test_length_control_is_not_estimable_when_length_separates_the_scores_anywhere():
+    # issue 30's case: raw 50 %, every win longer by 16+ words, every loss by 2 or fewer; the old rule saw
+    # no separation (all Δ > 0) and reported LC 0.89 % [0.26, 3.1]
+    lc = length_controlled_win_rate([1, 1, 1, 0, 0, 0], [20, 18, 16, 2, 1, 1], [0] * 6)
+    assert (lc["lc_win_rate"], lc["lc_ci95"], lc["lc_separated"]) == (None, None, True)
+    # quasi-separation: a tie (½ counts as a win and a loss) at the boundary Δ = 5, wins above, losses below
+    lc = length_controlled_win_rate([0, 0, 0.5, 1, 1], [1, 3, 5, 8, 9], [0] * 5)
+    assert lc["lc_separated"] and lc["lc_win_rate"] is None
+    # the mirror image: the shorter output always wins
+    assert length_controlled_win_rate([0, 0, 1, 1], [30, 25, 3, 1], [10] * 4)["lc_separated"]
+    # one loss among the long outputs: overlap, a finite fit
+    lc = length_controlled_win_rate([1, 1, 0, 1, 0, 0], [20, 18, 16, 2, 1, 1], [0] * 6)
+    assert not lc["lc_separated"] and 0 < lc["lc_win_rate"] < 100
+
+
+def test_length_controlled_win_rate_equals_a_direct_fit_with_the_sample_std():
+    from scipy.optimize import minimize
+
+    from harness.stats import LC_RIDGE
+
+    rng = np.random.default_rng(5)
+    base = rng.integers(20, 40, 60)
+    out = base + rng.integers(-10, 15, 60)
+    scores = np.where(rng.random(60) < 0.4 + 0.02 * (out - base), 1.0, 0.0)
+    scores[::7] = 0.5
+    lc = length_controlled_win_rate(scores, out, base)
+
+    def direct(ddof: int) -> float:
+        delta = (out - base).astype(float)
+        x = np.tanh(delta / delta.std(ddof=ddof))
+
+        def objective(w):
+            eta = w[0] + w[1] * x
+            return (np.logaddexp(0.0, eta) - scores * eta).sum() + LC_RIDGE * w[1] ** 2 / 2
+
+        theta = minimize(objective, [0.0, 0.0], method="BFGS", options={"gtol": 1e-10}).x[0]
+        return 100 / (1 + np.exp(-theta))
+
+    assert not lc["lc_separated"] and lc["lc_win_rate"] == pytest.approx(direct(1), abs=1e-4)
+    # AlpacaEval standardises by the sample std (pandas); the population std fits another θ
+    assert abs(direct(0) - direct(1)) > 1e-3
 
 
 # ---------- win_rate with scripted judges
