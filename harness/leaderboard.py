@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
-from itertools import zip_longest
 from pathlib import Path
 
-from common import exclusive, read_jsonl, run_main, write_json, write_text
+from common import exclusive, run_main, write_json, write_text
 from harness import figures, report
-from harness.methods import base_of, method_of
-from harness.stats import clustered_mean_ci, mean_ci, paired_diff_ci
+from harness.methods import method_of
+from harness.pooled import KINDS, Run, init_method, paired, sensitivity, shift_pooled
+from harness.stats import mean_ci
 from tasks import TASKS
 
 
@@ -29,7 +28,6 @@ def _get(d: dict | None, *keys):
 
 # accuracy tasks share one table per section; the others get a table each (score_columns)
 ACCURACY_TASKS = [name for name, t in TASKS.items() if t.METRIC == "accuracy"]
-ITEM_SCORES = {name: t.ITEM_SCORE for name, t in TASKS.items()}  # per-item field and scale
 # the judge's columns (unprefixed row keys) come from the first judged task
 JUDGED = next((name for name, t in TASKS.items() if t.JUDGED), None)
 JUDGE_NOTE = (
@@ -40,15 +38,6 @@ JUDGE_NOTE = (
 )
 
 
-# response kinds scored on every held-out pair (harness.shift): Δ log-prob vs the reference of each;
-# trainers.probes.KINDS, spelled out here so that a rebuild does not load torch (a test checks they agree)
-KINDS = {
-    "chosen": "held-out chosen response",
-    "rejected": "rejected response",
-    "rephrased": "rephrased chosen response",
-    "unrelated": "unrelated response (another pair's chosen)",
-    "greedy": "policy's own greedy response",
-}
 SHIFT_KEYS = (
     *(f"dlogp_{k}" for k in KINDS),
     *(f"dsum_{k}" for k in KINDS),
@@ -70,40 +59,6 @@ def _label(name: str) -> str:
 def _name(name: str) -> str:
     """The task in the verdict: its title alone for an accuracy task ('GSM8K'), else with the metric."""
     return TASKS[name].TITLE if name in ACCURACY_TASKS else _label(name)
-
-
-@dataclass
-class Run:
-    """One run folder, read once: eval.json, samples.jsonl, and for a trained model train.json and
-    metrics.jsonl (an absent samples or train file: None; absent metrics: empty)."""
-
-    name: str
-    eval: dict
-    samples: list[dict] | None
-    train: dict | None
-    metrics: list[dict]
-
-    @classmethod
-    def read(cls, folder: Path) -> Run:
-        def optional(name: str, load):
-            return load(folder / name) if (folder / name).is_file() else None
-
-        return cls(
-            folder.name,
-            json.loads((folder / "eval.json").read_text()),
-            optional("samples.jsonl", read_jsonl),
-            optional("train.json", lambda p: json.loads(p.read_text())),
-            optional("metrics.jsonl", read_jsonl) or [],
-        )
-
-    def item_scores(self) -> dict[str, list[float]]:
-        """Per-item scores by task, in item order (accuracy items as 0/100, ROUGE-L ×100)."""
-        out: dict[str, list[float]] = {}
-        for s in self.samples or []:
-            if s["task"] in ITEM_SCORES:
-                field, scale = ITEM_SCORES[s["task"]]
-                out.setdefault(s["task"], []).append(scale * float(s[field]))
-        return out
 
 
 def row(run: Run) -> dict:
@@ -128,6 +83,7 @@ def row(run: Run) -> dict:
             )
             # absent from eval.json files written before the length-controlled win rate: None
             r[f"judge_vs_{base}_lc"], r[f"judge_vs_{base}_lc_ci95"] = j.get("lc_win_rate"), j.get("lc_ci95")
+            r[f"judge_vs_{base}_lc_separated"] = j.get("lc_separated", False)
             r[f"judge_vs_{base}_length_ratio"] = j.get("length_ratio")
         r["judge"] = _get(ev, JUDGED, "judge", "human", "judge")
     shift = ev["shift"]
@@ -145,92 +101,6 @@ def row(run: Run) -> dict:
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
         r[f"gen_{k}"] = _get(ev, "generation", k)
     return r
-
-
-def init_method(meta: dict) -> str | None:
-    """The method every run started from when it was not the reference (compare.json "init" and
-    "init_run", e.g. 'sft' from run 'sft-seed0'); None for the reference, and in files older than --init."""
-    if meta.get("init", "reference") == "reference":
-        return None
-    return method_of(meta["init_run"]) if meta.get("init_run") else meta["init"]
-
-
-def opponents(method: str, ran, init: str | None = None) -> list[str]:
-    """What `method` is compared with on the same items, of the methods that `ran`: the reference, its
-    base_of (spo → dpo, simpo+spo → simpo, spo@spo_lambda=10 → spo) and the init method (e.g. sft)."""
-    named = dict.fromkeys(m for m in ("reference", base_of(method), init) if m is not None)
-    return [m for m in named if m != method and m in ran]
-
-
-def paired(runs: list[Run], init: str | None = None) -> list[dict]:
-    """Each method (its seeds averaged per item) minus each of its opponents, on the same items:
-    mean difference and 95% paired-bootstrap interval per task."""
-    groups: dict[str, list[dict]] = {}
-    for run in runs:
-        groups.setdefault(method_of(run.name), []).append(run.item_scores())
-    pooled = {
-        m: {
-            t: [sum(v) / len(v) for v in zip(*(r[t] for r in rs))]
-            for t in ITEM_SCORES
-            if all(t in r for r in rs)
-        }
-        for m, rs in groups.items()
-    }
-    out = []
-    for method in (m for m in pooled if m != "reference"):
-        for base in opponents(method, pooled, init):
-            diffs = {}
-            for task in ITEM_SCORES:
-                a, b = pooled[method].get(task), pooled[base].get(task)
-                if a and b and len(a) == len(b):
-                    mean, lo, hi = paired_diff_ci(a, b)
-                    diffs[task] = {
-                        "diff": mean,
-                        "ci95": [lo, hi],
-                        "n": len(a),
-                        "significant": lo > 0 or hi < 0,
-                    }
-            out.append({"method": method, "seeds": len(groups[method]), "vs": base, "tasks": diffs})
-    return out
-
-
-def _pooled_kind(evals: list[dict], kind: str) -> dict | None:
-    """Δ token-mean log-prob of one response kind over a method's seeds: the per-pair values pooled, with a
-    95% bootstrap resampling pairs (each with its seeds); without per-pair values (older eval.json) the
-    mean of the seeds' means and no interval; None when no seed measured the kind."""
-    lists = [_get(ev, "shift", "per_pair", f"dlogp_{kind}") for ev in evals]
-    lists = [v for v in lists if isinstance(v, list)]
-    if lists:
-        # one cluster per held-out pair (same order in every seed's eval); null = no such response
-        clusters = [[v for v in col if v is not None] for col in zip_longest(*lists)]
-        mean, lo, hi = clustered_mean_ci(clusters)
-        pairs = sum(1 for c in clusters if c)
-        if pairs:
-            return {"mean": mean, "ci95": [lo, hi], "pairs": pairs, "seeds": len(lists)}
-    means = [v for ev in evals if (v := _get(ev, "shift", f"dlogp_{kind}")) is not None]
-    if not means:
-        return None
-    return {"mean": sum(means) / len(means), "ci95": None, "pairs": None, "seeds": len(means)}
-
-
-def shift_pooled(runs: list[Run]) -> list[dict]:
-    """Per method, its seeds pooled: each KINDS response's Δ log-prob (_pooled_kind) and the mean share
-    of held-out pairs outside SPO's safe region (None where not measured)."""
-    groups: dict[str, list[dict]] = {}
-    for run in runs:
-        groups.setdefault(method_of(run.name), []).append(run.eval)
-    out = []
-    for method, evals in groups.items():
-        shares = [v for ev in evals if (v := _get(ev, "shift", "outside_safe_region_share")) is not None]
-        out.append(
-            {
-                "method": method,
-                "seeds": len(evals),
-                **{kind: _pooled_kind(evals, kind) for kind in KINDS},
-                "outside_safe_region_share": sum(shares) / len(shares) if shares else None,
-            }
-        )
-    return out
 
 
 SEED_METRICS = [
@@ -288,6 +158,11 @@ def _ci(r: dict, key: str, fmt: str = ".1f") -> str:
     return format(r[key], fmt) + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
 
 
+def _lc(r: dict, key: str) -> str:
+    """The LC win rate, or why there is none: the judge's verdicts are separated by length (stats)."""
+    return "not estimable (separated)" if r.get(f"{key}_separated") else _ci(r, key)
+
+
 def _present(rows: list[dict], tasks) -> list[str]:
     return [t for t in tasks if any(r.get(f"{t}_n") is not None for r in rows)]
 
@@ -323,7 +198,7 @@ def score_columns(task: str) -> list:
         for base, short in (("reference", "ref"), ("human", "human")):
             columns += [
                 (f"win % vs {short} [95% CI]", lambda r, k=f"judge_vs_{base}": _ci(r, k)),
-                (f"LC win % vs {short} [95% CI]", lambda r, k=f"judge_vs_{base}_lc": _ci(r, k)),
+                (f"LC win % vs {short} [95% CI]", lambda r, k=f"judge_vs_{base}_lc": _lc(r, k)),
                 (f"len ratio vs {short}", lambda r, k=f"judge_vs_{base}_length_ratio": _num(r[k], ".2f")),
             ]
     return columns
@@ -475,16 +350,56 @@ def consequence_line(diffs: list[dict], tasks: list[str]) -> list[str]:
     return ["- **accuracy, each method vs its base** (paired per item, seeds averaged): " + "; ".join(parts)]
 
 
+def reach_line(reach: dict) -> list[str]:
+    """Per task, the smallest difference from the reference its evaluation could show (pooled.sensitivity)."""
+    parts = [
+        f"{_name(t)} {'none' if r['detectable'] is None else format(r['detectable'], '.1f')} "
+        f"({r['n']} items, reference {r['reference']:.1f})"
+        for t, r in reach.items()
+    ]
+    if not parts:
+        return []
+    return [
+        "- **smallest difference each task can show** (80% power, two-sided 5%, at the reference's score, "
+        "points; unpaired, so an upper bound): " + "; ".join(parts)
+    ]
+
+
+def interval_note(most_seeds: int, moved: bool, per_pair: bool) -> str:
+    """What the verdict's intervals cover: training seeds and items, or (one seed) the items alone."""
+    if most_seeds > 1:
+        note = (
+            "Differences are per-item paired means with a 95% two-stage bootstrap interval (a method's "
+            "training seeds, then the evaluation items; docs/evaluation.md); * = the interval excludes 0: "
+            "the difference survives both sources of noise."
+        )
+        pooled = ", 95% bootstrap resampling the training seeds, then the pairs."
+    else:
+        note = (
+            "Intervals cover the evaluation items only, not training randomness: each method trained "
+            "once (`--seeds 0,1,2` gives intervals that cover it). Differences are per-item paired means "
+            "with a 95% bootstrap interval over the items; * = the interval excludes 0."
+        )
+        pooled = ", 95% bootstrap resampling the pairs."
+    if moved:
+        note += (
+            " Δ log-prob: token-mean log-prob change vs the reference on the held-out pairs, a method's "
+            "seeds pooled" + (pooled if per_pair else ".")
+        )
+    return note
+
+
 def verdict(
     seeds: list[dict],
     diffs: list[dict],
     tasks: list[str],
     shifts: list[dict] | None = None,
     init: str | None = None,
+    reach: dict | None = None,
 ) -> list[str]:
     """One line per task (the best method and its paired differences: to its opponents, and of the methods
-    compared with it), what training did to the held-out responses' probability, and the accuracy
-    consequence vs each base: what a reader needs before the tables."""
+    compared with it), what training did to the held-out responses' probability, the accuracy
+    consequence vs each base and what each task could show at all: what a reader needs before the tables."""
     lines = []
     for t in tasks:
         key = f"{t}_{TASKS[t].METRIC}"
@@ -505,15 +420,10 @@ def verdict(
     lines += moved + consequence_line(diffs, [t for t in tasks if t in ACCURACY_TASKS])
     if not lines:
         return []
-    note = "Differences are per-item paired means with a 95% bootstrap interval; * = the interval excludes 0."
-    if moved:
-        note += (
-            " Δ log-prob: token-mean log-prob change vs the reference on the held-out pairs, a method's "
-            "seeds pooled"
-        )
-        per_pair = any((g[k] or {}).get("ci95") for g in shifts or [] for k in KINDS)
-        note += ", 95% bootstrap resampling the pairs (each with all its seeds)." if per_pair else "."
-    return [*lines, "", note]
+    lines += reach_line({t: r for t, r in (reach or {}).items() if t in tasks})
+    per_pair = any((g[k] or {}).get("ci95") for g in shifts or [] for k in KINDS)
+    most_seeds = max((g["seeds"] for g in seeds), default=1)
+    return [*lines, "", interval_note(most_seeds, bool(moved), per_pair)]
 
 
 def _pairs_line(meta: dict) -> str:
@@ -540,6 +450,7 @@ def render(
     training_figure: bool = False,
     shifts: list[dict] | None = None,
     dynamics_figure: bool = False,
+    reach: dict | None = None,
 ) -> str:
     seeds, diffs = over_seeds(rows), diffs or []
     evaluated = _present(rows, TASKS)
@@ -560,7 +471,7 @@ def render(
         "",
         f"Every method trained from: **{init}**{started}.{_pairs_line(meta)}",
         "",
-        *verdict(seeds, diffs, evaluated, shifts, init_method(meta)),
+        *verdict(seeds, diffs, evaluated, shifts, init_method(meta), reach),
         "",
     ]
     # one section per SECTION, in registry order: its accuracy tasks share a table, any other task has its own
@@ -610,7 +521,12 @@ def render(
         ),
         "",
         "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, "
-        "with a 95% paired bootstrap interval over the items (2000 resamples); * = the interval excludes 0.",
+        + (
+            "with a 95% two-stage paired bootstrap interval (training seeds, then items; 2000 resamples)"
+            if multi
+            else "with a 95% paired bootstrap interval over the items only (one seed; 2000 resamples)"
+        )
+        + "; * = the interval excludes 0.",
         "",
         "## Distribution shift from the reference",
         "",
@@ -680,11 +596,19 @@ def write(results: Path) -> str:
     for r in (r for r in read if r.metrics):
         by_method.setdefault(method_of(r.name), []).append(r.metrics)
     dynamics = figures.probe_chart(by_method, results / "figures" / "dynamics.png")
-    md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None)
+    reach = sensitivity(read)
+    md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None, reach)
     write_text(results / "leaderboard.md", md)
     write_json(
         results / "leaderboard.json",
-        {"meta": meta, "rows": rows, "over_seeds": over_seeds(rows), "paired": diffs, "shift_pooled": shifts},
+        {
+            "meta": meta,
+            "rows": rows,
+            "over_seeds": over_seeds(rows),
+            "paired": diffs,
+            "shift_pooled": shifts,
+            "sensitivity": reach,
+        },
     )
     report.write(results, {r.name: r.samples for r in read})
     return md

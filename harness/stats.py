@@ -8,6 +8,20 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _item_draws(n_items: int, seed: int, n_boot: int) -> np.ndarray:
+    """(n_boot, n_items) item indices, drawn with replacement: every interval here draws its items alike."""
+    return np.random.default_rng(seed).integers(0, n_items, size=(n_boot, n_items))
+
+
+def _seed_weights(n_seeds: int, seed: int, n_boot: int, stream: int) -> np.ndarray:
+    """(n_boot, n_seeds): the share of each training seed in each resample's draw of n_seeds seeds with
+    replacement (rows sum to 1); `stream` keeps the draws of two methods apart and off the items' draws."""
+    if n_seeds == 1:
+        return np.ones((n_boot, 1))
+    draws = np.random.default_rng([seed, stream]).integers(0, n_seeds, size=(n_boot, n_seeds))
+    return (draws[:, :, None] == np.arange(n_seeds)).sum(axis=1) / n_seeds
+
+
 def mean_ci(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean and its 95% percentile-bootstrap interval, deterministic for a given seed."""
     x = np.asarray(values, dtype=np.float64)
@@ -16,8 +30,7 @@ def mean_ci(values: Sequence[float], seed: int = 0, n_boot: int = 2000) -> tuple
     mean = float(x.mean())
     if x.size == 1:
         return mean, mean, mean
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(n_boot, x.size))
-    lo, hi = np.percentile(x[idx].mean(axis=1), [2.5, 97.5])
+    lo, hi = np.percentile(x[_item_draws(x.size, seed, n_boot)].mean(axis=1), [2.5, 97.5])
     return mean, float(lo), float(hi)
 
 
@@ -30,23 +43,91 @@ def paired_diff_ci(
     return mean_ci([x - y for x, y in zip(a, b)], seed=seed, n_boot=n_boot)
 
 
-def clustered_mean_ci(
-    clusters: Sequence[Sequence[float]], seed: int = 0, n_boot: int = 2000
+def seeded_diff_ci(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int = 0, n_boot: int = 2000
 ) -> tuple[float, float, float]:
-    """(mean, lo, hi) of all values, the 95% percentile bootstrap resampling whole clusters: a held-out
-    pair with its values under every seed is one draw, not one per seed (they share the pair's
-    difficulty). Empty clusters are dropped; a cluster's values need not be as many as another's."""
-    kept = [c for c in clusters if len(c)]
-    if not kept:
+    """(mean, lo, hi) of method a minus method b on the same items, each given as a (training seeds × items)
+    table, with a 95% two-stage percentile bootstrap (docs/evaluation.md, "Intervals"): each resample draws
+    each method's seeds with replacement and averages them per item, then draws the items, shared by both
+    (paired). The interval so covers training randomness as well as the choice of items; with one seed
+    each, or seeds that agree exactly, it is paired_diff_ci's interval, from the same draws."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"seeded_diff_ci needs the same items for both: got {a.shape[1]} and {b.shape[1]}")
+    n = a.shape[1]
+    if n == 0:
         return math.nan, math.nan, math.nan
-    sums = np.array([float(sum(c)) for c in kept])
-    counts = np.array([len(c) for c in kept], dtype=np.float64)
-    mean = float(sums.sum() / counts.sum())
-    if len(kept) == 1:
+    mean = float((a.mean(axis=0) - b.mean(axis=0)).mean())
+    if n == 1 and len(a) == len(b) == 1:
         return mean, mean, mean
-    idx = np.random.default_rng(seed).integers(0, len(kept), size=(n_boot, len(kept)))
-    lo, hi = np.percentile(sums[idx].sum(axis=1) / counts[idx].sum(axis=1), [2.5, 97.5])
+    # per resample and item: the drawn seeds' mean of a minus that of b
+    per_item = _seed_weights(len(a), seed, n_boot, 1) @ a - _seed_weights(len(b), seed, n_boot, 2) @ b
+    drawn = np.take_along_axis(per_item, _item_draws(n, seed, n_boot), axis=1)
+    lo, hi = np.percentile(drawn.mean(axis=1), [2.5, 97.5])
     return mean, float(lo), float(hi)
+
+
+def seeded_mean_ci(
+    values: Sequence[Sequence[float]], seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float, float]:
+    """(mean, lo, hi) of all values of a (training seeds × items) table whose missing values are NaN (an
+    item without the response under a seed), with the two-stage bootstrap of seeded_diff_ci: a resample
+    draws the seeds, then whole items (an item with its values under the drawn seeds is one draw: they
+    share its difficulty), and takes the ratio of the drawn values' sum to their count. Items without any
+    value are dropped. With one seed it resamples items alone."""
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    present = ~np.isnan(x)
+    keep = present.any(axis=0)
+    x, present = np.where(present, x, 0.0)[:, keep], present[:, keep].astype(np.float64)
+    if x.shape[1] == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.sum() / present.sum())
+    if x.shape[1] == 1 and len(x) == 1:
+        return mean, mean, mean
+    weights, items = _seed_weights(len(x), seed, n_boot, 1), _item_draws(x.shape[1], seed, n_boot)
+    sums = np.take_along_axis(weights @ x, items, axis=1).sum(axis=1)
+    counts = np.take_along_axis(weights @ present, items, axis=1).sum(axis=1)
+    # a resample whose drawn seeds have no value on its drawn items has no mean: left out
+    ratios = np.divide(sums, counts, out=np.full(n_boot, np.nan), where=counts > 0)
+    lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
+    return mean, float(lo), float(hi)
+
+
+def min_detectable_difference(
+    values: Sequence[float], binary: bool, alpha: float = 0.05, power: float = 0.8
+) -> float | None:
+    """The smallest true difference in mean score that comparing two models on these n items detects with
+    the given power at two-sided level alpha, by the normal approximation, the items' spread taken as the
+    reference's (values: its per-item scores). binary: the values are 0/1 and the spread binomial,
+    p(1 − p) + q(1 − q) at the reference's rate p and the other model's q = p + δ, δ moving away from the
+    nearer bound (p = 0 on 50 items: δ = 13.6 points); else twice the values' sample variance. Unpaired,
+    so conservative: the leaderboard's paired intervals also remove the item difficulty the models share.
+    None when no difference within the score's range is detectable, or the spread cannot be estimated
+    (fewer than 2 values, or a continuous score that never varies)."""
+    from statistics import NormalDist
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return None
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    if not binary:
+        sd = float(x.std(ddof=1))
+        return z * sd * math.sqrt(2 / x.size) if sd > 0 else None
+    p = min(float(x.mean()), 1 - float(x.mean()))
+
+    def shortfall(delta: float) -> float:
+        """> 0 while δ is too small: the interval's half-width plus the power margin exceed δ. The spread
+        is the observed one (the bootstrap's), not the null's, which is 0 at a rate of 0 or 1."""
+        q = p + delta
+        return z * math.sqrt((p * (1 - p) + q * (1 - q)) / x.size) - delta
+
+    low, high = 0.0, 1 - p
+    if shortfall(high) > 0:
+        return None
+    for _ in range(60):  # bisection: shortfall falls from ≥ 0 at 0 to ≤ 0 at `high`
+        mid = (low + high) / 2
+        low, high = (mid, high) if shortfall(mid) > 0 else (low, mid)
+    return high
 
 
 # L2 weight on the length coefficient φ (on the summed log-likelihood): a guard, not a prior. A judge that
@@ -162,7 +243,7 @@ def length_controlled_win_rate(
     none = {"lc_win_rate": None, "lc_ci95": None, "lc_separated": False, "length_ratio": ratio}
     if y.size == 0:
         return none
-    idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
+    idx = _item_draws(y.size, seed, n_boot)
     # row 0: the items themselves; rows 1…: the bootstrap resamples, each with its own σ_len
     ys, deltas = np.vstack([y, y[idx]]), np.vstack([delta, delta[idx]])
     sd = deltas.std(axis=1, ddof=1, keepdims=True) if y.size > 1 else np.zeros((len(ys), 1))

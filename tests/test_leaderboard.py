@@ -1,11 +1,14 @@
 import json
 
+import numpy as np
 import pytest
 
 from harness import leaderboard, report
 
 
-def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None, samples=(), shift=None):
+def write_run(
+    runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None, samples=(), shift=None, separated=False
+):
     d = runs / name
     d.mkdir(parents=True)
     judge = (
@@ -24,6 +27,7 @@ def write_run(runs, name, acc, rougeL, dc, dr, kl, train_seconds=None, win=None,
                 "human": {
                     "win_rate": 20.0,
                     "ci95": [12.5, 27.25],
+                    **({"lc_win_rate": None, "lc_ci95": None, "lc_separated": True} if separated else {}),
                     "n": 50,
                     "judge": "rouge",
                     "position_consistency": 100.0,
@@ -74,7 +78,8 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     runs = tmp_path / "runs"
     write_run(runs, "reference", 1.0, 12.4118, 0.0, 0.0, 0.0)
     write_run(runs, "spo-seed0", 2.0, 13.5, 0.01234, -0.2, 0.5, 301.4, win=55.5)
-    write_run(runs, "dpo-seed0", 3.0, 11.25, -0.05, -0.4, 1.25, 299.6, win=40.0)
+    # the judge's verdicts on dpo vs the human summaries are separated by length: no LC
+    write_run(runs, "dpo-seed0", 3.0, 11.25, -0.05, -0.4, 1.25, 299.6, win=40.0, separated=True)
     (runs / "compare.json").write_text(
         json.dumps(
             {
@@ -103,7 +108,7 @@ def test_leaderboard_rows_follow_compare_order_and_format_every_column(tmp_path)
     )
     assert tables[6] == (
         "| dpo-seed0 | 11.25 | 30.00 / 10.00 | 40.0 [30.0, 50.0] | 35.0 [23.0, 47.0] | 1.25 "
-        "| 20.0 [12.5, 27.2] | — | — |"
+        "| 20.0 [12.5, 27.2] | not estimable (separated) | — |"
     )
     assert tables[7] == (
         "| spo-seed0 | 13.50 | 30.00 / 10.00 | 55.5 [45.5, 65.5] | 50.5 [38.5, 62.5] | 1.25 "
@@ -251,12 +256,15 @@ def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_
     spo = diffs[("spo", "reference")]
     # per item: 100, 100, 50, 50
     assert spo["seeds"] == 2 and spo["tasks"]["gsm8k"]["diff"] == 75.0 and spo["tasks"]["gsm8k"]["n"] == 4
-    assert (
-        spo["tasks"]["tldr"]["diff"] == 2.0
-        and spo["tasks"]["tldr"]["ci95"] == [2.0, 2.0]
-        and spo["tasks"]["tldr"]["significant"]
+    # the seeds disagree (+1 and +3 on every post): resampling the items alone would give [+2, +2], the
+    # two-stage interval spans what either seed alone says
+    assert (spo["tasks"]["tldr"]["diff"], spo["tasks"]["tldr"]["ci95"]) == (2.0, [1.0, 3.0])
+    assert spo["tasks"]["tldr"]["significant"] and (spo["interval"], spo["vs_seeds"]) == (
+        "seeds and items",
+        1,
     )
-    assert 50.0 <= spo["tasks"]["gsm8k"]["ci95"][0] and spo["tasks"]["gsm8k"]["ci95"][1] == 100.0
+    # seed 1 alone fails items 3 and 4: a resample of it and of those items reaches 25
+    assert spo["tasks"]["gsm8k"]["ci95"] == [25.0, 100.0]
     assert diffs[("dpo", "reference")]["tasks"]["gsm8k"] == {
         "diff": 0.0,
         "ci95": [0.0, 0.0],
@@ -265,7 +273,15 @@ def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_
     }
     (runs / "compare.json").write_text(json.dumps({"order": order}))
     md = leaderboard.write(tmp_path)
-    assert "| spo (2) | reference | +75.0 [+50.0, +100.0] * | +2.0 [+2.0, +2.0] * |" in md
+    assert "| spo (2) | reference | +75.0 [+25.0, +100.0] * | +2.0 [+1.0, +3.0] * |" in md
+    assert "two-stage paired bootstrap interval (training seeds, then items" in md
+    # what the reference's 4 items could show: at 0 % correct, δ = z²/(n + z²) with z = z_0.975 + z_0.8;
+    # ROUGE-L: z·sd·√(2/n), sd 12.91
+    assert (
+        "- **smallest difference each task can show** (80% power, two-sided 5%, at the reference's score, "
+        "points; unpaired, so an upper bound): GSM8K 66.2 (4 items, reference 0.0); TL;DR ROUGE-L 25.6 "
+        "(4 items, reference 25.0)" in md
+    )
     # the fixture's eval.json accuracy, the interval from its samples
     assert "| spo-seed0 | 0.0 [100.0, 100.0] | 1 s (8 steps) |" in md
     rows = {r["model"]: r for r in json.loads((tmp_path / "leaderboard.json").read_text())["rows"]}
@@ -472,7 +488,7 @@ def test_shift_is_stated_in_words_from_pooled_per_pair_values_and_dynamics_are_d
         row["dsum_greedy"] == 1.5 and row["dsum_chosen"] is None and row["outside_safe_region_share"] == 0.5
     )
     assert "a rephrased chosen (2 pairs have one), an unrelated" in md
-    assert "seeds pooled, 95% bootstrap resampling the pairs (each with all its seeds)." in md
+    assert "seeds pooled, 95% bootstrap resampling the training seeds, then the pairs." in md
     png = (tmp_path / "figures" / "dynamics.png").read_bytes()
     assert png[:4] == b"\x89PNG" and "figures/dynamics.png" in md
 
@@ -495,19 +511,69 @@ def test_probe_curves_average_the_seeds_per_step_and_no_probe_draws_nothing(tmp_
     assert not (tmp_path / "none.png").exists()
 
 
-def test_clustered_interval_resamples_whole_pairs():
+def test_seed_aware_intervals_widen_when_seeds_disagree_and_equal_the_item_ones_when_they_agree():
     import math
 
-    from harness.stats import clustered_mean_ci, mean_ci
+    from harness.stats import mean_ci, paired_diff_ci, seeded_diff_ci, seeded_mean_ci
 
-    # an empty cluster (no rephrasing of that pair) is dropped; each cluster's mean is 2, so every resample's
-    assert clustered_mean_ci([[1.0, 3.0], [], [2.0]]) == (2.0, 2.0, 2.0)
-    assert clustered_mean_ci([[0.5, 0.5]]) == (0.5, 0.5, 0.5) and all(
-        map(math.isnan, clustered_mean_ci([[]]))
-    )
-    # the same pair under 3 seeds is one draw: the interval is the per-pair one, not 3× narrower
-    pairs = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert clustered_mean_ci([[v] * 3 for v in pairs]) == pytest.approx(mean_ci(pairs))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 2.0, 40), rng.normal(0.0, 2.0, 40)
+    # one seed each: the item bootstrap itself, from the same draws
+    assert seeded_diff_ci([a], [b]) == paired_diff_ci(a, b) and seeded_mean_ci([a]) == mean_ci(a)
+    # seeds that agree exactly: nothing for the seed stage to add
+    assert seeded_diff_ci([a] * 3, [b] * 2) == pytest.approx(paired_diff_ci(a, b), rel=1e-12)
+    assert seeded_mean_ci([a] * 3) == pytest.approx(mean_ci(a), rel=1e-12)
+    # seeds that disagree by ±1 on every item: the same mean, an interval that also spans the seeds
+    mean, lo, hi = seeded_diff_ci([a - 1, a, a + 1], [b])
+    item_mean, item_lo, item_hi = paired_diff_ci(a, b)
+    assert mean == pytest.approx(item_mean) and lo < item_lo - 0.3 and hi > item_hi + 0.3
+    mean, lo, hi = seeded_mean_ci([a - 1, a, a + 1])
+    assert lo < mean_ci(a)[1] - 0.3 and hi > mean_ci(a)[2] + 0.3
+    # missing values (NaN: no such response under that seed): an item without any is dropped
+    table = [[1.0, math.nan, 2.0, 3.0], [3.0, math.nan, math.nan, 3.0]]
+    assert seeded_mean_ci(table)[0] == pytest.approx(12 / 5)
+    assert all(map(math.isnan, seeded_mean_ci([[math.nan]]))) and seeded_mean_ci([[0.5]]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="same items"):
+        seeded_diff_ci([a], [b[:-1]])
+
+
+def test_the_smallest_detectable_difference_follows_the_normal_approximation():
+    from harness.stats import min_detectable_difference
+
+    z = 1.959964 + 0.841621
+    # a rate of 0: only the other model's spread, δ = z·√(δ(1 − δ)/n), so δ = z²/(n + z²)
+    assert min_detectable_difference([0] * 50, True) == pytest.approx(z**2 / (50 + z**2), rel=1e-5)
+    assert min_detectable_difference([1] * 50, True) == min_detectable_difference([0] * 50, True)
+    # at 30 %: z·√((0.21 + q(1 − q))/n) = q − 0.3 at the returned q
+    d = min_detectable_difference([1] * 30 + [0] * 70, True)
+    q = 0.3 + d
+    assert z * ((0.21 + q * (1 - q)) / 100) ** 0.5 == pytest.approx(d, rel=1e-5) and 0.15 < d < 0.2
+    # a continuous score: z·sd·√(2/n)
+    values = [10.0, 20.0, 30.0, 40.0]
+    assert min_detectable_difference(values, False) == pytest.approx(z * np.std(values, ddof=1) * 0.5**0.5)
+    # nothing within reach, or no spread to go by
+    assert min_detectable_difference([0, 1], True) is None and min_detectable_difference([0.5], False) is None
+    assert min_detectable_difference([3.0] * 5, False) is None
+
+
+def test_seeds_evaluated_on_other_items_are_an_error_naming_the_runs(tmp_path):
+    gsm8k = [{"task": "gsm8k", "prompt": "q", "output": "a", "correct": 1, "id": f"g{i}"} for i in range(4)]
+
+    def seeds(folder: str, second: list[dict], shift: tuple[int, int] | None = None) -> list:
+        runs = tmp_path / folder
+        for name, items, n in (("dpo-seed0", gsm8k, 4), ("dpo-seed1", second, 3)):
+            per_pair = {"per_pair": {"dlogp_chosen": [0.1] * n}} if shift else None
+            write_run(runs, name, 0.0, 10.0, 0.0, 0.0, 0.0, 1.0, samples=items, shift=per_pair)
+        return [leaderboard.Run.read(runs / n) for n in ("dpo-seed0", "dpo-seed1")]
+
+    fewer = "seeds of dpo were evaluated on different GSM8K items: dpo-seed0 has 4, dpo-seed1 has 3;"
+    with pytest.raises(ValueError, match=fewer):
+        leaderboard.paired(seeds("fewer", gsm8k[:3]))
+    with pytest.raises(ValueError, match=r"dpo-seed1 has 4 \(other ids\)"):
+        leaderboard.paired(seeds("other", [*gsm8k[:3], {**gsm8k[3], "id": "g9"}]))
+    # the held-out pairs: one seed scored 4, the other 3
+    with pytest.raises(ValueError, match="different held-out pairs: dpo-seed0 has 4, dpo-seed1 has 3"):
+        leaderboard.shift_pooled(seeds("heldout", gsm8k, shift=(4, 3)))
 
 
 def test_the_response_kinds_are_the_probes_kinds():
