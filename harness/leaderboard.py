@@ -15,7 +15,7 @@ from pathlib import Path
 from common import exclusive, run_main, write_json, write_text
 from harness import figures, report
 from harness.methods import method_of
-from harness.pooled import KINDS, Run, init_method, paired, sensitivity, shift_pooled
+from harness.pooled import KINDS, Run, coverage, init_method, paired, sensitivity, shift_pooled
 from harness.stats import mean_ci
 from tasks import TASKS
 
@@ -365,22 +365,44 @@ def reach_line(reach: dict) -> list[str]:
     ]
 
 
-def interval_note(most_seeds: int, moved: bool, per_pair: bool) -> str:
-    """What the verdict's intervals cover: training seeds and items, or (one seed) the items alone."""
-    if most_seeds > 1:
-        note = (
-            "Differences are per-item paired means with a 95% two-stage bootstrap interval (a method's "
-            "training seeds, then the evaluation items; docs/evaluation.md); * = the interval excludes 0: "
-            "the difference survives both sources of noise."
-        )
-        pooled = ", 95% bootstrap resampling the training seeds, then the pairs."
-    else:
-        note = (
-            "Intervals cover the evaluation items only, not training randomness: each method trained "
-            "once (`--seeds 0,1,2` gives intervals that cover it). Differences are per-item paired means "
-            "with a 95% bootstrap interval over the items; * = the interval excludes 0."
-        )
-        pooled = ", 95% bootstrap resampling the pairs."
+def trained_coverage(seeds: list[dict]) -> str:
+    """pooled.coverage of the trained methods' seed counts (over_seeds groups; the reference has none)."""
+    return coverage([g["seeds"] for g in seeds if g["method"] != "reference"] or [1])
+
+
+# what the verdict's intervals resample (pooled.coverage): its note, and the Δ log-prob lines' ending
+INTERVAL_NOTES = {
+    "seeds and items": (
+        "Differences are per-item paired means with a 95% two-stage bootstrap interval (a method's training "
+        "seeds, then the evaluation items; docs/evaluation.md); * = the interval excludes 0: the difference "
+        "survives both sources of noise.",
+        ", 95% bootstrap resampling the training seeds, then the pairs.",
+    ),
+    "items and some seeds": (
+        "Differences are per-item paired means with a 95% bootstrap interval that resamples the training "
+        "seeds of the methods with several, then the evaluation items (docs/evaluation.md), and only the "
+        "items for a method trained once; * = the interval excludes 0.",
+        ", 95% bootstrap resampling the training seeds where there are several, then the pairs.",
+    ),
+    "items": (
+        "Intervals cover the evaluation items only, not training randomness: each method trained once "
+        "(`--seeds 0,1,2` gives intervals that cover it). Differences are per-item paired means with a 95% "
+        "bootstrap interval over the items; * = the interval excludes 0.",
+        ", 95% bootstrap resampling the pairs.",
+    ),
+}
+
+
+RESAMPLED = {
+    "seeds and items": "training seeds, then items",
+    "items and some seeds": "training seeds where a method has several, then items",
+    "items": "the items only (one training seed)",
+}
+
+
+def interval_note(cover: str, moved: bool, per_pair: bool) -> str:
+    """What the verdict's intervals cover (INTERVAL_NOTES), with the Δ log-prob lines' method."""
+    note, pooled = INTERVAL_NOTES[cover]
     if moved:
         note += (
             " Δ log-prob: token-mean log-prob change vs the reference on the held-out pairs, a method's "
@@ -422,8 +444,7 @@ def verdict(
         return []
     lines += reach_line({t: r for t, r in (reach or {}).items() if t in tasks})
     per_pair = any((g[k] or {}).get("ci95") for g in shifts or [] for k in KINDS)
-    most_seeds = max((g["seeds"] for g in seeds), default=1)
-    return [*lines, "", interval_note(most_seeds, bool(moved), per_pair)]
+    return [*lines, "", interval_note(trained_coverage(seeds), bool(moved), per_pair)]
 
 
 def _pairs_line(meta: dict) -> str:
@@ -521,12 +542,8 @@ def render(
         ),
         "",
         "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, "
-        + (
-            "with a 95% two-stage paired bootstrap interval (training seeds, then items; 2000 resamples)"
-            if multi
-            else "with a 95% paired bootstrap interval over the items only (one seed; 2000 resamples)"
-        )
-        + "; * = the interval excludes 0.",
+        f"with a 95% paired bootstrap interval (2000 resamples) over {RESAMPLED[trained_coverage(seeds)]}; "
+        "* = the interval excludes 0.",
         "",
         "## Distribution shift from the reference",
         "",

@@ -120,9 +120,12 @@ def seed_tables(runs: list[Run]) -> dict[str, dict[str, tuple[list, np.ndarray]]
     return out
 
 
-def coverage(*seeds: int) -> str:
-    """What an interval between sides with these seed counts resamples."""
-    return "seeds and items" if max(seeds) > 1 else "items"
+def coverage(trained_seeds: list[int]) -> str:
+    """What an interval resamples, given the seed counts of its trained sides (the reference, untrained, has
+    no training noise to cover): every side's seeds and the items, some sides' seeds, or the items alone."""
+    if all(n > 1 for n in trained_seeds):
+        return "seeds and items"
+    return "items and some seeds" if any(n > 1 for n in trained_seeds) else "items"
 
 
 def paired(runs: list[Run], init: str | None = None) -> list[dict]:
@@ -145,7 +148,7 @@ def paired(runs: list[Run], init: str | None = None) -> list[dict]:
                     "seeds": seeds[method],
                     "vs": base,
                     "vs_seeds": seeds[base],
-                    "interval": coverage(seeds[method], seeds[base]),
+                    "interval": coverage([seeds[m] for m in (method, base) if m != "reference"]),
                     "tasks": diffs,
                 }
             )
@@ -157,7 +160,7 @@ def _pooled_kind(runs: list[Run], kind: str) -> dict | None:
     95% bootstrap resampling the seeds, then the pairs (each with its drawn seeds' values); without
     per-pair values (older eval.json) the mean of the seeds' means and no interval; None when no seed
     measured the kind."""
-    values = {r.name: r.eval["shift"].get("per_pair", {}).get(f"dlogp_{kind}") for r in runs}
+    values = {r.name: (r.eval["shift"].get("per_pair") or {}).get(f"dlogp_{kind}") for r in runs}
     named = [(name, v) for name, v in values.items() if isinstance(v, list)]
     if named:
         _same_items("held-out pairs", method_of(runs[0].name), [(n, range(len(v))) for n, v in named])
@@ -171,7 +174,7 @@ def _pooled_kind(runs: list[Run], kind: str) -> dict | None:
                 "ci95": [lo, hi],
                 "pairs": pairs,
                 "seeds": len(named),
-                "interval": coverage(len(named)),
+                "interval": coverage([len(named)]),
             }
     means = [v for r in runs if (v := r.eval["shift"].get(f"dlogp_{kind}")) is not None]
     if not means:
@@ -199,10 +202,11 @@ def shift_pooled(runs: list[Run]) -> list[dict]:
 def sensitivity(runs: list[Run]) -> dict[str, dict]:
     """Per task: its items, the reference's score and the smallest difference from it that a comparison on
     these items would detect (stats.min_detectable_difference; accuracy as a binomial, other scores from
-    the reference's per-item spread). The reference is the run named so, else the first."""
-    if not runs:
+    the reference's per-item spread). The reference is the run named so, else the first run with items."""
+    scored = [r for r in runs if r.samples]
+    if not scored:
         return {}
-    base = next((r for r in runs if method_of(r.name) == "reference"), runs[0])
+    base = next((r for r in scored if method_of(r.name) == "reference"), scored[0])
     out = {}
     for task, scores in base.item_scores().items():
         binary = TASKS[task].METRIC == "accuracy"

@@ -75,6 +75,8 @@ def seeded_mean_ci(
     draws the seeds, then whole items (an item with its values under the drawn seeds is one draw: they
     share its difficulty), and takes the ratio of the drawn values' sum to their count. Items without any
     value are dropped. With one seed it resamples items alone."""
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan
     x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     present = ~np.isnan(x)
     keep = present.any(axis=0)
@@ -87,7 +89,8 @@ def seeded_mean_ci(
     weights, items = _seed_weights(len(x), seed, n_boot, 1), _item_draws(x.shape[1], seed, n_boot)
     sums = np.take_along_axis(weights @ x, items, axis=1).sum(axis=1)
     counts = np.take_along_axis(weights @ present, items, axis=1).sum(axis=1)
-    # a resample whose drawn seeds have no value on its drawn items has no mean: left out
+    # a resample whose drawn seeds have no value on its drawn items holds no response of this kind at all
+    # (not a failed estimate, as a separated LC fit is): it has no mean and is left out
     ratios = np.divide(sums, counts, out=np.full(n_boot, np.nan), where=counts > 0)
     lo, hi = np.nanpercentile(ratios, [2.5, 97.5])
     return mean, float(lo), float(hi)
@@ -102,8 +105,8 @@ def min_detectable_difference(
     p(1 − p) + q(1 − q) at the reference's rate p and the other model's q = p + δ, δ moving away from the
     nearer bound (p = 0 on 50 items: δ = 13.6 points); else twice the values' sample variance. Unpaired,
     so conservative: the leaderboard's paired intervals also remove the item difficulty the models share.
-    None when no difference within the score's range is detectable, or the spread cannot be estimated
-    (fewer than 2 values, or a continuous score that never varies)."""
+    None when no difference within a proportion's range is detectable (binary), or the spread cannot be
+    estimated (fewer than 2 values, or a continuous score that never varies)."""
     from statistics import NormalDist
 
     x = np.asarray(values, dtype=np.float64)

@@ -274,7 +274,13 @@ def test_paired_differences_pool_seeds_per_item_and_mark_intervals_that_exclude_
     (runs / "compare.json").write_text(json.dumps({"order": order}))
     md = leaderboard.write(tmp_path)
     assert "| spo (2) | reference | +75.0 [+25.0, +100.0] * | +2.0 [+1.0, +3.0] * |" in md
-    assert "two-stage paired bootstrap interval (training seeds, then items" in md
+    # spo has 2 seeds, dpo 1: spo vs reference covers every trained side's seeds, spo vs dpo only spo's
+    assert "paired bootstrap interval (2000 resamples) over training seeds where a method has several" in md
+    assert [d["interval"] for d in json.loads((tmp_path / "leaderboard.json").read_text())["paired"]] == [
+        "items",
+        "seeds and items",
+        "items and some seeds",
+    ]
     # what the reference's 4 items could show: at 0 % correct, δ = z²/(n + z²) with z = z_0.975 + z_0.8;
     # ROUGE-L: z·sd·√(2/n), sd 12.91
     assert (
