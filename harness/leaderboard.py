@@ -370,39 +370,36 @@ def trained_coverage(seeds: list[dict]) -> str:
     return coverage([g["seeds"] for g in seeds if g["method"] != "reference"] or [1])
 
 
-# what the verdict's intervals resample (pooled.coverage): its note, and the Δ log-prob lines' ending
+# what the intervals resample (pooled.coverage): the verdict's note, the Δ log-prob lines' ending and the
+# paired table's words
 INTERVAL_NOTES = {
     "seeds and items": (
         "Differences are per-item paired means with a 95% two-stage bootstrap interval (a method's training "
         "seeds, then the evaluation items; docs/evaluation.md); * = the interval excludes 0: the difference "
         "survives both sources of noise.",
         ", 95% bootstrap resampling the training seeds, then the pairs.",
+        "training seeds, then items",
     ),
     "items and some seeds": (
         "Differences are per-item paired means with a 95% bootstrap interval that resamples the training "
         "seeds of the methods with several, then the evaluation items (docs/evaluation.md), and only the "
         "items for a method trained once; * = the interval excludes 0.",
         ", 95% bootstrap resampling the training seeds where there are several, then the pairs.",
+        "training seeds where a method has several, then items",
     ),
     "items": (
         "Intervals cover the evaluation items only, not training randomness: each method trained once "
         "(`--seeds 0,1,2` gives intervals that cover it). Differences are per-item paired means with a 95% "
         "bootstrap interval over the items; * = the interval excludes 0.",
         ", 95% bootstrap resampling the pairs.",
+        "the items only (one training seed)",
     ),
-}
-
-
-RESAMPLED = {
-    "seeds and items": "training seeds, then items",
-    "items and some seeds": "training seeds where a method has several, then items",
-    "items": "the items only (one training seed)",
 }
 
 
 def interval_note(cover: str, moved: bool, per_pair: bool) -> str:
     """What the verdict's intervals cover (INTERVAL_NOTES), with the Δ log-prob lines' method."""
-    note, pooled = INTERVAL_NOTES[cover]
+    note, pooled, _ = INTERVAL_NOTES[cover]
     if moved:
         note += (
             " Δ log-prob: token-mean log-prob change vs the reference on the held-out pairs, a method's "
@@ -481,6 +478,7 @@ def render(
     }
     judge = next((r["judge"] for r in rows if r.get("judge")), None)
     multi = any(g["seeds"] > 1 for g in seeds)
+    resampled = INTERVAL_NOTES[trained_coverage(seeds)][2]  # what the paired table's intervals resample
     seed_cols = [(k, h) for k, h in SEED_METRICS if any(g[k]["mean"] is not None for g in seeds)]
     init = meta.get("init", "reference")
     # an init other than the reference is a run of its own, whose weights are the methods' reference too
@@ -542,7 +540,7 @@ def render(
         ),
         "",
         "Mean per-item difference (accuracy points, ROUGE-L points), a method's seeds averaged per item, "
-        f"with a 95% paired bootstrap interval (2000 resamples) over {RESAMPLED[trained_coverage(seeds)]}; "
+        f"with a 95% paired bootstrap interval (2000 resamples) over {resampled}; "
         "* = the interval excludes 0.",
         "",
         "## Distribution shift from the reference",
