@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	-[ -n "$(NO_APT)" ] || command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q chromium >/dev/null; }; }; } \
 		|| echo "note: chromium is not installed (as root: apt-get install chromium); tests/test_report.py fails without it"
+	@# slurm-wlm: tests/test_executors.py runs a one-node SLURM (as root); best effort, skip with NO_APT=1 (the test then uses submitit's local executor)
+	-[ -n "$(NO_APT)" ] || command -v slurmctld >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get install -y -q slurm-wlm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -q slurm-wlm >/dev/null; }; }; } \
+		|| echo "note: slurm-wlm is not installed (as root: apt-get install slurm-wlm); the SLURM test falls back to submitit's local executor"
 	touch $@
 
 install: $(VENV)/.installed

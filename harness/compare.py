@@ -6,12 +6,15 @@ reference, and write the leaderboard.
     python -m harness.compare --config my.yaml --seeds 0,1,2     # preset < --config < flags
     python -m harness.compare --methods dpo,spo --resume         # continue an interrupted compare
     python -m harness.compare --pairs my_pairs.jsonl             # your pairs (file, datasets folder, hub id)
+    python -m harness.compare --preset paper --executor ray      # the jobs on a Ray cluster (or slurm)
 
-Stages, each a process started with its config file (outputs/stages/pairs.json,
-outputs/<run>/train_config.json, outputs/stages/eval.json) and the same environment (tcmalloc where
+Stages, each a job (harness.plan.Job): a process started with its config file (outputs/stages/pairs.json,
+outputs/<run>/train_config.json, outputs/stages/eval*.json) and the same environment (tcmalloc where
 installed): pairs (sampled from the reference, cached) → training per method and seed (same init and
-pairs) → one evaluation for the reference and every checkpoint (one engine, each checkpoint's weights
-loaded into it) → results/leaderboard.md and .json. Resume keys hash those configs.
+pairs) → evaluation of the reference and every checkpoint (one engine per job, each checkpoint's weights
+loaded into it) → results/leaderboard.md and .json on this driver. Resume keys hash those configs.
+The executor (harness.executors) runs the jobs here one after another (local), or spreads them over a Ray
+cluster or SLURM, the trainings side by side and the evaluation in --eval-shards jobs (docs/scaling.md).
 Presets are YAML files in presets/; their keys are this command's options.
 """
 
@@ -21,7 +24,6 @@ import argparse
 import hashlib
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,10 +43,13 @@ from common import (
 )
 from harness import leaderboard, models
 from harness.evaluate import EvalConfig
+from harness.executors import ExecutorConfig, make_executor
 from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
 from harness.methods import PER_RUN, MethodSpec, parse_spec, parse_specs
-from harness.pairs import PairsConfig
+from harness.pairs import PairsConfig, pair_counts, pair_key, split_pairs
+from harness.plan import Job, Record
+from harness.preflight import check_judge, check_model
 from harness.runinfo import commit, machine, stage_env
 from harness.taskflags import (
     add_option_flags,
@@ -56,8 +61,9 @@ from harness.taskflags import (
 )
 from tasks import TASKS
 from tasks.base import PAIR_STYLES, resolve_options
+from tasks.data import cache_dir
 from trainers.logprobs import native_bf16, resolve_dtype
-from trainers.pairfile import load_pairs, read_pairs, truncated
+from trainers.pairfile import load_pairs
 from trainers.trainer import TrainConfig, Trainer
 
 PRESETS = Path(__file__).resolve().parents[1] / "presets"
@@ -86,38 +92,6 @@ def digest(*parts) -> str:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def stage(name: str, timings: dict, module: str, config: Path, verbose: bool = False, note: str = "") -> None:
-    """Run `python -m module --config config` in a fresh process with the stage environment (tcmalloc
-    where installed, known harmless library output filtered: `stage_env`); its wall time goes under `name`
-    and to seconds.json beside `config` (a resume reads it). Unless `verbose`, its stdout (the stage's JSON
-    summary, also in its files) is dropped: the screen shows this line, its progress bar and its stderr."""
-    print(f"== {name}{note}", flush=True)
-    t = time.time()
-    cmd = [sys.executable, "-m", module, "--config", str(config)]
-    stdout = None if verbose else subprocess.DEVNULL
-    if subprocess.run(cmd, env=stage_env(verbose), stdout=stdout).returncode != 0:
-        raise SystemExit(
-            f"compare: stage '{name}' failed (command: {' '.join(cmd[1:])}); finished stages are kept, "
-            "rerun with --resume"
-        )
-    timings[name] = round(time.time() - t, 1)
-    write_json(Path(config).parent / "seconds.json", timings)
-
-
-def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]]:
-    """The last `heldout` pairs of each task are held out for the shift metrics; the rest train."""
-    train, held = [], []
-    for f in files:
-        rows = read_pairs(str(f), "error")  # written by the pairs stage: a bad row is a bug
-        if len(rows) <= heldout:
-            raise SystemExit(
-                f"{f}: only {len(rows)} pairs, need more than --heldout {heldout}; raise the pair counts"
-            )
-        train += rows[: len(rows) - heldout]
-        held += rows[len(rows) - heldout :]
-    return train, held
 
 
 def load_user_pairs(a: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
@@ -164,27 +138,6 @@ def load_user_pairs(a: argparse.Namespace) -> tuple[list[dict], list[dict], list
         )
     held = [r for r in pool if json.dumps(r["prompt"]) in drawn]
     return [r for r in pool if json.dumps(r["prompt"]) not in drawn], held, reports
-
-
-def pair_key(row: dict) -> str:
-    """A pair's identity: its prompt and both responses."""
-    return json.dumps([row["prompt"], row["chosen"], row["rejected"]])
-
-
-def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
-    """task → its training and held-out pair counts, pair style and the chosen and rejected responses a
-    length cap cut (the leaderboard names them)."""
-    counts: dict[str, dict] = {}
-    for split, rows in (("train", train), ("heldout", held)):
-        for r in rows:
-            fresh = {"train": 0, "heldout": 0, "style": r.get("style", "default")}
-            c = counts.setdefault(
-                r.get("task", "custom"), fresh | {"truncated": {"chosen": 0, "rejected": 0}}
-            )
-            c[split] += 1
-            for field in c["truncated"]:
-                c["truncated"][field] += truncated(r, field)
-    return counts
 
 
 def parser() -> argparse.ArgumentParser:
@@ -307,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
         TrainConfig,
         exclude=PER_RUN,
     )
+    add_flags(ap.add_argument_group("where the jobs run (docs/scaling.md)"), ExecutorConfig)
     o = ap.add_argument_group("output paths")
     o.add_argument(
         "--results",
@@ -384,6 +338,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.seeds = [int(x) for x in str(a.seeds).split(",") if x.strip()] if a.seeds is not None else [a.seed]
     except ValueError:
         ap.error(f"--seeds takes comma-separated integers, got {a.seeds!r}")
+    if len(set(a.seeds)) < len(a.seeds):
+        ap.error(f"--seeds {','.join(map(str, a.seeds))}: a seed twice would be two runs writing one folder")
     # the precision used is part of the pairs, training and evaluation keys (--resume)
     a.dtype = resolve_dtype(a.dtype)
     if a.bf16 is None:
@@ -410,6 +366,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                 config | {k: v for k, v in given.items() if v is not None}, "-pairs"
             )
         a.eval_sizes = {t: TASKS[t].EVAL_ITEMS for t in a.tasks} | sizes_given(vars(a), "-eval")
+        a.executor_config = ExecutorConfig(
+            **{k: getattr(a, k) for k in ExecutorConfig.__dataclass_fields__ if getattr(a, k) is not None}
+        )
         check_values(a)
         # your pairs are read now, so that a bad source stops the run before any stage
         a.user = load_user_pairs(a) if a.pairs else ([], [], [])
@@ -426,7 +385,9 @@ def check_values(a: argparse.Namespace) -> None:
         raise ValueError(
             f"{', '.join(empty)}: each evaluated task needs at least 1 item (or drop it from --tasks)"
         )
-    for name, low in (("k", 1), ("heldout", 1), ("kl_prompts", 0), ("max_tokens", 1), ("lm_eval_limit", 1)):
+    lows = [("k", 1), ("heldout", 1), ("kl_prompts", 0), ("max_tokens", 1), ("lm_eval_limit", 1)]
+    lows += [("eval_shards", 1), ("cpus_per_job", 1), ("train_gpus", 0), ("eval_gpus", 0)]
+    for name, low in [*lows, ("slurm_time", 1), ("slurm_parallel", 1)]:
         value = getattr(a, name)
         if value is not None and value < low:
             raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
@@ -434,6 +395,11 @@ def check_values(a: argparse.Namespace) -> None:
         raise ValueError("no training pairs: set a --<task>-pairs count above 0 or give --pairs")
     if a.heldout_pairs and not a.pairs:
         raise ValueError("--heldout-pairs: give --pairs too (the built-in pairs hold out their own)")
+    if many := [f"--{k.replace('_', '-')}" for k in ("train_gpus", "eval_gpus") if (getattr(a, k) or 0) > 1]:
+        raise ValueError(
+            f"{', '.join(many)}: a compare job is one process on one GPU; a training over several GPUs "
+            "runs under a launcher (docs/training.md)"
+        )
     check_judge(a)
     check_model(a.model, "--model")
     a.lm_eval_tasks = [t.strip() for t in str(a.lm_eval_tasks or "").split(",") if t.strip()]
@@ -446,50 +412,6 @@ def check_values(a: argparse.Namespace) -> None:
     # each run's training settings, as the trainer will check them
     for spec in [*a.specs, *([a.init_spec] if a.init_spec else [])]:
         Trainer._check_config(train_config(a, a.model, spec, a.seeds[0], spec.label))
-
-
-def check_judge(a: argparse.Namespace) -> None:
-    """A judge kind with what it needs: hf a checkpoint folder, endpoint an http(s) URL and a model name."""
-    if a.judge == "hf":
-        if not a.judge_model:
-            raise ValueError("--judge hf needs --judge-model PATH (a local HF checkpoint folder)")
-        check_model(a.judge_model, "--judge-model")
-    if a.judge == "endpoint":
-        if not (a.judge_url and a.judge_model):
-            raise ValueError("--judge endpoint needs --judge-url http://HOST:PORT/v1 and --judge-model NAME")
-        if not a.judge_url.startswith(("http://", "https://")):
-            raise ValueError(f"--judge-url {a.judge_url!r}: expected an http:// or https:// base URL")
-
-
-def in_hub_cache(repo_id: str) -> bool:
-    """Whether the local hub cache holds `repo_id`'s config.json (an invalid id: no)."""
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
-    try:
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except HFValidationError:
-        return False
-
-
-def check_model(name: str, flag: str) -> None:
-    """A provisioned name, a checkpoint folder (config.json inside), or a hub id: owner/name, or a
-    single-name id (gpt2) that the local hub cache holds (else it is more likely a mistyped folder);
-    anything else is an error naming `flag`."""
-    if name in models.PROVISIONERS:
-        return
-    path = Path(name)
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ValueError(f"{flag} {name}: a folder without config.json, not a Hugging Face checkpoint")
-    if path.exists():
-        return
-    owner_name = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    single = "/" not in name and not name.startswith((".", "~"))
-    if not owner_name and not (single and in_hub_cache(name)):
-        raise ValueError(
-            f"{flag} {name}: no such folder (nor an owner/name hub id, nor a single-name one in the local "
-            "hub cache)"
-        )
 
 
 def pairs_config(a: argparse.Namespace) -> PairsConfig:
@@ -526,7 +448,7 @@ def train_config(a: argparse.Namespace, init: str, spec: MethodSpec, seed: int, 
     )
 
 
-def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init: str, init_run: Path) -> EvalConfig:
+def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: Path) -> EvalConfig:
     """The evaluation of the models in `todo` (model, run folder), shift and judge measured from the init
     (the methods' reference; its run folder `init_run`); the run_key hashes the settings and the held-out
     pairs, not the models (each eval.json also records its model's fingerprint)."""
@@ -534,7 +456,7 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init: str, 
     cfg = EvalConfig(
         model=[m for m, _ in todo],
         out=[str(o) for _, o in todo],
-        reference=init,
+        reference=init_weights(a),
         tasks=a.tasks,
         sizes={t: a.eval_sizes[t] for t in a.tasks},
         options=a.task_options,
@@ -568,19 +490,23 @@ def run_labels(a: argparse.Namespace) -> list[str]:
     return init + [x for x in methods if x not in init]
 
 
-def train_all(a: argparse.Namespace, runs: Path, timings: dict) -> tuple[str, list[str]]:
-    """Train every run, each in its own stage process: the SFT init (when --init sft) from --model, then
-    every (method, seed) from the init (an sft method from --model, as the init). With --resume, a run
-    finished under the same config hash is kept and a run cut off under it continues from its last saved
-    state. Returns the init's weights and the runs kept."""
-    kept, model = [], models.resolve_model(a.model)
+def init_weights(a: argparse.Namespace) -> str:
+    """What every method starts from: the SFT init's checkpoint (--init sft), else --model."""
+    if a.init_spec:
+        return str(a.outputs / run_labels(a)[0] / "checkpoint")
+    return models.resolve_model(a.model)
+
+
+def train_jobs(a: argparse.Namespace, runs: Path, labels: list[str]) -> tuple[list[Job], list[str]]:
+    """The training jobs of `labels` (each from the init; an sft method from --model, as the init), and the
+    runs kept: with --resume, a run finished under the same config hash is kept and a run cut off under it
+    continues from its last saved state. Each job's config file and hash are written here."""
+    jobs, kept, model, init = [], [], models.resolve_model(a.model), init_weights(a)
     n_pairs = len(read_jsonl(a.outputs / "train_pairs.jsonl"))
-    init_label = run_labels(a)[0] if a.init_spec else None
-    init = str(a.outputs / init_label / "checkpoint") if init_label else model
     specs = {f"{spec.label}-seed{seed}": (spec, seed) for spec in a.specs for seed in a.seeds}
-    if init_label:
-        specs[init_label] = (a.init_spec, a.seeds[0])
-    for label in run_labels(a):
+    if a.init_spec:
+        specs[run_labels(a)[0]] = (a.init_spec, a.seeds[0])
+    for label in labels:
         spec, seed = specs[label]
         start = model if spec.method == "sft" else init
         cfg = train_config(a, start, spec, seed, label)
@@ -604,11 +530,59 @@ def train_all(a: argparse.Namespace, runs: Path, timings: dict) -> tuple[str, li
         epochs = f"{cfg.epochs} epoch" + ("" if cfg.epochs == 1 else "s")
         note = f": {spec.label} from {Path(start).name}, {n_pairs} pairs × {epochs}"
         note += " (resuming)" if cfg.resume else ""
-        stage(f"train {label}", timings, "trainers.train", out / "train_config.json", a.verbose, note)
-        summary = json.loads((out / "train.json").read_text()) | {"config_hash": key}
-        write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
-        write_json(runs / label / "train.json", summary)  # last: marks the run finished
-    return init, kept
+        config = str(out / "train_config.json")
+        jobs.append(
+            Job(f"train {label}", "trainers.train", config, "train", str(out / "stage.log"), note=note)
+        )
+    return jobs, kept
+
+
+def record_training(a: argparse.Namespace, runs: Path, label: str) -> None:
+    """A finished training's summary and metrics into its run folder; train.json last: it marks the run
+    finished for --resume."""
+    out = a.outputs / label
+    summary = json.loads((out / "train.json").read_text()) | {
+        "config_hash": (out / "config_hash").read_text()
+    }
+    write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
+    write_json(runs / label / "train.json", summary)
+
+
+def eval_jobs(
+    a: argparse.Namespace, runs: Path, trained: list[Job], shards: int | None
+) -> tuple[list[Job], list[str]]:
+    """The evaluation jobs of the reference and every checkpoint not evaluated under these settings (a run
+    trained now always is), and the runs kept. `shards` None: one job for all (one engine, the init first).
+    Else the init first in a job of its own (the judge's "vs reference" reads its samples), then the others
+    in up to `shards` jobs, each after the trainings of its checkpoints."""
+    labels, stages = run_labels(a), a.outputs / "stages"
+    init_run = runs / (labels[0] if a.init_spec else "reference")
+    every = [(a.model, runs / "reference"), *((str(a.outputs / n / "checkpoint"), runs / n) for n in labels)]
+    run_key = eval_config(a, every, init_run).run_key
+    fresh = {job.name.removeprefix("train ") for job in trained}
+    todo = [(m, o) for m, o in every if o.name in fresh or not (a.resume and evaluated(o, m, run_key))]
+    kept = [o.name for m, o in every if (m, o) not in todo]
+    if shards is None:
+        groups = [("eval", "eval", todo)] if todo else []
+    else:
+        first = [(m, o) for m, o in todo if o == init_run]
+        rest = [(m, o) for m, o in todo if o != init_run]
+        count = min(shards, len(rest))
+        groups = [("eval reference", "eval-reference", first)] if first else []
+        groups += [(f"eval shard {i + 1}", f"eval-{i + 1}", rest[i::count]) for i in range(count)]
+    jobs = []
+    for name, file, group in groups:
+        write_json(stages / f"{file}.json", config_json(eval_config(a, group, init_run)))
+        items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
+        extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
+        note = f": {', '.join(o.name for _, o in group)} on {items}{extra}; judge {a.judge}"
+        waits = [f"train {o.name}" for _, o in group] + (
+            ["eval reference"] if shards and name != groups[0][0] else []
+        )
+        after = tuple(w for w in waits if w in {j.name for j in [*trained, *jobs]})
+        log = str(stages / "logs" / f"{file}.log")
+        jobs.append(Job(name, "harness.evaluate", str(stages / f"{file}.json"), "eval", log, after, note))
+    return jobs, kept
 
 
 def evaluated(out: Path, model: str, run_key: str) -> bool:
@@ -625,23 +599,45 @@ def evaluated(out: Path, model: str, run_key: str) -> bool:
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     with exclusive(a.results, a.outputs, by="compare"):  # two runs on one folder would mix their files
-        run_compare(a, argv)
+        key = (a.judge_key_env or "OPENAI_API_KEY",)
+        executor = make_executor(a.executor_config, a.verbose, a.outputs / "stages", key)
+        try:
+            run_compare(a, argv, executor)
+        finally:
+            executor.close()
 
 
-def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
+def run_compare(a: argparse.Namespace, argv: list[str] | None, executor) -> None:
     runs, stages = a.results / "runs", a.outputs / "stages"
     # kept stages keep their times: those of the outputs resumed (the results folder may hold another run's)
     earlier = stages / "seconds.json"
     timings: dict[str, float] = json.loads(earlier.read_text()) if a.resume and earlier.is_file() else {}
+    records: list[dict] = []
+
+    def done(job: Job, rec: Record) -> None:
+        """A finished job: its time and record kept, a training's results copied to its run folder."""
+        timings[job.name] = rec.seconds
+        records.append(rec.record())
+        write_json(stages / "seconds.json", timings)
+        if job.kind == "train":
+            record_training(a, runs, job.name.removeprefix("train "))
+
+    # 0. what the jobs need outside themselves, checked before the first one: resources, shared folders
+    pairs = pairs_config(a)
+    kinds = {"train", "eval"} | ({"pairs"} if any(pairs.sizes.values()) else set())
+    shared = {"outputs": a.outputs, "results": a.results, "cache": cache_dir()}
+    executor.preflight(kinds, shared, models.resolve_model(a.model))
 
     # 1. pairs: the built-in ones sampled from the reference (cached by the stage itself), then yours
-    pairs = pairs_config(a)
     train, held = [], []
     if any(pairs.sizes.values()):
         write_json(stages / "pairs.json", config_json(pairs))
         sizes = ", ".join(f"{t} {n}" for t, n in pairs.sizes.items() if n)
         note = f": sampling {a.model} on {sizes} train items × k={a.k}"
-        stage("pairs", timings, "harness.pairs", stages / "pairs.json", a.verbose, note)
+        log = str(stages / "logs" / "pairs.log")
+        executor.run(
+            [Job("pairs", "harness.pairs", str(stages / "pairs.json"), "pairs", log, note=note)], done
+        )
         files = [Path(pairs.out) / f"{t}.jsonl" for t, n in pairs.sizes.items() if n > 0]
         train, held = split_pairs(files, a.heldout)
     user_train, user_held, sources = a.user
@@ -650,27 +646,26 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
     write_jsonl(a.outputs / "heldout_pairs.jsonl", held)
     print(f"{len(train)} training pairs, {len(held)} held-out pairs", flush=True)
 
-    # 2. training: the SFT init when asked for, then every method and seed from the init on the same pairs
-    init, kept_runs = train_all(a, runs, timings)
-    kept = {"train": kept_runs}
-
-    # 3. one evaluation stage for the reference and every checkpoint not evaluated under these settings
+    # 2. the SFT init when asked for: every method starts from its weights (their config hashes hold them)
     labels = run_labels(a)
-    init_run = runs / (labels[0] if a.init_spec else "reference")
-    every = [(a.model, runs / "reference"), *((str(a.outputs / n / "checkpoint"), runs / n) for n in labels)]
-    run_key = eval_config(a, every, init, init_run).run_key
-    todo = [(m, o) for m, o in every if not (a.resume and evaluated(o, m, run_key))]
-    kept["eval"] = [o.name for m, o in every if (m, o) not in todo]
-    if todo:
-        write_json(stages / "eval.json", config_json(eval_config(a, todo, init, init_run)))
-        items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
-        extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
-        note = f": {', '.join(o.name for _, o in todo)} on {items}{extra}; judge {a.judge}"
-        stage("eval", timings, "harness.evaluate", stages / "eval.json", a.verbose, note)
+    kept_runs: list[str] = []
+    if a.init_spec:
+        jobs, kept_runs = train_jobs(a, runs, labels[:1])
+        executor.run(jobs, done)
+
+    # 3. every method and seed from the init on the same pairs, and the evaluation of every model not
+    # evaluated under these settings (with a parallel executor, each shard as soon as its trainings are done)
+    trainings, kept = train_jobs(a, runs, labels[1:] if a.init_spec else labels)
+    evaluations, kept_evals = eval_jobs(
+        a, runs, trainings, a.executor_config.eval_shards if executor.parallel else None
+    )
+    # the reference's evaluation waits for nothing: a parallel executor starts it beside the trainings
+    free = [job for job in evaluations if not job.after]
+    executor.run([*free, *trainings, *(job for job in evaluations if job.after)], done)
 
     # 4. the leaderboard, from the run folders alone
     command = "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:])
-    stage_keys = ("pairs", "eval", *(f"train {n}" for n in labels))
+    stage_keys = ("pairs", *(f"train {n}" for n in labels), *(k for k in timings if k.startswith("eval")))
     meta = {
         "command": command,
         "preset": a.preset,
@@ -679,10 +674,12 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "order": ["reference", *labels],
         "init": "sft" if a.init_spec else "reference",
-        "init_run": init_run.name,
+        "init_run": labels[0] if a.init_spec else "reference",
         "seeds": a.seeds,
+        "executor": executor.name,
         "stage_seconds": {k: v for k, v in timings.items() if k in stage_keys},
-        "kept_from_earlier": kept,
+        "jobs": records,
+        "kept_from_earlier": {"train": kept_runs + kept, "eval": kept_evals},
         "pairs": {
             "train": len(train),
             "heldout": len(held),

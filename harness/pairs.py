@@ -39,7 +39,7 @@ from tasks import TASKS
 from tasks.base import DEFAULT_STYLE, normalized_edit_distance, pair_report, pair_styles, resolve_options
 from tasks.data import cache_dir
 from trainers.logprobs import resolve_dtype
-from trainers.pairfile import TRUNCATABLE
+from trainers.pairfile import TRUNCATABLE, read_pairs, truncated
 from trainers.tokens import prompt_ids
 
 # what training and scoring do with a response a length cap cut (the pairs report says it)
@@ -222,6 +222,41 @@ def main(argv: list[str] | None = None) -> None:
             reports.append(report)
             print(json.dumps(report))
     write_json(Path(cfg.out) / "report.json", reports)
+
+
+def split_pairs(files: list[Path], heldout: int) -> tuple[list[dict], list[dict]]:
+    """The last `heldout` pairs of each task are held out for the shift metrics; the rest train."""
+    train, held = [], []
+    for f in files:
+        rows = read_pairs(str(f), "error")  # written by the pairs stage: a bad row is a bug
+        if len(rows) <= heldout:
+            raise SystemExit(
+                f"{f}: only {len(rows)} pairs, need more than --heldout {heldout}; raise the pair counts"
+            )
+        train += rows[: len(rows) - heldout]
+        held += rows[len(rows) - heldout :]
+    return train, held
+
+
+def pair_key(row: dict) -> str:
+    """A pair's identity: its prompt and both responses."""
+    return json.dumps([row["prompt"], row["chosen"], row["rejected"]])
+
+
+def pair_counts(train: list[dict], held: list[dict]) -> dict[str, dict]:
+    """task → its training and held-out pair counts, pair style and the chosen and rejected responses a
+    length cap cut (the leaderboard names them)."""
+    counts: dict[str, dict] = {}
+    for split, rows in (("train", train), ("heldout", held)):
+        for r in rows:
+            fresh = {"train": 0, "heldout": 0, "style": r.get("style", "default")}
+            c = counts.setdefault(
+                r.get("task", "custom"), fresh | {"truncated": {"chosen": 0, "rejected": 0}}
+            )
+            c[split] += 1
+            for field in c["truncated"]:
+                c["truncated"][field] += truncated(r, field)
+    return counts
 
 
 if __name__ == "__main__":

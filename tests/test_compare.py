@@ -9,14 +9,8 @@ import sys
 import pytest
 
 from common import fingerprint
-from harness import baseline, compare, runinfo
+from harness import baseline, compare, plan, runinfo
 from harness.models import resolve_model
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("smoke")
-    return work, baseline.run("smoke", work)
 
 
 def test_smoke_preset_reproduces_its_baseline(smoke_run):
@@ -64,12 +58,10 @@ def test_stages_run_with_tcmalloc_where_it_is_installed(monkeypatch, tmp_path):
     assert runinfo.stage_env()["LD_PRELOAD"].split(":")[-1] == "libm.so.6"
     seen = []
     monkeypatch.setattr(
-        compare.subprocess,
-        "run",
-        lambda cmd, env, stdout: seen.append(env) or subprocess.CompletedProcess(cmd, 0),
+        subprocess, "run", lambda cmd, env, stdout: seen.append(env) or subprocess.CompletedProcess(cmd, 0)
     )
-    compare.stage("pairs", timings := {}, "harness.pairs", tmp_path / "x.json")
-    assert seen == [runinfo.stage_env()] and "pairs" in timings  # compare's stages run in that environment
+    rec = plan.run_stage(plan.Job("pairs", "harness.pairs", str(tmp_path / "x.json"), "pairs", "x.log"))
+    assert seen == [runinfo.stage_env()] and rec.returncode == 0  # compare's stages run in that environment
 
 
 def test_stages_filter_the_known_library_noise_and_nothing_else(monkeypatch):
@@ -120,14 +112,14 @@ def test_resume_keeps_finished_work_and_redoes_what_changed(smoke_run, monkeypat
         assert meta["stage_seconds"][kept] == first["stage_seconds"][kept]
     started, run = [], subprocess.run
 
-    # every stage is a process of its own, given its config file, in one environment (compare.subprocess
-    # is the subprocess module: other calls pass through)
+    # every stage is a process of its own, given its config file, in one environment (other calls pass
+    # through)
     def spy(cmd, **kw):
         if "--config" in cmd:
             started.append((cmd[2], json.loads(open(cmd[4]).read()), kw["env"]))
         return run(cmd, **kw)
 
-    monkeypatch.setattr(compare.subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     # another config hash: retrain spo; the reference's evaluation stays
     compare.main([*args, "--methods", "spo", "--lr", "2e-3"])
     assert [m for m, _, _ in started] == ["harness.pairs", "trainers.train", "harness.evaluate"]

@@ -211,13 +211,31 @@ def test_a_datasets_folder_an_endpoint_judge_and_an_lm_eval_task_on_the_smoke_pr
         (["--micro-pairs", "3"], "batch_pairs (8) must be a multiple of micro_pairs (3)"),
         (["--lm-eval-tasks", "toy_sums"], "unknown lm-eval task(s) toy_sums"),
         (["--lm-eval-include", "tests/data/lm_eval"], "--lm-eval-include: give --lm-eval-tasks too"),
+        (["--seeds", "0,0"], "--seeds 0,0: a seed twice would be two runs writing one folder"),
+        (["--eval-shards", "0"], "--eval-shards 0: must be at least 1"),
+        (["--train-gpus", "-1"], "--train-gpus -1: must be at least 0"),
+        (["--eval-gpus", "2"], "--eval-gpus: a compare job is one process on one GPU"),
+        # nothing listens on port 9 (discard): found by a one-item request before the pairs are sampled
+        (
+            ["--judge", "endpoint", "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "x"],
+            "--judge-url http://127.0.0.1:9/v1 --judge-model x: a one-item judge request failed",
+        ),
+        (
+            ["--model", "nobody-xyz/no-such-model"],
+            "--model nobody-xyz/no-such-model: not a folder, not in the",
+        ),
     ],
 )
 def test_a_bad_option_exits_with_one_line_before_any_stage(args, message, tmp_path, monkeypatch, capsys):
     started = []
     monkeypatch.setattr(
-        compare.subprocess, "run", lambda *a, **k: started.append(a) or subprocess.CompletedProcess(a, 1)
+        subprocess, "run", lambda *a, **k: started.append(a) or subprocess.CompletedProcess(a, 1)
     )
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(
+        constants, "HF_HUB_OFFLINE", True
+    )  # a hub id resolves in the local cache or not at all
     with pytest.raises(SystemExit) as exit_:
         compare.main([*args, "--results", str(tmp_path / "r"), "--outputs", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -243,7 +261,11 @@ def test_a_single_name_hub_id_is_a_model_once_the_local_hub_cache_holds_it(tmp_p
     (tmp_path / "models--gpt2" / "refs").mkdir()
     (tmp_path / "models--gpt2" / "refs" / "main").write_text("abc123")
     compare.check_model("gpt2", "--model")
-    compare.check_model("openai-community/gpt2", "--model")  # owner/name: the hub is asked later
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="the hub did not resolve it"):  # owner/name: the hub is asked now
+        compare.check_model("openai-community/gpt2", "--model")
+    (tmp_path / "models--gpt2").rename(tmp_path / "models--openai-community--gpt2")
+    compare.check_model("openai-community/gpt2", "--model")  # in the hub cache: no request
     for provisioned in ("smollm2-135m-instruct", "tiny-random-llama", "gemma3-270m"):
         compare.check_model(provisioned, "--model")  # provisioned from PyPI (or built) at first use
     for bad in ("gpt3", "my model", "x--y"):

@@ -593,7 +593,7 @@ def test_the_response_kinds_are_the_probes_kinds():
 
 
 def test_the_pairs_line_counts_responses_the_length_cap_cut():
-    from harness.compare import pair_counts
+    from harness.pairs import pair_counts
 
     rows = [
         {"task": "arith", "style": "edit", "truncated": ["chosen", "rejected"]},
