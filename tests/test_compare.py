@@ -23,9 +23,8 @@ def test_smoke_preset_reproduces_its_baseline(smoke_run):
         + "\n".join(bad)
     )
     board = json.loads((results / "leaderboard.json").read_text())
-    assert [r["model"] for r in board["rows"]] == ["reference", "dpo-seed0", "spo-seed0"] and board["meta"][
-        "preset"
-    ] == "smoke"
+    runs = ["reference", "dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]  # training seeds 0 and 1
+    assert [r["model"] for r in board["rows"]] == runs and board["meta"]["preset"] == "smoke"
     # the stages' allocator
     assert board["meta"]["machine"].endswith("tcmalloc" if runinfo.tcmalloc() else "glibc malloc")
 
