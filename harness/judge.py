@@ -10,6 +10,7 @@ verdict written as soon as it is known, so an interrupted run resumes where it s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import importlib.util
@@ -127,8 +128,13 @@ def win_rate(
         if key not in cached:
             cached[key] = float(judge.prefer(prompt, a, b, reference))
             if sink is not None:
-                sink.write(json.dumps({"key": key, "verdict": cached[key]}) + "\n")
-                sink.flush()
+                # one line at a time under an exclusive lock: evaluations on other nodes append to it too
+                fcntl.flock(sink.fileno(), fcntl.LOCK_EX)
+                try:
+                    sink.write(json.dumps({"key": key, "verdict": cached[key]}) + "\n")
+                    sink.flush()
+                finally:
+                    fcntl.flock(sink.fileno(), fcntl.LOCK_UN)
         return cached[key]
 
     try:
