@@ -32,7 +32,8 @@ def atomic_file(path: Path):
     is removed and the old file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of this writer's own: jobs on other processes or nodes may write the same file at once
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{os.urandom(3).hex()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
