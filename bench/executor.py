@@ -103,12 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     from ray.cluster_utils import Cluster
 
     args = ["--preset", a.preset, "--methods", "dpo,spo", "--seeds", a.seeds, *extra]
-    cache = a.work / "cache"
-    (cache / "models").mkdir(parents=True, exist_ok=True)
-    for name in (models.DEFAULT_MODEL, models.TINY_MODEL):  # provisioned models linked, nothing else reused
-        link = cache / "models" / name
-        if not link.exists():
-            link.symlink_to(models.resolve_model(name))
+    cache = models.link_provisioned(a.work / "cache")
     print("== warm-up (untimed): the pairs into the cache", flush=True)
     compare(args, a.work / "warmup", cache, "--methods", "dpo", "--seeds", "0")
     print("== local", flush=True)

@@ -78,10 +78,7 @@ def path(name: str) -> Path | None:
 def run(name: str, workdir: Path) -> Path:
     """Run the baseline's compare into workdir with an empty cache there (the provisioned models are
     linked in, nothing else is reused); returns its results folder."""
-    results, cache = workdir / "results", workdir / "cache"
-    (cache / "models").mkdir(parents=True, exist_ok=True)
-    for name_ in (models.DEFAULT_MODEL, models.TINY_MODEL):
-        (cache / "models" / name_).symlink_to(models.resolve_model(name_))
+    results, cache = workdir / "results", models.link_provisioned(workdir / "cache")
     cmd = [
         sys.executable,
         "-m",

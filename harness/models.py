@@ -44,6 +44,17 @@ def resolve_model(name: str = DEFAULT_MODEL) -> str:
     return str(target)
 
 
+def link_provisioned(cache: Path) -> Path:
+    """A cache folder (for SPO_CACHE_DIR) with this cache's default and tiny models linked in, built here
+    first if needed, and nothing else: a run on it samples its own pairs but provisions no model."""
+    (cache / "models").mkdir(parents=True, exist_ok=True)
+    for name in (DEFAULT_MODEL, TINY_MODEL):
+        link = cache / "models" / name
+        if not link.exists():
+            link.symlink_to(resolve_model(name))
+    return cache
+
+
 def provision_tiny(target: Path) -> None:
     """A randomly initialised 2-layer Llama (seed 0, same weights on every machine) with the real
     SmolLM2 tokenizer and chat template: the whole pipeline runs on it in seconds."""

@@ -3,6 +3,7 @@
 import json
 
 from bench import sweep
+from harness import models
 
 TOY = (
     "--arith-pairs 6 --arith-eval 4 --heldout 2 --kl-prompts 2 --judge none --probe-every 0 --backend hf "
@@ -11,7 +12,7 @@ TOY = (
 
 
 def test_sweep_runs_each_setting_and_keeps_finished_ones(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPO_CACHE_DIR", str(models.link_provisioned(tmp_path / "cache")))  # no model built
     args = [
         "--preset", "smoke", "--tasks", "arith", "--styles", "edit", "--inits", "sft",
         "--epochs", "1", "--lrs", "1e-3", "--compare-args", TOY, "--name", "toy",
