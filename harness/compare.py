@@ -31,6 +31,7 @@ from pathlib import Path
 from common import (
     ConfigError,
     add_flags,
+    check_choices,
     config_json,
     exclusive,
     fingerprint,
@@ -42,7 +43,7 @@ from common import (
     write_text,
 )
 from harness import leaderboard, models
-from harness.evaluate import EvalConfig
+from harness.evaluate import EvalConfig, evaluated
 from harness.executors import ExecutorConfig, make_executor
 from harness.generation import BACKENDS, DTYPES
 from harness.judge import JUDGE_KINDS
@@ -369,6 +370,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         a.executor_config = ExecutorConfig(
             **{k: getattr(a, k) for k in ExecutorConfig.__dataclass_fields__ if getattr(a, k) is not None}
         )
+        check_choices(a.executor_config)  # a YAML's value: argparse checks only the flag's
         check_values(a)
         # your pairs are read now, so that a bad source stops the run before any stage
         a.user = load_user_pairs(a) if a.pairs else ([], [], [])
@@ -385,9 +387,10 @@ def check_values(a: argparse.Namespace) -> None:
         raise ValueError(
             f"{', '.join(empty)}: each evaluated task needs at least 1 item (or drop it from --tasks)"
         )
-    lows = [("k", 1), ("heldout", 1), ("kl_prompts", 0), ("max_tokens", 1), ("lm_eval_limit", 1)]
-    lows += [("eval_shards", 1), ("cpus_per_job", 1), ("train_gpus", 0), ("eval_gpus", 0)]
-    for name, low in [*lows, ("slurm_time", 1), ("slurm_parallel", 1)]:
+    # the smallest value of each count, sizes first, then the executor's
+    lows = {"k": 1, "heldout": 1, "kl_prompts": 0, "max_tokens": 1, "lm_eval_limit": 1, "eval_shards": 1}
+    lows |= {"cpus_per_job": 1, "train_gpus": 0, "eval_gpus": 0, "slurm_time": 1, "slurm_parallel": 1}
+    for name, low in lows.items():
         value = getattr(a, name)
         if value is not None and value < low:
             raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least {low}")
@@ -568,7 +571,8 @@ def eval_jobs(
         first = [(m, o) for m, o in todo if o == init_run]
         rest = [(m, o) for m, o in todo if o != init_run]
         count = min(shards, len(rest))
-        groups = [("eval reference", "eval-reference", first)] if first else []
+        # "eval reference", or with --init sft "eval sft-seed0": the shards wait for it
+        groups = [(f"eval {init_run.name}", f"eval-{init_run.name}", first)] if first else []
         groups += [(f"eval shard {i + 1}", f"eval-{i + 1}", rest[i::count]) for i in range(count)]
     jobs = []
     for name, file, group in groups:
@@ -576,31 +580,21 @@ def eval_jobs(
         items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
         extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
         note = f": {', '.join(o.name for _, o in group)} on {items}{extra}; judge {a.judge}"
-        waits = [f"train {o.name}" for _, o in group] + (
-            ["eval reference"] if shards and name != groups[0][0] else []
-        )
+        waits = [f"train {o.name}" for _, o in group]
+        if name.startswith("eval shard"):
+            waits.append(f"eval {init_run.name}")
         after = tuple(w for w in waits if w in {j.name for j in [*trained, *jobs]})
         log = str(stages / "logs" / f"{file}.log")
         jobs.append(Job(name, "harness.evaluate", str(stages / f"{file}.json"), "eval", log, after, note))
     return jobs, kept
 
 
-def evaluated(out: Path, model: str, run_key: str) -> bool:
-    """eval.json exists for these weights under these evaluation settings."""
-    try:
-        ev = json.loads((out / "eval.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return ev.get("config", {}).get("run_key") == run_key and ev.get("fingerprint") == fingerprint(
-        models.resolve_model(model)
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
     with exclusive(a.results, a.outputs, by="compare"):  # two runs on one folder would mix their files
-        key = (a.judge_key_env or "OPENAI_API_KEY",)
-        executor = make_executor(a.executor_config, a.verbose, a.outputs / "stages", key)
+        # the endpoint judge's key goes to the Ray jobs that judge; no other secret leaves this driver
+        key = (a.judge_key_env or "OPENAI_API_KEY",) if a.judge == "endpoint" else ()
+        executor = make_executor(a.executor_config, a.verbose, a.outputs / "stages", key, a.resume)
         try:
             run_compare(a, argv, executor)
         finally:
@@ -665,7 +659,9 @@ def run_compare(a: argparse.Namespace, argv: list[str] | None, executor) -> None
 
     # 4. the leaderboard, from the run folders alone
     command = "python -m harness.compare " + " ".join(argv if argv is not None else sys.argv[1:])
-    stage_keys = ("pairs", *(f"train {n}" for n in labels), *(k for k in timings if k.startswith("eval")))
+    # this plan's evaluations, else (all kept) those of the run it resumed
+    evals = [job.name for job in evaluations] or [k for k in timings if k.startswith("eval")]
+    stage_keys = ("pairs", *(f"train {n}" for n in labels), *evals)
     meta = {
         "command": command,
         "preset": a.preset,

@@ -363,6 +363,17 @@ def evaluate(models_: list[str], outs: list[Path], cfg: EvalConfig) -> list[dict
     return [results[i] for i in range(len(paths))]
 
 
+def evaluated(out: Path, model: str, run_key: str) -> bool:
+    """eval.json exists for these weights under these evaluation settings."""
+    try:
+        ev = json.loads((out / "eval.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return ev.get("config", {}).get("run_key") == run_key and ev.get("fingerprint") == fingerprint(
+        models.resolve_model(model)
+    )
+
+
 def parse(argv: list[str] | None = None) -> EvalConfig:
     """EvalConfig from --config (JSON/YAML, e.g. compare's stage file) with flags on top; the held-out
     pairs are read here, so a bad file stops the stage before any model loads."""

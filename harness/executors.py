@@ -10,11 +10,13 @@ environment (harness.plan.run_stage); it only decides where and when.
 
 Before any stage, the ray and slurm executors check what the jobs depend on (`preflight`): resources that
 some node has, and a filesystem every node shares (a sentinel written here is read on each node). The jobs'
-records (host, node or job id, start, end, exit status) go to compare.json. docs/scaling.md has the setup.
+records (host, node or job id, start, end, exit status) go to compare.json. A job runs in the driver's working
+folder wherever it lands (relative paths mean the same files). docs/scaling.md has the setup.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -47,8 +49,8 @@ class ExecutorConfig:
     )
     eval_shards: int = option(
         1,
-        "ray, slurm: evaluate the checkpoints in N jobs, one engine each, after a job for the reference "
-        "(local: one job for all, the reference first)",
+        "ray, slurm: evaluate the checkpoints in N jobs, one engine each, after a job of its own for the "
+        "init (the methods' reference; local: one job for all, the init first)",
         metavar="N",
     )
     cpus_per_job: int = option(1, "ray, slurm: CPUs each job asks for", metavar="N")
@@ -71,8 +73,9 @@ class ExecutorConfig:
         choices=("slurm", "local"),
     )
 
-    def gpus(self, job: Job) -> int:
-        return self.train_gpus if job.kind == "train" else self.eval_gpus
+    def gpus(self, kind: str) -> int:
+        """The GPUs a job of `kind` (pairs, train, eval) asks for."""
+        return self.train_gpus if kind == "train" else self.eval_gpus
 
 
 class JobFailed(SystemExit):
@@ -83,6 +86,12 @@ class JobFailed(SystemExit):
             f"compare: job '{job.name}' failed ({why}); its log: {job.log}. Finished jobs are kept: rerun "
             "the same command with --resume"
         )
+
+
+def last_line(e: BaseException) -> str:
+    """An exception's last line of text, else its type's name."""
+    lines = str(e).strip().splitlines()
+    return lines[-1] if lines else type(e).__name__
 
 
 class LocalExecutor:
@@ -115,31 +124,28 @@ class LocalExecutor:
         pass
 
 
-SENTINEL = ".spo-shared-sentinel"
-
-
-def sentinel_check(shared: dict[str, str], token: str, model: str) -> dict:
-    """On a node: which of the `shared` folders lack the driver's sentinel (`token`), and whether the model's
-    folder is there."""
-    missing = []
-    for name, folder in shared.items():
-        try:
-            seen = (Path(folder) / SENTINEL).read_text() == token
-        except OSError:
-            seen = False
-        if not seen:
-            missing.append(f"{name} {folder}")
-    if not (Path(model) / "config.json").is_file() and Path(model).is_absolute():
-        missing.append(f"the model {model}")
-    return {"host": socket.gethostname(), "missing": missing}
-
-
 def write_sentinels(shared: dict[str, Path]) -> str:
-    token = secrets.token_hex(8)
+    """A file of a random name in each shared folder (two drivers sharing a cache do not overwrite each
+    other's); returns the name."""
+    name = f".spo-shared-{secrets.token_hex(8)}"
     for folder in shared.values():
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / SENTINEL).write_text(token)
-    return token
+        (folder / name).write_text(name)
+    return name
+
+
+def remove_sentinels(shared: dict[str, Path], name: str) -> None:
+    for folder in shared.values():
+        (folder / name).unlink(missing_ok=True)
+
+
+def sentinel_check(shared: dict[str, str], name: str, model: str) -> dict:
+    """On a node: the `shared` folders where the driver's sentinel `name` is missing, and the model's folder
+    if it is missing (a hub id is not a folder: not checked)."""
+    missing = [f"{k} {folder}" for k, folder in shared.items() if not (Path(folder) / name).is_file()]
+    if Path(model).is_absolute() and not (Path(model) / "config.json").is_file():
+        missing.append(f"the model {model}")
+    return {"host": socket.gethostname(), "missing": missing}
 
 
 def not_shared(reports: dict[str, dict]) -> None:
@@ -155,8 +161,35 @@ def not_shared(reports: dict[str, dict]) -> None:
         )
 
 
+class StageError(RuntimeError):
+    pass
+
+
+def remote_stage(job: Job, verbose: bool, cwd: str, node: str) -> Record:
+    """A job away from the driver (a Ray task, a SLURM job): the stage in the driver's working folder, its
+    output to its log. A failed stage raises, so the jobs waiting for it fail without running."""
+    rec = run_stage(job, verbose, to_log=True, node=node, cwd=cwd)
+    if rec.returncode != 0:
+        raise StageError(f"exit status {rec.returncode} on {rec.host}")
+    return rec
+
+
+def ray_stage(job: Job, verbose: bool, cwd: str, *after: Record) -> Record:
+    """A Ray task: `remote_stage` on this node (`after`: the records of the jobs it waited for)."""
+    import ray
+
+    return remote_stage(job, verbose, cwd, ray.get_runtime_context().get_node_id())
+
+
+def slurm_stage(job: Job, verbose: bool, cwd: str) -> Record:
+    """A submitit job: `remote_stage` under this SLURM job's id (an array task's as submitit writes it)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array}_{task}" if array else os.environ.get("SLURM_JOB_ID", f"pid {os.getpid()}")
+    return remote_stage(job, verbose, cwd, job_id)
+
+
 class RayExecutor:
-    """Each job a Ray task (`ray_stage`) asking for --cpus-per-job CPUs and the kind's GPUs. A task waits for
+    """Each job a Ray task (`ray_stage`) asking for --cpus-per-job CPUs and its kind's GPUs. A task waits for
     the jobs of `after` by taking their results as arguments, so Ray orders them; this driver collects the
     records as they come, cancels what is in flight on the first failure or Ctrl-C, and never retries (a
     rerun with --resume continues a cut-off training from its last saved state)."""
@@ -169,16 +202,21 @@ class RayExecutor:
             import ray
         except ImportError:
             raise SystemExit("--executor ray: Ray is not installed; pip install 'spo-harness[ray]'") from None
-        self.ray, self.cfg, self.verbose = ray, cfg, verbose
+        self.ray, self.cfg, self.verbose, self.cwd = ray, cfg, verbose, os.getcwd()
         # the driver's settings a stage reads (the cache, hub, engine settings; the judge's key), as ours
         self.env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED) or k in forward}
         address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
         self.where = address or "a Ray instance started here"
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+        except Exception as e:  # no cluster at that address, another Ray version, ...
+            raise SystemExit(
+                f"--executor ray: cannot join {self.where} ({type(e).__name__}: {last_line(e)}); give "
+                "--ray-address HOST:PORT of a running cluster (`ray start --head` prints it)"
+            ) from None
 
     def demand(self, kind: str) -> dict[str, float]:
-        gpus = self.cfg.train_gpus if kind == "train" else self.cfg.eval_gpus
-        return {"CPU": float(self.cfg.cpus_per_job), "GPU": float(gpus)}
+        return {"CPU": float(self.cfg.cpus_per_job), "GPU": float(self.cfg.gpus(kind))}
 
     def preflight(self, kinds: set[str], shared: dict[str, Path], model: str) -> None:
         """Every kind of job fits on some live node, and every node sees the shared folders and the model."""
@@ -200,12 +238,12 @@ class RayExecutor:
                 )
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        token, check = write_sentinels(shared), self.ray.remote(sentinel_check)
+        name, check = write_sentinels(shared), self.ray.remote(sentinel_check)
         folders = {k: str(v.resolve()) for k, v in shared.items()}
         refs = {
             n["NodeID"][:12]: check.options(
                 num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(folders, token, model)
+            ).remote(folders, name, model)
             for n in nodes
         }
         try:
@@ -215,9 +253,12 @@ class RayExecutor:
                 f"compare: a node of the Ray cluster at {self.where} did not run the shared-filesystem check "
                 f"({type(e).__name__}); install the project on every node (docs/scaling.md)"
             ) from None
+        finally:
+            remove_sentinels(shared, name)
         not_shared(dict(zip(refs, reports)))
 
     def run(self, jobs: list[Job], done: Done) -> None:
+        """`jobs` in an order where each comes after the jobs it waits for (a KeyError otherwise)."""
         ray = self.ray
         task = ray.remote(ray_stage)
         refs: dict[str, object] = {}
@@ -230,7 +271,7 @@ class RayExecutor:
                 max_retries=0,
                 name=job.name,
                 runtime_env={"env_vars": self.env},
-            ).remote(job, self.verbose, *(refs[d] for d in job.after if d in refs))
+            ).remote(job, self.verbose, self.cwd, *(refs[d] for d in job.after))
         print(f"== {len(jobs)} job(s) handed to Ray ({self.where}): {', '.join(refs)}", flush=True)
         by_ref = {ref: job for job, ref in zip(jobs, refs.values())}
         pending = list(by_ref)
@@ -257,21 +298,6 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-class StageError(RuntimeError):
-    pass
-
-
-def ray_stage(job: Job, verbose: bool, *after: Record) -> Record:
-    """A Ray task: the job's stage on this node (`after`: the records of the jobs it waited for). A failed
-    stage raises, so the jobs waiting for it fail without running."""
-    import ray
-
-    rec = run_stage(job, verbose, to_log=True, node=ray.get_runtime_context().get_node_id())
-    if rec.returncode != 0:
-        raise StageError(f"exit status {rec.returncode} on {rec.host}")
-    return rec
-
-
 def failure(e: Exception) -> str:
     """The reason a Ray task raised: our StageError's message, else the exception's type."""
     cause = getattr(e, "cause", None)
@@ -281,22 +307,24 @@ def failure(e: Exception) -> str:
 class SlurmExecutor:
     """Each job a SLURM job through submitit (or a local process with --slurm-cluster local). The jobs ready
     together go out as one job array (`executor.batch()`), at most --slurm-parallel running at once; a job is
-    submitted when the jobs it waits for have finished. The job ids go to slurm_jobs.json in the stages
-    folder: a driver started again with --resume waits for the jobs still queued or running there instead of
-    submitting them twice."""
+    submitted when the jobs it waits for have finished. Until the driver collects a job, its id stays in
+    slurm_jobs.json in the stages folder: a driver started again with --resume keeps those that are queued,
+    running or finished (same config, same inputs) instead of submitting them twice."""
 
     name = "slurm"
     parallel = True
 
-    def __init__(self, cfg: ExecutorConfig, verbose: bool = False, folder: Path = Path("outputs/stages")):
+    def __init__(
+        self, cfg: ExecutorConfig, verbose: bool = False, folder: Path = Path("outputs/stages"), resume=False
+    ):
         try:
             import submitit
         except ImportError:
             raise SystemExit(
                 "--executor slurm: submitit is not installed; pip install 'spo-harness[slurm]'"
             ) from None
-        self.submitit, self.cfg, self.verbose = submitit, cfg, verbose
-        self.folder, self.ids = folder / "slurm", folder / "slurm_jobs.json"
+        self.submitit, self.cfg, self.verbose, self.resume = submitit, cfg, verbose, resume
+        self.folder, self.ids, self.cwd = folder / "slurm", folder / "slurm_jobs.json", os.getcwd()
         self.submitted: dict[str, float] = {}
         self.ex = submitit.AutoExecutor(folder=self.folder, cluster=cfg.slurm_cluster)
         self.ex.update_parameters(
@@ -307,32 +335,30 @@ class SlurmExecutor:
             **({"slurm_account": cfg.slurm_account} if cfg.slurm_account else {}),
         )
 
+    def submit_to_slurm(self, fn, calls: list[tuple]) -> list:
+        """submitit jobs of `fn` for each argument tuple, as one array; a refusal (partition, account,
+        resources) as a clear message."""
+        try:
+            with self.ex.batch():
+                return [self.ex.submit(fn, *args) for args in calls]
+        except Exception as e:  # submitit's FailedJobError: sbatch said why
+            raise SystemExit(f"--executor slurm: sbatch refused the jobs ({last_line(e)})") from None
+
     def preflight(self, kinds: set[str], shared: dict[str, Path], model: str) -> None:
-        """One small job reads the sentinels where the jobs will run."""
-        token = write_sentinels(shared)
+        """One small job reads the sentinels where the jobs will run (one node of the partition)."""
+        name = write_sentinels(shared)
         folders = {k: str(v.resolve()) for k, v in shared.items()}
         self.ex.update_parameters(name="spo-preflight", gpus_per_node=0)
-        report = self.ex.submit(sentinel_check, folders, token, model).result()
-        not_shared({"of the first job": report})
-
-    def earlier(self, jobs: list[Job]) -> dict[str, object]:
-        """The SLURM jobs a driver before this one submitted for these same configs and that are queued,
-        running, or finished with no driver there to collect them: waited for and collected, not submitted
-        again. (submitit's local processes end with their driver: nothing to find.)"""
+        [check] = self.submit_to_slurm(sentinel_check, [(folders, name, model)])
         try:
-            ids = json.loads(self.ids.read_text())
-        except (OSError, ValueError):
-            return {}
-        out = {}
-        for job in jobs:
-            entry = ids.get(job.name)
-            if entry and entry["config"] == config_digest(job) and self.cfg.slurm_cluster == "slurm":
-                handle = self.submitit.SlurmJob(folder=self.folder, job_id=entry["id"])
-                state = self.state(handle)
-                if state in (*ACTIVE, "COMPLETED"):
-                    print(f"== {job.name}: SLURM job {entry['id']} of an earlier driver ({state}), kept")
-                    out[job.name] = handle
-        return out
+            report = check.result()
+        except Exception as e:  # the job could not run there
+            raise SystemExit(
+                f"--executor slurm: the preflight job {check.job_id} failed ({last_line(e)})"
+            ) from None
+        finally:
+            remove_sentinels(shared, name)
+        not_shared({f"of job {check.job_id}": report})
 
     def state(self, handle) -> str:
         """submitit's state of a job (from sacct); where the cluster keeps no accounting (sacct fails and
@@ -341,29 +367,65 @@ class SlurmExecutor:
         state = handle.state
         if state != "UNKNOWN" or self.cfg.slurm_cluster != "slurm":
             return state
-        listed = subprocess.run(
-            ["squeue", "-h", "-j", handle.job_id, "-o", "%T"], capture_output=True, text=True
-        )
-        if listed.stdout.strip():
-            return listed.stdout.split()[0]
+        cmd = ["squeue", "-h", "-j", handle.job_id, "-o", "%T"]
+        listed = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
+        if listed:
+            return listed[0]
         return "COMPLETED" if handle.paths.result_pickle.exists() else "GONE"
+
+    def ledger(self) -> dict[str, dict]:
+        try:
+            return json.loads(self.ids.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def earlier(self, jobs: list[Job]) -> dict[str, object]:
+        """With --resume, the SLURM jobs a driver before this one submitted and never collected, for the same
+        config and inputs, that are queued, running or finished, and wait only for jobs kept too: collected
+        here, not submitted again. (submitit's local processes end with their driver: nothing to find.)"""
+        if not self.resume or self.cfg.slurm_cluster != "slurm":
+            return {}
+        ids, out = self.ledger(), {}
+        names = {job.name for job in jobs}
+        for job in jobs:
+            entry = ids.get(job.name)
+            if not entry or entry["config"] != config_digest(job):
+                continue
+            if any(d in names and d not in out for d in job.after):
+                continue
+            handle = self.submitit.SlurmJob(folder=self.folder, job_id=entry["id"])
+            state = self.state(handle)
+            if state in (*ACTIVE, "COMPLETED"):
+                print(
+                    f"== {job.name}: SLURM job {entry['id']} of an earlier driver ({state}), kept", flush=True
+                )
+                out[job.name] = handle
+        return out
 
     def submit(self, ready: list[Job]) -> dict[str, object]:
         by_gpus: dict[int, list[Job]] = {}
         for job in ready:
-            by_gpus.setdefault(self.cfg.gpus(job), []).append(job)
+            by_gpus.setdefault(self.cfg.gpus(job.kind), []).append(job)
         handles, self.submitted = {}, self.submitted | {job.name: time.time() for job in ready}
         for gpus, group in by_gpus.items():
-            self.ex.update_parameters(name=f"spo-{group[0].kind}", gpus_per_node=gpus)
-            with self.ex.batch():  # one job array
-                submitted = [self.ex.submit(slurm_stage, job, self.verbose) for job in group]
+            self.ex.update_parameters(
+                name=f"spo-{'-'.join(dict.fromkeys(j.kind for j in group))}", gpus_per_node=gpus
+            )
+            submitted = self.submit_to_slurm(slurm_stage, [(job, self.verbose, self.cwd) for job in group])
             handles |= {job.name: h for job, h in zip(group, submitted)}
-        ids = json.loads(self.ids.read_text()) if self.ids.is_file() else {}
-        ids |= {job.name: {"id": handles[job.name].job_id, "config": config_digest(job)} for job in ready}
+        ids = self.ledger() | {
+            job.name: {"id": handles[job.name].job_id, "config": config_digest(job)} for job in ready
+        }
         write_json(self.ids, ids)
         names = ", ".join(f"{j.name} ({handles[j.name].job_id})" for j in ready)
         print(f"== submitted to SLURM ({self.cfg.slurm_cluster}): {names}", flush=True)
         return handles
+
+    def collected(self, name: str) -> None:
+        """A job's result is in: its id leaves the ledger (nothing for a later driver to keep)."""
+        ids = self.ledger()
+        ids.pop(name, None)
+        write_json(self.ids, ids)
 
     def run(self, jobs: list[Job], done: Done) -> None:
         by_name = {job.name: job for job in jobs}
@@ -380,25 +442,22 @@ class SlurmExecutor:
                 for name, handle in handles.items():
                     if name in finished:
                         continue
+                    job = by_name[name]
                     if not handle.done():
                         if self.state(handle) == "GONE":
-                            raise JobFailed(
-                                by_name[name], f"SLURM job {handle.job_id} left the queue unfinished"
-                            )
+                            raise JobFailed(job, f"SLURM job {handle.job_id} left the queue unfinished")
                         continue
-                    job = by_name[name]
                     try:
                         rec = handle.result()
                     except Exception as e:  # submitit's FailedJobError, UncompletedJobError: its logs name it
-                        raise JobFailed(
-                            job, f"SLURM job {handle.job_id}: {str(e).strip().splitlines()[-1]}"
-                        ) from None
+                        raise JobFailed(job, f"SLURM job {handle.job_id}: {last_line(e)}") from None
                     finished.add(name)
                     rec.submitted, rec.collected = self.submitted.get(name, rec.start), time.time()
                     print(
                         f"== {name}: done on {rec.host} (job {handle.job_id}) in {rec.seconds} s", flush=True
                     )
                     done(job, rec)
+                    self.collected(name)
                 time.sleep(1)
         finally:
             for name, handle in handles.items():
@@ -409,30 +468,23 @@ class SlurmExecutor:
         pass
 
 
-def slurm_stage(job: Job, verbose: bool) -> Record:
-    """A submitit job: the stage here; a failed stage raises (submitit reports it with the job's logs)."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    job_id = f"{array}_{task}" if array else os.environ.get("SLURM_JOB_ID", f"pid {os.getpid()}")
-    rec = run_stage(job, verbose, to_log=True, node=job_id)
-    if rec.returncode != 0:
-        raise StageError(f"exit status {rec.returncode} on {rec.host}")
-    return rec
-
-
 def config_digest(job: Job) -> str:
-    """The job's config file, but whether it resumes: a driver started again with --resume writes the same
-    training with resume on, and the job of the driver before it is still that training."""
-    import hashlib
-
+    """The job's config file but whether it resumes (a driver started again with --resume writes the same
+    training with resume on), and a training's config hash (it holds the pairs' digest and the init's
+    weights, which the config file names only by path)."""
     config = {k: v for k, v in json.loads(Path(job.config).read_text()).items() if k != "resume"}
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    key = Path(job.config).with_name("config_hash")
+    inputs = key.read_text() if job.kind == "train" and key.is_file() else ""
+    return hashlib.sha256(json.dumps([config, inputs], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_executor(cfg: ExecutorConfig, verbose: bool, stages: Path, forward: tuple[str, ...] = ()):
+def make_executor(
+    cfg: ExecutorConfig, verbose: bool, stages: Path, forward: tuple[str, ...] = (), resume: bool = False
+):
     """The executor `cfg` names; `forward`: environment variables a Ray job gets from this driver (beside
-    FORWARDED), e.g. the judge's key."""
+    FORWARDED), e.g. the judge's key; `resume`: a SLURM driver keeps the jobs of the one before it."""
     if cfg.executor == "ray":
         return RayExecutor(cfg, verbose, forward)
     if cfg.executor == "slurm":
-        return SlurmExecutor(cfg, verbose, stages)
+        return SlurmExecutor(cfg, verbose, stages, resume)
     return LocalExecutor(cfg, verbose)

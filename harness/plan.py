@@ -16,15 +16,13 @@ from pathlib import Path
 
 from harness.runinfo import stage_env
 
-KINDS = ("pairs", "train", "eval")  # the resources a job asks for: --train-gpus for train, else --eval-gpus
-
 
 @dataclass(frozen=True)
 class Job:
     name: str  # "pairs", "train dpo-seed0", "eval shard 1": the label on screen, in logs and compare.json
     module: str  # run as `python -m module --config config`
     config: str  # the stage's config file, written by compare before the job is handed over
-    kind: str  # one of KINDS
+    kind: str  # pairs, train or eval: the resources it asks for (--train-gpus for train, else --eval-gpus)
     log: str  # where the stage's output goes when it runs away from the driver's terminal
     after: tuple[str, ...] = ()  # jobs of the same plan that must finish first
     note: str = ""  # what the stage line on screen says about it
@@ -66,19 +64,28 @@ def die_with_parent() -> None:
         pass
 
 
-def run_stage(job: Job, verbose: bool = False, to_log: bool = False, node: str = "") -> Record:
+def run_stage(
+    job: Job, verbose: bool = False, to_log: bool = False, node: str = "", cwd: str | None = None
+) -> Record:
     """Run `job`'s stage process here with the stage environment (tcmalloc where installed, known harmless
-    library output filtered: runinfo.stage_env). Its stdout is the stage's JSON summary, also in its files:
-    shown only when `verbose`. With `to_log` (a job away from the driver's terminal) stdout and stderr go to
-    `job.log`, else stderr (progress bars, warnings) goes to this terminal."""
+    library output filtered: runinfo.stage_env), in `cwd` (the driver's working folder; None: this one). Its
+    stdout is the stage's JSON summary, also in its files: shown only when `verbose`. With `to_log` (a job
+    away from the driver's terminal) stdout and stderr go to `job.log`, else stderr (progress bars, warnings)
+    goes to this terminal."""
     start = time.time()
     env = stage_env(verbose)
     stdout = None if verbose else subprocess.DEVNULL
     if to_log:
-        Path(job.log).parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log, "w") as log:
+        log = Path(cwd or ".", job.log)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out:
             proc = subprocess.run(
-                job.command(), env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                job.command(),
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
     else:
         proc = subprocess.run(job.command(), env=env, stdout=stdout)

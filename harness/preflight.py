@@ -22,8 +22,8 @@ def check_judge(a: argparse.Namespace) -> None:
         if not a.judge_url.startswith(("http://", "https://")):
             raise ValueError(f"--judge-url {a.judge_url!r}: expected an http:// or https:// base URL")
         # one request now: a judge that does not answer would otherwise surface at evaluation, after training
-        judge = EndpointJudge(a.judge_url, a.judge_model, key_env=a.judge_key_env or "OPENAI_API_KEY")
-        judge.timeout, judge.retries = 30, 1
+        key_env = a.judge_key_env or "OPENAI_API_KEY"
+        judge = EndpointJudge(a.judge_url, a.judge_model, key_env=key_env, timeout=30, retries=1)
         try:
             judge.prefer("Which answer is better?", "4", "5", "2 + 2 = 4")
         except JudgeError as e:
@@ -68,7 +68,7 @@ def check_model(name: str, flag: str) -> None:
         try:  # the one network call a hub id asks for: a typo fails now, not in the first stage
             model_info(name, timeout=30)
         except Exception as e:  # no such repo, gated, offline (HF_HUB_OFFLINE) or no network
-            reason = str(e).strip().splitlines()[0][:200] or type(e).__name__
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise ValueError(
                 f"{flag} {name}: not a folder, not in the local hub cache, and the hub did not resolve it "
                 f"({type(e).__name__}: {reason}); check the id and your network, or give a local folder"

@@ -385,3 +385,38 @@ def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smok
     with pytest.raises(SystemExit):
         compare.parse(["--preset", "smoke", "--methods", "dpo,spo:spo_lamda=10"])
     assert "spo_lamda" in capsys.readouterr().err
+
+
+def test_parallel_evaluation_waits_for_the_init_and_each_shard_for_its_trainings(tmp_path):
+    """--init sft on a parallel executor: the SFT init's evaluation first (the judge's baseline), then the
+    other models in --eval-shards jobs, each after its own checkpoints' trainings and the init's evaluation;
+    on the local executor one job for all."""
+    args = ["--preset", "smoke", "--init", "sft", "--seeds", "0,1", "--outputs", str(tmp_path / "o")]
+    a = compare.parse([*args, "--executor", "ray", "--eval-shards", "2"])
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "heldout_pairs.jsonl").write_text("")
+    labels = compare.run_labels(a)
+    assert labels == ["sft-seed0", "dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]
+    trained = [plan.Job(f"train {n}", "trainers.train", "c.json", "train", "x.log") for n in labels[1:]]
+    jobs, kept = compare.eval_jobs(a, tmp_path / "r" / "runs", trained, shards=2)
+    assert kept == [] and [(j.name, j.after) for j in jobs] == [
+        ("eval sft-seed0", ()),  # trained in an earlier wave: nothing of this plan to wait for
+        ("eval shard 1", ("train dpo-seed1", "train spo-seed1", "eval sft-seed0")),
+        ("eval shard 2", ("train dpo-seed0", "train spo-seed0", "eval sft-seed0")),
+    ]
+    stages = tmp_path / "o" / "stages"
+    models = [json.loads((stages / f"eval-{i}.json").read_text())["model"] for i in (1, 2)]
+    assert models == [
+        [
+            "tiny-random-llama",
+            str(tmp_path / "o" / "dpo-seed1" / "checkpoint"),
+            str(tmp_path / "o" / "spo-seed1" / "checkpoint"),
+        ],
+        [str(tmp_path / "o" / "dpo-seed0" / "checkpoint"), str(tmp_path / "o" / "spo-seed0" / "checkpoint")],
+    ]
+    # every job evaluates against the SFT init, whose samples are the judge's baseline
+    assert {json.loads(p.read_text())["reference_run"] for p in stages.glob("eval-*.json")} == {
+        str(tmp_path / "r" / "runs" / "sft-seed0")
+    }
+    local, _ = compare.eval_jobs(compare.parse(args), tmp_path / "r" / "runs", trained, shards=None)
+    assert [(j.name, len(j.after)) for j in local] == [("eval", 4)]
