@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import run_main, write_json, write_text
 from harness import models
-from harness.runinfo import commit, machine
+from harness.runinfo import commit, machine, stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "command": "python -m bench.executor " + " ".join(argv if argv is not None else sys.argv[1:]),
         "compare": args,
-        "machine": machine(),
+        "machine": machine(stage_env()),
         "python": platform.python_version(),
         "ray": ray.__version__,
         "commit": commit(),
