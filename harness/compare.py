@@ -575,10 +575,10 @@ def eval_jobs(
         groups = [(f"eval {init_run.name}", f"eval-{init_run.name}", first)] if first else []
         groups += [(f"eval shard {i + 1}", f"eval-{i + 1}", rest[i::count]) for i in range(count)]
     jobs = []
+    items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
+    extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
     for name, file, group in groups:
         write_json(stages / f"{file}.json", config_json(eval_config(a, group, init_run)))
-        items = ", ".join(f"{t} {a.eval_sizes[t]}" for t in a.tasks)
-        extra = f", lm-eval {', '.join(a.lm_eval_tasks)}" if a.lm_eval_tasks else ""
         note = f": {', '.join(o.name for _, o in group)} on {items}{extra}; judge {a.judge}"
         waits = [f"train {o.name}" for _, o in group]
         if name.startswith("eval shard"):

@@ -149,7 +149,7 @@ def sentinel_check(shared: dict[str, str], name: str, model: str) -> dict:
 
 
 def not_shared(reports: dict[str, dict]) -> None:
-    """Refuse a cluster where some node does not see the driver's folders (reports: node → sentinel_check)."""
+    """Refuse a cluster where a node misses the driver's folders (reports: node id → sentinel_check)."""
     if bad := {node: r for node, r in reports.items() if r["missing"]}:
         lines = "; ".join(
             f"node {n} ({r['host']}) does not see {', '.join(r['missing'])}" for n, r in bad.items()
