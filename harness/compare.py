@@ -455,7 +455,7 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: P
     """The evaluation of the models in `todo` (model, run folder), shift and judge measured from the init
     (the methods' reference; its run folder `init_run`); the run_key hashes the settings and the held-out
     pairs, not the models (each eval.json also records its model's fingerprint)."""
-    heldout = a.outputs / "heldout_pairs.jsonl"
+    heldout, train = a.outputs / "heldout_pairs.jsonl", a.outputs / "train_pairs.jsonl"
     cfg = EvalConfig(
         model=[m for m, _ in todo],
         out=[str(o) for _, o in todo],
@@ -465,6 +465,7 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: P
         options=a.task_options,
         kl_prompts=a.kl_prompts,
         heldout_files=[str(heldout)],
+        train_pairs_files=[str(train)],
         backend=a.backend,
         dtype=a.dtype,
         max_tokens=a.max_tokens,
@@ -482,7 +483,7 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: P
     settings = {
         k: v for k, v in config_json(cfg).items() if k not in ("model", "out", "run_key", "reference_run")
     }
-    cfg.run_key = digest(settings, file_digest(heldout))
+    cfg.run_key = digest(settings, file_digest(heldout), file_digest(train))
     return cfg
 
 
@@ -548,6 +549,8 @@ def record_training(a: argparse.Namespace, runs: Path, label: str) -> None:
         "config_hash": (out / "config_hash").read_text()
     }
     write_text(runs / label / "metrics.jsonl", (out / "metrics.jsonl").read_text())
+    if (out / "ches_dropped.jsonl").is_file():
+        write_text(runs / label / "ches_dropped.jsonl", (out / "ches_dropped.jsonl").read_text())
     write_json(runs / label / "train.json", summary)
 
 

@@ -82,6 +82,14 @@ class EvalConfig:
         [], "held-out pair JSONL files for Δ log-prob", flag="--heldout", nargs="*"
     )
     heldout: list[dict] = option([], "held-out pairs for Δ log-prob (read from --heldout)")
+    train_pairs_files: list[str] = option(
+        [],
+        "training pair JSONL files: each pair's chosen Δ log-prob, and on the reference their CHES "
+        "(ches.jsonl, harness.diagnose)",
+        flag="--train-pairs",
+        nargs="*",
+    )
+    train_pairs: list[dict] = option([], "training pairs (read from --train-pairs)")
     backend: str = option("auto", "generation backend (auto: vLLM if installed, else HF)", choices=BACKENDS)
     dtype: str = option("auto", "generation precision (auto: bf16 where native, else fp32)", choices=DTYPES)
     compile: bool = option(
@@ -115,8 +123,10 @@ class EvalConfig:
 
     def record(self) -> dict:
         """The settings stored in eval.json: everything but the per-call paths and the pairs themselves."""
-        settings = {k: v for k, v in asdict(self).items() if k not in ("model", "out", "heldout")}
-        return settings | {"heldout_pairs": len(self.heldout)}
+        settings = {
+            k: v for k, v in asdict(self).items() if k not in ("model", "out", "heldout", "train_pairs")
+        }
+        return settings | {"heldout_pairs": len(self.heldout), "train_pairs": len(self.train_pairs)}
 
 
 def load_items(cfg: EvalConfig) -> dict[str, list[dict]]:
@@ -244,6 +254,8 @@ class Evaluator:
                 for c, o, r in zip(self.convs[task], outs, rows)
             ]
         result["shift"] = identity_shift(cfg.heldout) if is_ref else self._shift(path, groups, generated)
+        if is_ref and (cfg.train_pairs or cfg.heldout):
+            self._ches(out)
         seconds = time.time() - t0
         # this model's share of the shared engine's work
         stats = {k: v - before.get(k, 0) for k, v in gen.stats.items()}
@@ -288,12 +300,25 @@ class Evaluator:
     def _shift_groups(self) -> dict[str, Group]:
         """A policy's generation for its shift: temperature-1 KL samples and the held-out probe prompts'
         greedy responses."""
-        if self.scorer is None:
-            self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout)
         return {
             "kl samples": (self.kl_prompts(), self._sampling(KL_SAMPLING)),
-            "probe greedy": (self.scorer.probe.prompts, self._sampling(GREEDY_SAMPLING)),
+            "probe greedy": (self._scorer().probe.prompts, self._sampling(GREEDY_SAMPLING)),
         }
+
+    def _ches(self, out: Path) -> None:
+        """CHES and LN-CHES of the training and held-out pairs on the reference (the methods' init), for the
+        leaderboard's rank correlation with each method's Δ log-prob: out/ches.jsonl (harness.diagnose)."""
+        from harness.diagnose import ches_rows
+
+        model, tok, cfg = self._scorer().reference, self._scorer().tok, self.cfg
+        rows = ches_rows(model, tok, cfg.train_pairs, "train") + ches_rows(model, tok, cfg.heldout, "heldout")
+        write_jsonl(out / "ches.jsonl", rows)
+
+    def _scorer(self) -> ShiftScorer:
+        """The reference model with its held-out and training-pair scores, loaded once per call."""
+        if self.scorer is None:
+            self.scorer = ShiftScorer(self.ref_path, self.cfg.heldout, self.cfg.train_pairs)
+        return self.scorer
 
     def _shift(self, path: str, groups: dict[str, Group], generated: dict[str, list]) -> dict:
         """The shift from the reference, scored in fp32 on the samples of `_shift_groups`."""
@@ -377,11 +402,12 @@ def evaluated(out: Path, model: str, run_key: str) -> bool:
 def parse(argv: list[str] | None = None) -> EvalConfig:
     """EvalConfig from --config (JSON/YAML, e.g. compare's stage file) with flags on top; the held-out
     pairs are read here, so a bad file stops the stage before any model loads."""
-    ap = config_parser(EvalConfig, "python -m harness.evaluate", __doc__, exclude=(*TASK_FIELDS, "heldout"))
+    read_later = (*TASK_FIELDS, "heldout", "train_pairs")
+    ap = config_parser(EvalConfig, "python -m harness.evaluate", __doc__, exclude=read_later)
     add_task_flags(ap, "test items, from the start", "EVAL_ITEMS")
     a = vars(ap.parse_args(argv))
     try:
-        cfg = config_from_args(EvalConfig, a, exclude=(*TASK_FIELDS, "heldout"))
+        cfg = config_from_args(EvalConfig, a, exclude=read_later)
         fill_task_settings(cfg, a, {t: TASKS[t].EVAL_ITEMS for t in cfg.tasks})
         if small := [t for t in cfg.tasks if cfg.sizes[t] < 1]:
             raise ConfigError(f"each evaluated task needs at least 1 item: {', '.join(small)}")
@@ -393,6 +419,7 @@ def parse(argv: list[str] | None = None) -> EvalConfig:
     except (ConfigError, ValueError) as e:
         ap.error(str(e))
     cfg.heldout = [p for f in cfg.heldout_files for p in read_pairs(str(f))]
+    cfg.train_pairs = [p for f in cfg.train_pairs_files for p in read_pairs(str(f))]
     return cfg
 
 

@@ -34,6 +34,8 @@ PROBES = [
     ("probe_dlogp_unrelated", "Δ log-prob unrelated response /token"),
     ("probe_dlogp_greedy", "Δ log-prob own greedy response /token"),
     ("probe_outside_safe_region", "share outside SPO's safe region"),
+    ("probe_flow_to_argmax", "chosen tokens' lost mass → argmax (share)"),
+    ("probe_flow_to_rejected", "chosen tokens' lost mass → rejected token (share)"),
 ]
 
 
@@ -149,7 +151,7 @@ def probe_chart(methods: dict[str, list[list[dict]]], out: Path) -> Path | None:
     for ax, (key, title) in zip(axes, panels):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("optimizer step")
-        if key == "probe_outside_safe_region":
+        if key == "probe_outside_safe_region":  # a share; the flow shares are net and may leave [0, 1]
             ax.set_ylim(-0.02, 1.02)
         else:
             ax.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")  # no change from the reference

@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from common import exclusive, run_main, write_json, write_text
-from harness import figures, report
+from harness import displacement, figures, report
 from harness.methods import method_of
-from harness.pooled import KINDS, Run, coverage, init_method, paired, sensitivity, shift_pooled
+from harness.pooled import KINDS, Run, by_method, coverage, init_method, paired, sensitivity, shift_pooled
 from harness.stats import mean_ci
 from tasks import TASKS
 
@@ -39,8 +39,7 @@ JUDGE_NOTE = (
 
 
 SHIFT_KEYS = (
-    *(f"dlogp_{k}" for k in KINDS),
-    *(f"dsum_{k}" for k in KINDS),
+    *(f"{d}_{k}" for d in ("dlogp", "dsum") for k in KINDS),
     "dlog_combined",
     "both_fell_share",
     "outside_safe_region_share",
@@ -77,18 +76,14 @@ def row(run: Run) -> dict:
         for base in ("reference", "human"):
             j = _get(ev, JUDGED, "judge", base) or {}
             r[f"judge_vs_{base}"], r[f"judge_vs_{base}_ci95"] = j.get("win_rate"), j.get("ci95")
-            r[f"judge_vs_{base}_n"], r[f"judge_vs_{base}_consistency"] = (
-                j.get("n"),
-                j.get("position_consistency"),
-            )
+            r[f"judge_vs_{base}_n"] = j.get("n")
+            r[f"judge_vs_{base}_consistency"] = j.get("position_consistency")
             # absent from eval.json files written before the length-controlled win rate: None
             r[f"judge_vs_{base}_lc"], r[f"judge_vs_{base}_lc_ci95"] = j.get("lc_win_rate"), j.get("lc_ci95")
             r[f"judge_vs_{base}_lc_separated"] = j.get("lc_separated", False)
             r[f"judge_vs_{base}_length_ratio"] = j.get("length_ratio")
         r["judge"] = _get(ev, JUDGED, "judge", "human", "judge")
-    shift = ev["shift"]
-    for k in SHIFT_KEYS:
-        r[k] = shift.get(k)
+    r |= {k: ev["shift"].get(k) for k in SHIFT_KEYS}
     # lm-eval tasks (--lm-eval-tasks): each one's main metric, its stderr, the metric's name and items
     lm_eval = _get(ev, "lm_eval", "tasks") or {}
     r["lm_eval_tasks"] = list(lm_eval)
@@ -469,6 +464,7 @@ def render(
     shifts: list[dict] | None = None,
     dynamics_figure: bool = False,
     reach: dict | None = None,
+    moved: list[str] = (),
 ) -> str:
     seeds, diffs = over_seeds(rows), diffs or []
     evaluated = _present(rows, TASKS)
@@ -558,6 +554,7 @@ def render(
         f"{n['kl_samples']} eval prompts. "
         "len: mean greedy output tokens; format: share with '####' (GSM8K, arith) or \\boxed{} (MATH).",
         "",
+        *moved,
         "## Figures",
         "",
         "![main metrics per method, mean ± std over seeds](figures/metrics.png)",
@@ -607,12 +604,11 @@ def write(results: Path) -> str:
     diffs, shifts = paired(read, init_method(meta)), shift_pooled(read)
     figures.metrics_chart(over_seeds(rows), results / "figures" / "metrics.png")
     trained = figures.training_chart({r.name: r.metrics for r in read}, results / "figures" / "training.png")
-    by_method: dict[str, list[list[dict]]] = {}
-    for r in (r for r in read if r.metrics):
-        by_method.setdefault(method_of(r.name), []).append(r.metrics)
-    dynamics = figures.probe_chart(by_method, results / "figures" / "dynamics.png")
-    reach = sensitivity(read)
-    md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None, reach)
+    logged = {m: ms for m, rs in by_method(read).items() if (ms := [r.metrics for r in rs if r.metrics])}
+    dynamics = figures.probe_chart(logged, results / "figures" / "dynamics.png")
+    reach, moved = sensitivity(read), displacement.analyse(read, runs / meta.get("init_run", "reference"))
+    lines = displacement.section(moved)
+    md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None, reach, lines)
     write_text(results / "leaderboard.md", md)
     write_json(
         results / "leaderboard.json",
@@ -623,9 +619,10 @@ def write(results: Path) -> str:
             "paired": diffs,
             "shift_pooled": shifts,
             "sensitivity": reach,
+            "displacement": moved["methods"],
         },
     )
-    report.write(results, {r.name: r.samples for r in read})
+    report.write(results, {r.name: r.samples for r in read}, displacement.token_view(read))
     return md
 
 

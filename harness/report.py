@@ -33,6 +33,8 @@ td.ok{background:#f3faf3}td.bad{background:#fdf4f4}
 .chip{display:inline-block;max-width:100%;overflow-wrap:anywhere;font-size:11px;line-height:1.5;
 padding:0 6px;margin:0 3px 2px 0;border-radius:8px;background:#e4e7eb;color:#333}
 .chip.ok{background:#cdeccd;color:#145214}.chip.bad{background:#f6cfcf;color:#7a1616}
+.pair{border-top:1px solid #ccc;padding:4px 0}.tv{margin:2px 0 4px}.tks{white-space:pre-wrap;
+overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:12px}.tk.worst{outline:2px solid #222}
 """
 # f(): show the rows of the chosen task that carry the chosen tag, and count them
 SCRIPT = """
@@ -134,7 +136,8 @@ def _filters(tasks: list[str], methods: list[str]) -> str:
     )
 
 
-def render(samples: dict[str, list[dict]]) -> str:
+def render(samples: dict[str, list[dict]], tokens: str = "") -> str:
+    """The page: `tokens`, the held-out pairs' token view (harness.displacement), above the samples."""
     names = list(samples)
     ref, methods = names[0], names[1:]
     head = "".join(f'<th data-model="{escape(n)}">{escape(n)}</th>' for n in names)
@@ -145,19 +148,19 @@ def render(samples: dict[str, list[dict]]) -> str:
     tasks = sorted({r["task"] for r in samples[ref]})
     return (
         f"<!doctype html><meta charset=utf-8><title>Samples</title><style>{STYLE}</style>"
-        f"<script>{SCRIPT}</script><h1>Samples: reference vs methods</h1>{_filters(tasks, methods)}"
+        f"<script>{SCRIPT}</script>{tokens}<h1>Samples: reference vs methods</h1>{_filters(tasks, methods)}"
         f"<table><colgroup><col class=prompt><col span={len(names)}></colgroup>"
         f"<thead><tr><th>prompt</th>{head}</tr></thead>\n<tbody>\n{''.join(body)}</tbody></table>"
         "<script>f()</script>\n"
     )
 
 
-def write(results: Path, samples: dict[str, list[dict] | None]) -> Path | None:
+def write(results: Path, samples: dict[str, list[dict] | None], tokens: str = "") -> Path | None:
     """Write results/report.html from each run's samples.jsonl rows (first run = the reference; runs
-    without samples are left out)."""
+    without samples are left out) and the token view `tokens`."""
     samples = {name: rows for name, rows in samples.items() if rows is not None}
     if not samples:
         return None
     path = results / "report.html"
-    write_text(path, render(samples))
+    write_text(path, render(samples, tokens))
     return path

@@ -23,6 +23,7 @@ import torch
 from harness.generation import Completion
 from trainers.logprobs import score
 from trainers.probes import KINDS, ProbeSet, fixed_responses, nan_mean, probe_terms
+from trainers.tokenflow import TERMS, pair_flows, shares
 from trainers.tokens import generation_config_of
 
 
@@ -38,16 +39,23 @@ def _rounded(values: torch.Tensor) -> list[float | None]:
 
 
 class ShiftScorer:
-    """Holds the reference model and its log-probs on the held-out probe set (trainers.probes)."""
+    """Holds the reference model and its log-probs on the held-out probe set (trainers.probes) and on the
+    training pairs' chosen responses."""
 
-    def __init__(self, reference_path: str, heldout: list[dict], batch_size: int = 16):
+    def __init__(
+        self, reference_path: str, heldout: list[dict], train: list[dict] | None = None, batch_size: int = 16
+    ):
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(reference_path)
+        self.tok = AutoTokenizer.from_pretrained(reference_path)
         self.reference, self.batch_size = _load(reference_path), batch_size
         self.heldout = heldout
-        self.probe = ProbeSet(tok, heldout, generation_config_of(reference_path))
+        self.probe = ProbeSet(self.tok, heldout, generation_config_of(reference_path))
         self.ref_fixed = self.probe.score_fixed(self.reference, batch_size) if heldout else {}
+        # the training pairs' chosen responses: each pair's Δ log-prob, for CHES's rank correlation
+        self.train = ProbeSet(self.tok, train or [])
+        if self.train.n:
+            self.ref_train = self.train.score(self.reference, self.train.responses["chosen"], batch_size)
 
     def measure(
         self,
@@ -70,8 +78,12 @@ class ShiftScorer:
                 pol["greedy"] = self.probe.score(policy, ids, self.batch_size)
                 ref["greedy"] = self.probe.score(self.reference, ids, self.batch_size)
             out |= summarise(probe_terms(pol, ref))
+            out["token_flow"] = self.token_flow(policy)
         else:
             out |= dict.fromkeys(SUMMARY_KEYS)
+        if self.train.n:
+            train = self.train.score(policy, self.train.responses["chosen"], self.batch_size)
+            out["per_pair_train"] = {"dlogp_chosen": _rounded(train.mean - self.ref_train.mean)}
         pol_kl = score(policy, kl_prompts, kl_c, self.batch_size, progress="log-probs (policy)")
         del policy
         ref_kl = score(self.reference, kl_prompts, kl_c, self.batch_size, progress="log-probs (reference)")
@@ -79,7 +91,37 @@ class ShiftScorer:
         out["kl_finished_share"] = sum(c.finished for c in kl_samples) / len(kl_c) if kl_c else None
         return out
 
+    def token_flow(self, policy) -> dict:
+        """Where each held-out chosen response's lost mass went, token by token (trainers.tokenflow): the
+        shares over all pairs, and per pair (the first FLOW_PAIRS) the tokens with their Δ log-prob and the
+        tokens that gained most where the response fell most."""
+        rc = self.probe.responses
+        flows = pair_flows(policy, self.reference, self.probe.prompts, rc["chosen"], rc["rejected"])
+        pairs = [
+            _pair_view(f, c, r, self.tok.decode)
+            for f, c, r in zip(flows[:FLOW_PAIRS], rc["chosen"], rc["rejected"])
+        ]
+        return {"shares": shares(flows), "pairs": pairs, **{k: [f[k] for f in flows] for k in TERMS}}
 
+
+def _pair_view(f: dict, chosen: list[int], rejected: list[int], decode) -> dict:
+    """One held-out pair's flow as report.html shows it: its chosen tokens as text with their Δ log-prob, the
+    tokens that gained most at its steepest fall, and the two tokens where the responses part."""
+    view = {
+        "tokens": [decode([t]) for t in chosen],
+        "dlogp": [round(v, 4) for v in f["dlogp"]],
+        "worst": f["worst"],
+        "gainers": [[decode([t]), round(v, 4)] for t, v in f["gainers"]],
+        "diverge": f["diverge"],
+    }
+    if f["diverge"] is not None:
+        at = f["diverge"]["position"]
+        view["diverge"] |= {"chosen_token": decode([chosen[at]]), "rejected_token": decode([rejected[at]])}
+    return view
+
+
+# per-pair token detail kept in eval.json (the shares use every held-out pair)
+FLOW_PAIRS = 64
 # eval.json's shift keys from the probe set: per-kind means, shares and per-pair lists
 MEAN_KEYS = (*(f"{d}_{k}" for d in ("dlogp", "dsum") for k in KINDS), "dlog_combined")
 SUMMARY_KEYS = (

@@ -266,3 +266,44 @@ def length_controlled_win_rate(
     lo = np.percentile(np.nan_to_num(lc[1:], nan=0.0), 2.5)
     hi = np.percentile(np.nan_to_num(lc[1:], nan=100.0), 97.5)
     return {**none, "lc_win_rate": float(lc[0]), "lc_ci95": [float(lo), float(hi)]}
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1…n along the last axis, tied values sharing their mean rank (as Spearman's ρ needs)."""
+    n = a.shape[-1]
+    order = a.argsort(axis=-1, kind="stable")
+    ordered = np.take_along_axis(a, order, -1).reshape(-1, n)
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    # one group number per run of equal values, distinct across rows
+    group = (np.cumsum(starts, axis=1) + (n + 1) * np.arange(len(ordered))[:, None]).ravel()
+    positions = np.tile(np.arange(1, n + 1, dtype=np.float64), len(ordered))
+    mean_rank = np.bincount(group, weights=positions) / np.maximum(np.bincount(group), 1)
+    ranks = np.empty(a.shape)
+    np.put_along_axis(ranks, order, mean_rank[group].reshape(a.shape), -1)
+    return ranks
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ of each row pair: the Pearson correlation of their average ranks (NaN: a constant row)."""
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(-1) / np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
+
+
+def spearman_ci(
+    x: Sequence[float], y: Sequence[float], seed: int = 0, n_boot: int = 2000
+) -> tuple[float, float, float]:
+    """(ρ, lo, hi): Spearman's rank correlation and its 95% percentile-bootstrap interval over the pairs
+    (x_i, y_i), resampled with replacement; NaN with fewer than 3 pairs or a constant side."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.size < 3:
+        return math.nan, math.nan, math.nan
+    rho = float(_spearman_rows(xs[None], ys[None])[0])
+    draws = _item_draws(xs.size, seed, n_boot)
+    boot = _spearman_rows(xs[draws], ys[draws])
+    if math.isnan(rho) or np.isnan(boot).all():
+        return rho, math.nan, math.nan
+    lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+    return rho, float(lo), float(hi)

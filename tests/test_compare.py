@@ -340,6 +340,16 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         and "cores" in md
     )
     assert "## Reasoning" in md and "## Summarization (TL;DR)" in md and "arith acc %" in md
+    # CHES of every training and held-out pair on the init; per method its rank correlation with the
+    # measured Δ log-prob, and where the held-out chosen tokens' lost mass went (shares of the loss)
+    ches = [json.loads(line) for line in open(results / "runs" / "reference" / "ches.jsonl")]
+    assert [r["split"] for r in ches] == ["train"] * len(pairs) + ["heldout"] * len(held)
+    assert all(math.isfinite(r["ln_ches"]) for r in ches)
+    for name in ("dpo", "spo"):
+        moved = board["displacement"][name]
+        assert moved["ches_rho"]["train"]["pairs"] == len(pairs) and moved["ches_rho"]["heldout"] is None
+        assert moved["flow"]["lost"] > 0 and sum(moved["flow"]["shares"].values()) == pytest.approx(1.0)
+    assert "## Displacement: predicted before training (CHES)" in md and "| arith | edit |" in md
 
 
 def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smoke_run, monkeypatch, capsys):
@@ -376,6 +386,9 @@ def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smok
     assert ev["sft-seed0"]["shift"]["dlogp_chosen"] == 0.0 and ev["sft-seed0"]["shift"]["kl"] == 0.0
     assert all(e["reference"] == init for e in ev.values())
     assert ev["reference"]["shift"]["dlogp_chosen"] < 0  # the original model, seen from the SFT init
+    # CHES is measured on the init: the SFT run's evaluation writes it, the original model's does not
+    assert (results / "runs" / "sft-seed0" / "ches.jsonl").is_file()
+    assert not (results / "runs" / "reference" / "ches.jsonl").exists()
     styles = {
         p.get("style") for p in map(json.loads, (outputs / "train_pairs.jsonl").read_text().splitlines())
     }

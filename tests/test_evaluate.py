@@ -54,7 +54,8 @@ def test_shift_is_zero_for_a_copy_of_the_reference(tiny_model_dir, tmp_path):
 
 def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    out = ShiftScorer(tiny_model_dir, HELDOUT).measure(other_model_dir, KL_PROMPTS, SAMPLES)
+    # the held-out pairs again as training pairs: their chosen responses scored the same way
+    out = ShiftScorer(tiny_model_dir, HELDOUT, HELDOUT[::-1]).measure(other_model_dir, KL_PROMPTS, SAMPLES)
     pol, ref = (AutoModelForCausalLM.from_pretrained(p).eval() for p in (other_model_dir, tiny_model_dir))
 
     def logps(model, field):
@@ -86,6 +87,13 @@ def test_shift_matches_a_direct_computation(tiny_model_dir, other_model_dir):
     assert out["dlog_combined"] == pytest.approx(combined.mean().item(), abs=1e-4)
     assert out["both_fell_share"] == both
     assert out["kl"] == pytest.approx(kl, abs=1e-4) and out["kl"] != 0.0
+    assert out["per_pair_train"]["dlogp_chosen"] == pytest.approx(
+        (pc.mean - rc.mean).tolist()[::-1], abs=1e-5
+    )
+    # token by token: each pair's Δ log-probs add up to its sequence's; the tokens spell the response
+    flow = out["token_flow"]
+    assert [sum(p["dlogp"]) for p in flow["pairs"]] == pytest.approx((pc.total - rc.total).tolist(), abs=1e-3)
+    assert "".join(flow["pairs"][1]["tokens"]).startswith("yes indeed") and len(flow["lost"]) == 2
 
 
 def test_distinct_n_and_output_stats():

@@ -587,8 +587,13 @@ def test_the_response_kinds_are_the_probes_kinds():
     from trainers.probes import KINDS
 
     assert tuple(leaderboard.KINDS) == KINDS
-    assert [k for k, _ in figures.PROBES] == [f"probe_dlogp_{k}" for k in KINDS] + [
-        "probe_outside_safe_region"
+    from trainers.tokenflow import TERMS
+
+    flows = [f"probe_flow_{k}" for k in TERMS if k in ("to_argmax", "to_rejected")]
+    assert [k for k, _ in figures.PROBES] == [
+        *(f"probe_dlogp_{k}" for k in KINDS),
+        "probe_outside_safe_region",
+        *flows,
     ]
 
 

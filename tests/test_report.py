@@ -1,6 +1,7 @@
 """The committed results/report.html, rendered by a real headless browser (Debian's chromium) at laptop
 width: every model's column (reference + methods) fits in the window, its header names the model and stays
-on screen while scrolling, and long outputs wrap instead of running off. With SPO_SAVE_SCREENSHOT=1 a
+on screen while scrolling, and long outputs wrap instead of running off; above them, the held-out chosen
+responses token by token fit the window too. With SPO_SAVE_SCREENSHOT=1 a
 screenshot of the page goes to results/figures/report.png (a plain test run leaves the tree as it was)."""
 
 import html
@@ -42,11 +43,15 @@ const heads=[...document.querySelectorAll('thead th[data-model]')]
 const outs=[...document.querySelectorAll('tbody td:not(:first-child) .out')];
 const overflowing=outs.filter(e=>e.scrollWidth>e.clientWidth+1).length;
 const long=outs.reduce((a,e)=>e.textContent.length>a.textContent.length?e:a);
+const tks=[...document.querySelectorAll('.tks')];
 const m={innerWidth:innerWidth,pageWidth:document.documentElement.scrollWidth,heads:heads,
   outputs:outs.length,overflowing:overflowing,
   long:{chars:long.textContent.length,scrollWidth:long.scrollWidth,clientWidth:long.clientWidth,
         scrollHeight:long.scrollHeight,lineHeight:parseFloat(getComputedStyle(long).lineHeight),
-        row:[...long.closest('tr').children].map(box)}};
+        row:[...long.closest('tr').children].map(box)},
+  tokenRows:tks.length,tokens:document.querySelectorAll('.tk').length,
+  outlined:document.querySelectorAll('.tk.worst').length,
+  tokenOverflow:tks.filter(e=>e.scrollWidth>e.clientWidth+1||e.getBoundingClientRect().right>innerWidth).length};
 window.scrollTo(0,document.documentElement.scrollHeight/2);
 m.scrollY=scrollY;m.headTopAfterScroll=document.querySelector('thead th').getBoundingClientRect().top;
 const pre=document.createElement('pre');pre.id='measure';pre.textContent=JSON.stringify(m);
@@ -105,6 +110,14 @@ def test_committed_report_reads_side_by_side_at_laptop_width(tmp_path):
     # and no output cell at all runs wider than its column (1 px: scrollWidth rounds sub-pixel text up)
     prompts = len((RESULTS / "runs" / names[0] / "samples.jsonl").read_text().splitlines())
     assert m["outputs"] == prompts * len(names) and m["overflowing"] == 0
+    # the token view: one row per trained run and held-out pair, every token shaded, the steepest fall
+    # outlined once a row, nothing wider than the window
+    flows = [
+        json.loads((RESULTS / "runs" / n / "eval.json").read_text())["shift"].get("token_flow") for n in names
+    ]
+    pairs = [p for f in flows if f for p in f["pairs"]]
+    assert m["tokenRows"] == len(pairs) > 0 and m["outlined"] == len(pairs)
+    assert m["tokens"] == sum(len(p["tokens"]) for p in pairs) and m["tokenOverflow"] == 0
     # the header row stays on screen half-way down the page
     assert m["scrollY"] > 10 * HEIGHT and abs(m["headTopAfterScroll"]) <= 1
 

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import torch
 
-from common import atomic_file, fingerprint, option, replace_dir, write_json, write_text
+from common import atomic_file, fingerprint, option, replace_dir, write_json, write_jsonl, write_text
 from trainers.logprobs import autocast, native_bf16, pair_logps, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss
 from trainers.pairfile import describe, load_pairs, truncated
 from trainers.parallel import strategy
 from trainers.probes import ProbeSet, nan_mean, probe_terms
+from trainers.tokenflow import pair_flows, shares
 from trainers.tokens import encode
 
 
@@ -68,6 +69,11 @@ class TrainConfig(LossParams):
     save_every: int = option(0, "save a resumable state every N steps (0: never)")
     resume: bool = option(
         False, "continue from output_dir/state (model, optimizer, schedule, RNG, data position)"
+    )
+    ches_filter: float = option(
+        0.0,
+        "drop this top fraction of the training pairs by LN-CHES on the initial model before training "
+        "(trainers/ches.py, Razin et al. 2024); output_dir/ches_dropped.jsonl lists the pairs dropped",
     )
     probe_pairs: str | None = option(
         None, "held-out pairs JSONL whose log-probs are logged (training dynamics)"
@@ -151,13 +157,13 @@ def lookahead_anchor(
         return -sequence_logps(model, prompts, completions, params=virtual).mean
 
 
-def encode_pairs(tok, path: str, max_len: int, policy: str) -> tuple[list, list[dict]]:
-    """Tokenised (prompt, chosen, rejected) pairs of a pair file, and the skipped or truncated rows (line,
-    id, field, reason, detail): the file's bad rows (trainers.pairfile) and the pairs over `max_len` tokens
-    (`policy`: --bad-pairs), summarised on stderr. A response the pairs stage marked as cut by its length cap
-    gets no end token (trainers.tokens.encode)."""
+def encode_pairs(tok, path: str, max_len: int, policy: str) -> tuple[list, list[dict], list[dict]]:
+    """Tokenised (prompt, chosen, rejected) pairs of a pair file, the skipped or truncated rows (line, id,
+    field, reason, detail) and the kept pairs' {line, id}. Skipped: the file's bad rows (trainers.pairfile)
+    and the pairs over `max_len` tokens (`policy`: --bad-pairs), summarised on stderr. A response the pairs
+    stage marked as cut by its length cap gets no end token (trainers.tokens.encode)."""
     rows, report = load_pairs(path, "error" if policy == "error" else "skip")
-    kept = []
+    kept, where = [], []
     for line, p in zip(report.lines, rows):
         x, c = encode(tok, p["prompt"], p["chosen"], truncated(p, "chosen"))
         r = encode(tok, p["prompt"], p["rejected"], truncated(p, "rejected"))[1]
@@ -179,10 +185,11 @@ def encode_pairs(tok, path: str, max_len: int, policy: str) -> tuple[list, list[
                 continue
             c, r = c[: max_len - len(x)], r[: max_len - len(x)]
         kept.append((x, c, r))
+        where.append({"line": line, "id": p.get("id")})
     report.kept = len(kept)
     if report.skipped:
         print(report.summary(), file=sys.stderr, flush=True)
-    return kept, report.skipped
+    return kept, report.skipped, where
 
 
 class Trainer:
@@ -201,14 +208,35 @@ class Trainer:
         )
         self.cfg, self.model, self.tok = cfg, model.to(self.acc.device), tok
         self.out = Path(cfg.output_dir)
-        self.pairs, self.skipped = encode_pairs(tok, cfg.pairs, cfg.max_len, cfg.bad_pairs)
+        self.pairs, self.skipped, where = encode_pairs(tok, cfg.pairs, cfg.max_len, cfg.bad_pairs)
         if not self.pairs:
             raise ValueError(f"{cfg.pairs}: no usable pair ({len(self.skipped)} skipped: {self.skipped[:5]})")
+        self.dropped = self._ches_filter(where) if cfg.ches_filter else []
         self.probe = None
         if cfg.probe_pairs and cfg.probe_every:
             self.probe = ProbeSet(
                 tok, load_pairs(cfg.probe_pairs, "error")[0], getattr(model, "generation_config", None)
             )
+
+    def _ches_filter(self, where: list[dict]) -> list[dict]:
+        """The data-side guard against displacement: the top `ches_filter` share of the pairs by LN-CHES on
+        the initial weights (trainers/ches.py) leaves the training set; returns them, scores included."""
+        from trainers.ches import pair_ches, top_fraction
+
+        scores = pair_ches(self.model, *self._columns(self.pairs, range(len(self.pairs))))
+        drop = top_fraction(scores["ln_ches"], self.cfg.ches_filter)
+        if len(drop) == len(self.pairs):
+            raise ValueError(f"ches_filter {self.cfg.ches_filter} drops all {len(self.pairs)} pairs")
+        dropped = [where[i] | {k: scores[k][i] for k in ("ches", "ln_ches")} for i in drop]
+        gone = set(drop)
+        self.pairs = [p for i, p in enumerate(self.pairs) if i not in gone]
+        print(
+            f"ches_filter {self.cfg.ches_filter}: dropped {len(drop)} of {len(where)} pairs, LN-CHES above "
+            f"{min(d['ln_ches'] for d in dropped) if dropped else float('inf'):.4g}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return dropped
 
     @staticmethod
     def _check_config(cfg: TrainConfig) -> tuple[str, str]:
@@ -218,6 +246,8 @@ class Trainer:
                 raise ValueError(f"{name} must be at least 1, got {getattr(cfg, name)}")
         if not cfg.lr > 0:
             raise ValueError(f"lr must be above 0, got {cfg.lr}")
+        if not 0 <= cfg.ches_filter < 1:
+            raise ValueError(f"ches_filter must be at least 0 and below 1, got {cfg.ches_filter}")
         if cfg.batch_pairs % cfg.micro_pairs:
             raise ValueError(
                 f"batch_pairs ({cfg.batch_pairs}) must be a multiple of micro_pairs ({cfg.micro_pairs})"
@@ -330,7 +360,8 @@ class Trainer:
         Δ log-probs, Δ log of the pair's combined probability, the DPO margin and reward accuracy, and the
         share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given.
         `initial`: the model still has the initial weights (step 0), so its fixed responses' scores are
-        `reference` and its greedy ones score the same under `frozen`: neither is scored again."""
+        `reference` and its greedy ones score the same under `frozen`: neither is scored again. After step
+        0, with `frozen`, also where the chosen tokens' lost mass went (trainers.tokenflow shares)."""
         policy = dict(reference) if initial else self.probe.score_fixed(self.model, self.cfg.micro_pairs)
         if frozen is not None:
             greedy = self.probe.greedy(self.model, bf16=self.bf16)
@@ -343,6 +374,10 @@ class Trainer:
         margin = self.cfg.beta * (values["dsum_chosen"] - values["dsum_rejected"])
         values |= {"margin": margin, "reward_accuracy": (margin > 0).float()}
         means = {f"probe_{k}": nan_mean(v) for k, v in values.items()}
+        if frozen is not None and not initial:
+            chosen, rejected = self.probe.responses["chosen"], self.probe.responses["rejected"]
+            flow = shares(pair_flows(self.model, frozen, self.probe.prompts, chosen, rejected))
+            means |= {f"probe_flow_{k}": v for k, v in flow.items()}
         return {k: v for k, v in means.items() if v is not None}
 
     def _save_state(self, step: int, opt, sched) -> None:
@@ -546,6 +581,8 @@ class Trainer:
         if log is not None:
             log.close()
             self.save(weights)
+            if self.cfg.ches_filter:
+                write_jsonl(self.out / "ches_dropped.jsonl", self.dropped)
             summary = self._summary(row, steps, start, t0)
         else:
             summary = {"steps": steps, "process": self.acc.process_index}
@@ -567,6 +604,7 @@ class Trainer:
             "resumed_from": start,
             "reference_logps_computed": self.reference_computed,
             "pairs_used": len(self.pairs),
+            "pairs_dropped_by_ches": len(self.dropped),
             "pairs_skipped": sum(s["reason"] != "truncated" for s in self.skipped),
             "pairs_truncated": sum(s["reason"] == "truncated" for s in self.skipped),
             "skipped": self.skipped,
