@@ -62,7 +62,7 @@ ROW_METRICS = (
 TRAIN_SKIP = ("step", "lr", "step_seconds")  # timing and schedule: not results
 # the probes' token mass-flow terms: on the tiny random model the chosen tokens lose ~4e-5 in all, so the
 # shares are ratios of rounding noise (tests/test_tokenflow.py checks the terms on known inputs instead)
-FLOW = "probe_flow_"
+FLOW_PREFIX = "probe_flow_"
 
 
 def cpu_class() -> str:
@@ -110,7 +110,7 @@ def metrics(results: Path) -> dict[str, float | None]:
         train = results / "runs" / r["model"] / "train.json"
         if train.is_file():
             final = json.loads(train.read_text())["final"]
-            kept = {k: v for k, v in final.items() if k not in TRAIN_SKIP and not k.startswith(FLOW)}
+            kept = {k: v for k, v in final.items() if k not in TRAIN_SKIP and not k.startswith(FLOW_PREFIX)}
             out |= {f"{r['model']}/train_{k}": v for k, v in kept.items()}
     return out
 

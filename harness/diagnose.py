@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     source = Path(a.pairs)
     if a.out is None and not source.is_file():
         ap.error(f"--out: {a.pairs} is not a file to write beside; name the output file")
-    out = a.out or source.with_name(source.name.split(".")[0] + ".ches.jsonl")
+    out = a.out or source.with_name(source.stem + ".ches.jsonl")
     if a.batch_size < 1:
         ap.error(f"--batch-size must be at least 1, got {a.batch_size}")
     try:

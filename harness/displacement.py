@@ -26,6 +26,7 @@ from harness.pooled import Run, by_method
 from harness.stats import spearman_ci
 
 SPLITS = {"train": "training pairs", "heldout": "held-out pairs"}
+# trainers.tokenflow.TERMS, spelled out so that a rebuild does not load torch
 FLOW_TERMS = ("lost", "to_argmax", "to_rejected", "to_rest")
 
 
@@ -42,7 +43,7 @@ def correlation(ln_ches: list[float], runs: list[Run], split: str) -> dict | Non
     if not ln_ches or any(v is None or len(v) != len(ln_ches) for v in lists):
         return None
     table = np.array([[math.nan if x is None else x for x in v] for v in lists], dtype=np.float64)
-    keep = ~np.isnan(table).any(axis=0)
+    keep = ~np.isnan(table).any(axis=0) & np.isfinite(np.asarray(ln_ches, dtype=np.float64))
     if keep.sum() < 3:  # too few pairs to rank
         return None
     rho, lo, hi = spearman_ci(np.asarray(ln_ches)[keep], table[:, keep].mean(axis=0))
@@ -50,15 +51,16 @@ def correlation(ln_ches: list[float], runs: list[Run], split: str) -> dict | Non
 
 
 def flow_shares(runs: list[Run]) -> dict | None:
-    """The method's flow terms summed over its seeds and held-out pairs, as shares of the mass lost."""
+    """The method's flow terms summed over its held-out pairs (`lost`: per seed), as shares of the mass
+    lost; at the first differing positions, the chosen token's mean loss and the rejected token's share."""
     flows = [(r.eval.get("shift") or {}).get("token_flow") for r in runs]
     if not all(flows):
         return None
     sums = {k: sum(sum(f[k]) for f in flows) for k in FLOW_TERMS}
-    diverge = [p["diverge"] for f in flows for p in f["pairs"] if p["diverge"]]
+    diverge = [d for f in flows for d in f["diverge"] if d]
     lost_there = sum(d["lost"] for d in diverge)
     return {
-        "lost": sums["lost"],
+        "lost": sums["lost"] / len(flows),
         "shares": {k: sums[k] / sums["lost"] if sums["lost"] > 0 else None for k in FLOW_TERMS[1:]},
         "diverge_pairs": len(diverge),
         "diverge_lost": lost_there / len(diverge) if diverge else None,
@@ -123,8 +125,9 @@ def section(analysis: dict) -> list[str]:
     lines = [
         "## Displacement: predicted before training (CHES) and traced token by token",
         "",
-        "| method (seeds) | ρ(LN-CHES, Δ chosen) training pairs | ρ held-out pairs | chosen-token mass lost "
-        "| → argmax % | → rejected token % | → rest % | where the responses part: lost p, → rejected % |",
+        "| method (seeds) | ρ(LN-CHES, Δ chosen) training pairs | ρ held-out pairs "
+        "| chosen-token mass lost /seed | → argmax % | → rejected token % | → rest % "
+        "| where the responses part: lost p, → rejected % |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, m in methods.items():
@@ -149,7 +152,7 @@ def section(analysis: dict) -> list[str]:
         "brackets), between each pair's LN-CHES on the init (Razin et al. 2024; harness.diagnose) and its "
         "chosen response's token-mean Δ log-prob after training, averaged over seeds; CHES predicts ρ < 0. "
         "Mass flow, on the held-out chosen responses: the probability their tokens lost, summed over "
-        "the positions where a token lost any (and over seeds), and the share of it that went to the "
+        "the positions where a token lost any (a seed's mean), and the share of it that went to the "
         "policy's argmax token (squeezing), to the rejected response's token where the two part, and to "
         "all other tokens (net changes: a share is negative where those tokens lost mass too; "
         "trainers/tokenflow.py); the last column is the chosen token's mean probability "
@@ -170,12 +173,16 @@ def _shade(d: float) -> str:
     return f"rgba(220,40,40,{alpha:.2f})" if d < 0 else f"rgba(40,160,60,{alpha:.2f})"
 
 
-def token_view(runs: list[Run]) -> str:
+def token_view(runs: list[Run], init_run: str = "reference") -> str:
     """report.html's per-pair view: one block per held-out pair, one row per trained run, the chosen
     response's tokens shaded by Δ log-prob (hover: the value), the steepest fall outlined with the tokens
-    that gained most there, and where the chosen and rejected responses part."""
+    that gained most there, and where the chosen and rejected responses part. The init and the original
+    model (`reference`, measured from an SFT init) are left out, as in `analyse`."""
+    trained = [r for r in runs if method_of(r.name) not in ("reference", method_of(init_run))]
     flows = {
-        r.name: r.eval["shift"]["token_flow"] for r in runs if (r.eval.get("shift") or {}).get("token_flow")
+        r.name: r.eval["shift"]["token_flow"]
+        for r in trained
+        if (r.eval.get("shift") or {}).get("token_flow")
     }
     if not flows:
         return ""

@@ -606,7 +606,8 @@ def write(results: Path) -> str:
     trained = figures.training_chart({r.name: r.metrics for r in read}, results / "figures" / "training.png")
     logged = {m: ms for m, rs in by_method(read).items() if (ms := [r.metrics for r in rs if r.metrics])}
     dynamics = figures.probe_chart(logged, results / "figures" / "dynamics.png")
-    reach, moved = sensitivity(read), displacement.analyse(read, runs / meta.get("init_run", "reference"))
+    init = runs / meta.get("init_run", "reference")
+    reach, moved = sensitivity(read), displacement.analyse(read, init)
     lines = displacement.section(moved)
     md = render(rows, meta, diffs, trained is not None, shifts, dynamics is not None, reach, lines)
     write_text(results / "leaderboard.md", md)
@@ -622,7 +623,7 @@ def write(results: Path) -> str:
             "displacement": moved["methods"],
         },
     )
-    report.write(results, {r.name: r.samples for r in read}, displacement.token_view(read))
+    report.write(results, {r.name: r.samples for r in read}, displacement.token_view(read, init.name))
     return md
 
 

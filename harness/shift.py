@@ -38,6 +38,10 @@ def _rounded(values: torch.Tensor) -> list[float | None]:
     return [None if math.isnan(v) else v for v in values.tolist()]
 
 
+# per-pair token detail kept in eval.json (the shares use every held-out pair)
+FLOW_PAIRS = 64
+
+
 class ShiftScorer:
     """Holds the reference model and its log-probs on the held-out probe set (trainers.probes) and on the
     training pairs' chosen responses."""
@@ -93,15 +97,17 @@ class ShiftScorer:
 
     def token_flow(self, policy) -> dict:
         """Where each held-out chosen response's lost mass went, token by token (trainers.tokenflow): the
-        shares over all pairs, and per pair (the first FLOW_PAIRS) the tokens with their Δ log-prob and the
-        tokens that gained most where the response fell most."""
+        shares over all pairs, per pair the terms and those at the first differing position, and for the
+        first FLOW_PAIRS pairs the tokens with their Δ log-prob and those that gained most at the steepest
+        fall."""
         rc = self.probe.responses
         flows = pair_flows(policy, self.reference, self.probe.prompts, rc["chosen"], rc["rejected"])
         pairs = [
             _pair_view(f, c, r, self.tok.decode)
             for f, c, r in zip(flows[:FLOW_PAIRS], rc["chosen"], rc["rejected"])
         ]
-        return {"shares": shares(flows), "pairs": pairs, **{k: [f[k] for f in flows] for k in TERMS}}
+        per_pair = {k: [f[k] for f in flows] for k in (*TERMS, "diverge")}
+        return {"shares": shares(flows), "pairs": pairs, **per_pair}
 
 
 def _pair_view(f: dict, chosen: list[int], rejected: list[int], decode) -> dict:
@@ -120,8 +126,6 @@ def _pair_view(f: dict, chosen: list[int], rejected: list[int], decode) -> dict:
     return view
 
 
-# per-pair token detail kept in eval.json (the shares use every held-out pair)
-FLOW_PAIRS = 64
 # eval.json's shift keys from the probe set: per-kind means, shares and per-pair lists
 MEAN_KEYS = (*(f"{d}_{k}" for d in ("dlogp", "dsum") for k in KINDS), "dlog_combined")
 SUMMARY_KEYS = (

@@ -51,7 +51,8 @@ const m={innerWidth:innerWidth,pageWidth:document.documentElement.scrollWidth,he
         row:[...long.closest('tr').children].map(box)},
   tokenRows:tks.length,tokens:document.querySelectorAll('.tk').length,
   outlined:document.querySelectorAll('.tk.worst').length,
-  tokenOverflow:tks.filter(e=>e.scrollWidth>e.clientWidth+1||e.getBoundingClientRect().right>innerWidth).length};
+  tokenOverflow:tks.filter(e=>e.scrollWidth>e.clientWidth+1||e.getBoundingClientRect().right>innerWidth)
+    .length};
 window.scrollTo(0,document.documentElement.scrollHeight/2);
 m.scrollY=scrollY;m.headTopAfterScroll=document.querySelector('thead th').getBoundingClientRect().top;
 const pre=document.createElement('pre');pre.id='measure';pre.textContent=JSON.stringify(m);

@@ -28,6 +28,11 @@ def test_flow_terms_on_known_distributions():
     assert flow(pol, ref, torch.tensor([0, 1]), torch.tensor([-1, -1]))["to_rest"].tolist() == pytest.approx(
         [0.0, 0.1]
     )
+    # the rejected token became the mode: it counts as the rejected token, not as the argmax
+    t = flow(torch.tensor([[0.2, 0.2, 0.6]]).log(), ref[:1], torch.tensor([0]), torch.tensor([2]))
+    assert [t[k].item() for k in ("lost", "to_argmax", "to_rejected", "to_rest")] == pytest.approx(
+        [0.3, 0, 0.4, -0.1]
+    )
     pairs = [{"lost": 0.3, "to_argmax": 0.3, "to_rejected": 0.0, "to_rest": 0.0}]
     pairs.append({"lost": 0.1, "to_argmax": 0.0, "to_rejected": 0.05, "to_rest": 0.05})
     assert shares(pairs) == pytest.approx(

@@ -251,9 +251,18 @@ def test_probe_set_logs_training_dynamics(tiny_model_dir, pairs_file, tmp_path):
         epochs=2,
         probe_pairs=pairs_file,
         probe_every=2,
+        probe_flow=True,
     )
     probes = [r for r in rows if "probe_dlogp_chosen" in r]
     assert [r["step"] for r in probes] == [0, 2, 4]
+    # the token flow after step 0 (at step 0 nothing moved): the chosen tokens' lost probability and, where
+    # they lost any, three shares of it
+    flows = [r for r in probes if "probe_flow_lost" in r]
+    assert [r["step"] for r in flows] == [2, 4] and all(r["probe_flow_lost"] >= 0 for r in flows)
+    for r in (r for r in flows if r["probe_flow_lost"] > 0):
+        shares = [r[f"probe_flow_to_{k}"] for k in ("argmax", "rejected", "rest")]
+        # in probability (fp32 sums over the vocabulary: the shares of a random model's tiny losses are noisy)
+        assert r["probe_flow_lost"] * (sum(shares) - 1) == pytest.approx(0.0, abs=1e-5)
     first, last = probes[0], probes[-1]
     assert (
         first["probe_dlogp_chosen"],

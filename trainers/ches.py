@@ -42,9 +42,11 @@ def hidden_sums(
 ) -> torch.Tensor:
     """[n, hidden] float64 sums of the last layer's hidden states (after the final norm, as
     `output_hidden_states` gives them) at the positions that predict each completion's tokens. fp32, no
-    gradients, right-padded batches of similar lengths; the LM head runs at one position only."""
+    gradients, right-padded batches of similar lengths; the decoder alone runs (no LM head, and no other
+    layer's states kept)."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
-    device = next(_core(model).parameters()).device
+    decoder = _core(model).get_decoder()  # through a peft wrapper too
+    device = next(decoder.parameters()).device
     out = torch.zeros(len(prompts), _core(model).config.get_text_config().hidden_size, dtype=torch.float64)
     was_training = model.training
     model.eval()
@@ -57,12 +59,7 @@ def hidden_sums(
             mask = torch.zeros(len(rows), width, dtype=torch.long)
             for j, seq in enumerate(seqs):
                 ids[j, : len(seq)], mask[j, : len(seq)] = torch.tensor(seq), 1
-            hidden = model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                output_hidden_states=True,
-                logits_to_keep=1,
-            ).hidden_states[-1]
+            hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
             for j, i in enumerate(rows):
                 # position t predicts token t + 1: the prompt's last one predicts the first response token
                 start = len(prompts[i]) - 1
@@ -89,7 +86,7 @@ def top_fraction(scores: list[float], fraction: float) -> list[int]:
     """The indices of the ⌊fraction·n⌋ highest scores, ascending (ties: the earlier pair first), the pairs a
     CHES filter drops."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"ches_filter must be at least 0 and below 1, got {fraction}")
+        raise ValueError(f"the fraction to drop must be at least 0 and below 1, got {fraction}")
     # the epsilon keeps 0.29 × 100 at 29 (floating point gives 28.999…)
     count = int(fraction * len(scores) + 1e-9)
     ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))

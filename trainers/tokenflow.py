@@ -7,9 +7,10 @@ reference's next-token distributions and Δ = p − p_ref (Σ_v Δ(v) = 0), the 
     lost = Δ(a) + Δ(r) + Σ_{v ∉ {c, a, r}} Δ(v)
            to the argmax   to the rejected token   to the rest
 
-with a = argmax p (the policy's own mode: Ren & Sutherland's squeezing effect; no term when a = c) and r the
-rejected response's token at the first position where the two responses differ (elsewhere the prefixes
-differ and no token of the rejected response competes; no term when r is c or a). A method's summary sums
+with a = argmax p (the policy's own mode: Ren & Sutherland's squeezing effect; no term when a is c or r) and
+r the rejected response's token at the first position where the two responses differ (elsewhere the prefixes
+differ and no token of the rejected response competes): a rejected token that became the mode counts as the
+rejected token. A method's summary sums
 the terms over the positions where the chosen token lost mass and divides by the sum of `lost`.
 """
 
@@ -39,7 +40,8 @@ def flow(
     delta = policy_logps.exp() - reference_logps.exp()
     rows = torch.arange(len(chosen))
     argmax = policy_logps.argmax(-1)
-    has_r = (rejected >= 0) & (rejected != chosen) & (rejected != argmax)
+    has_r = (rejected >= 0) & (rejected != chosen)
+    has_a = (argmax != chosen) & ~(has_r & (argmax == rejected))
     r = rejected.clamp(min=0)
     rest = torch.ones_like(delta, dtype=torch.bool)
     rest[rows, chosen] = False
@@ -47,7 +49,7 @@ def flow(
     rest[rows[has_r], r[has_r]] = False
     return {
         "lost": -delta[rows, chosen],
-        "to_argmax": torch.where(argmax != chosen, delta[rows, argmax], 0.0),
+        "to_argmax": torch.where(has_a, delta[rows, argmax], 0.0),
         "to_rejected": torch.where(has_r, delta[rows, r], 0.0),
         "to_rest": (delta * rest).sum(-1),
         "dlogp": policy_logps[rows, chosen] - reference_logps[rows, chosen],

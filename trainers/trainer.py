@@ -84,6 +84,12 @@ class TrainConfig(LossParams):
         "probe the policy's own greedy response too (trainers.probes: generated at each probe step and "
         "scored against a frozen copy of the initial model; not under --fsdp/--deepspeed)",
     )
+    probe_flow: bool = option(
+        False,
+        "at each probe step after 0, also where the chosen tokens' lost mass went (trainers.tokenflow: a "
+        "forward of the policy and of a frozen copy of the initial model per probe pair: a cpu-preset "
+        "training took 218 s instead of 169; not under --fsdp/--deepspeed)",
+    )
     lora_r: int = option(0, "LoRA rank on every linear layer via peft (0: full fine-tuning)")
     lora_alpha: float = option(16.0, "LoRA scaling; the saved checkpoint has the adapters merged")
     fsdp: bool = option(
@@ -220,19 +226,36 @@ class Trainer:
 
     def _ches_filter(self, where: list[dict]) -> list[dict]:
         """The data-side guard against displacement: the top `ches_filter` share of the pairs by LN-CHES on
-        the initial weights (trainers/ches.py) leaves the training set; returns them, scores included."""
+        the initial weights (trainers/ches.py) leaves the training set; returns them, scores included. The
+        main process scores and its choice goes to every process (their rounding may differ at the cut), and
+        it is written at once to ches_dropped.jsonl, which a resumed run reads instead of scoring again."""
+        from accelerate.utils import broadcast_object_list
+
         from trainers.ches import pair_ches, top_fraction
 
-        scores = pair_ches(self.model, *self._columns(self.pairs, range(len(self.pairs))))
-        drop = top_fraction(scores["ln_ches"], self.cfg.ches_filter)
-        if len(drop) == len(self.pairs):
+        listed = self.out / "ches_dropped.jsonl"
+        chosen: list = [None]
+        if self.cfg.resume and listed.is_file():
+            chosen = [[json.loads(line) for line in listed.read_text().splitlines()]]
+        elif self.acc.is_main_process:
+            scores = pair_ches(
+                self.model, *self._columns(self.pairs, range(len(self.pairs))), self.cfg.micro_pairs
+            )
+            drop = top_fraction(scores["ln_ches"], self.cfg.ches_filter)
+            chosen = [
+                [where[i] | {"index": i} | {k: scores[k][i] for k in ("ches", "ln_ches")} for i in drop]
+            ]
+            write_jsonl(listed, chosen[0])
+        if self.acc.num_processes > 1:
+            broadcast_object_list(chosen)
+        dropped = chosen[0]
+        if len(dropped) == len(self.pairs):
             raise ValueError(f"ches_filter {self.cfg.ches_filter} drops all {len(self.pairs)} pairs")
-        dropped = [where[i] | {k: scores[k][i] for k in ("ches", "ln_ches")} for i in drop]
-        gone = set(drop)
+        gone = {d["index"] for d in dropped}
         self.pairs = [p for i, p in enumerate(self.pairs) if i not in gone]
+        lowest = f", LN-CHES at or above {min(d['ln_ches'] for d in dropped):.4g}" if dropped else ""
         print(
-            f"ches_filter {self.cfg.ches_filter}: dropped {len(drop)} of {len(where)} pairs, LN-CHES above "
-            f"{min(d['ln_ches'] for d in dropped) if dropped else float('inf'):.4g}",
+            f"ches_filter {self.cfg.ches_filter}: dropped {len(dropped)} of {len(where)} pairs{lowest}",
             file=sys.stderr,
             flush=True,
         )
@@ -358,12 +381,12 @@ class Trainer:
     ) -> dict[str, float]:
         """Training dynamics on the fixed probe set (trainers.probes): per response kind the absolute and
         Δ log-probs, Δ log of the pair's combined probability, the DPO margin and reward accuracy, and the
-        share outside SPO's safe region; the greedy response when `frozen` (the initial model) is given.
+        share outside SPO's safe region; with `frozen` (the initial model), the greedy response
+        (`probe_greedy`) and, after step 0, where the chosen tokens' lost mass went (`probe_flow`).
         `initial`: the model still has the initial weights (step 0), so its fixed responses' scores are
-        `reference` and its greedy ones score the same under `frozen`: neither is scored again. After step
-        0, with `frozen`, also where the chosen tokens' lost mass went (trainers.tokenflow shares)."""
+        `reference` and its greedy ones score the same under `frozen`: neither is scored again."""
         policy = dict(reference) if initial else self.probe.score_fixed(self.model, self.cfg.micro_pairs)
-        if frozen is not None:
+        if frozen is not None and self.cfg.probe_greedy:
             greedy = self.probe.greedy(self.model, bf16=self.bf16)
             policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
             frozen_greedy = (
@@ -374,7 +397,7 @@ class Trainer:
         margin = self.cfg.beta * (values["dsum_chosen"] - values["dsum_rejected"])
         values |= {"margin": margin, "reward_accuracy": (margin > 0).float()}
         means = {f"probe_{k}": nan_mean(v) for k, v in values.items()}
-        if frozen is not None and not initial:
+        if frozen is not None and self.cfg.probe_flow and not initial:
             chosen, rejected = self.probe.responses["chosen"], self.probe.responses["rejected"]
             flow = shares(pair_flows(self.model, frozen, self.probe.prompts, chosen, rejected))
             means |= {f"probe_flow_{k}": v for k, v in flow.items()}
@@ -479,9 +502,9 @@ class Trainer:
         return self._finish(log, row, len(batches), start, t0)
 
     def _frozen_copy(self):
-        """The initial model, frozen, to score the policy's greedy responses against; None when greedy
-        probes are off or the run shards (a generate over an FSDP or ZeRO engine is not supported here)."""
-        if not self.cfg.probe_greedy or self.cfg.fsdp or self.cfg.deepspeed:
+        """The initial model, frozen, to score the policy's greedy responses and token flow against; None
+        when both are off or the run shards (a generate over an FSDP or ZeRO engine is not supported here)."""
+        if not (self.cfg.probe_greedy or self.cfg.probe_flow) or self.cfg.fsdp or self.cfg.deepspeed:
             return None
         frozen = copy.deepcopy(self.model).eval()
         frozen.requires_grad_(False)
@@ -581,8 +604,6 @@ class Trainer:
         if log is not None:
             log.close()
             self.save(weights)
-            if self.cfg.ches_filter:
-                write_jsonl(self.out / "ches_dropped.jsonl", self.dropped)
             summary = self._summary(row, steps, start, t0)
         else:
             summary = {"steps": steps, "process": self.acc.process_index}
