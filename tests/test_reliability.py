@@ -39,7 +39,7 @@ def test_killed_then_interrupted_compare_resumes_without_redoing_finished_work(t
         "--preset",
         "smoke",
         "--epochs",
-        "30",
+        "12",
         "--save-every",
         "5",
         # the probe set (its greedy decoding at every second step) is not what this test is about

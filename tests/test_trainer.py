@@ -481,10 +481,10 @@ ZERO2, ZERO3 = (["--deepspeed", str(CONFIGS / "deepspeed" / f"zero{n}.json")] fo
         ("tiny_model_dir", ["--fsdp"], "fsdp", 1e-2),
         ("default_model_path", ["--fsdp"], "fsdp", 1e-5),
         ("tiny_model_dir", ZERO2, "zero2", 1e-2),
-        ("tiny_model_dir", ZERO3, "zero3", 1e-2),
+        # ZeRO-3 on the real model; its accumulation is the DeepSpeed engine's, checked with ZeRO-2 above
         ("default_model_path", ZERO3, "zero3", 1e-5),
     ],
-    ids=["ddp", "fsdp", "fsdp-default-model", "zero2", "zero3", "zero3-default-model"],
+    ids=["ddp", "fsdp", "fsdp-default-model", "zero2", "zero3-default-model"],
 )
 def test_two_process_run_matches_one_process(model, shard, sharding, lr, pairs_file, tmp_path, request):
     """torchrun (or `accelerate launch` on GPUs) → Accelerator → DDP, FSDP2 with --fsdp, or a DeepSpeed
