@@ -347,7 +347,9 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
     assert all(math.isfinite(r["ln_ches"]) for r in ches)
     for name in ("dpo", "spo"):
         moved = board["displacement"][name]
-        assert moved["ches_rho"]["train"]["pairs"] == len(pairs) and moved["ches_rho"]["heldout"] is None
+        rho = moved["ches_rho"]
+        assert (rho["train"]["pairs"], rho["heldout"]["pairs"]) == (len(pairs), len(held))
+        assert all(-1 <= rho[s]["rho"] <= 1 for s in ("train", "heldout"))
         assert moved["flow"]["lost"] > 0 and sum(moved["flow"]["shares"].values()) == pytest.approx(1.0)
     assert "## Displacement: predicted before training (CHES)" in md and "| arith | edit |" in md
 
@@ -407,7 +409,8 @@ def test_parallel_evaluation_waits_for_the_init_and_each_shard_for_its_trainings
     args = ["--preset", "smoke", "--init", "sft", "--seeds", "0,1", "--outputs", str(tmp_path / "o")]
     a = compare.parse([*args, "--executor", "ray", "--eval-shards", "2"])
     (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "heldout_pairs.jsonl").write_text("")
+    for name in ("heldout_pairs.jsonl", "train_pairs.jsonl"):  # their digests key the evaluation
+        (tmp_path / "o" / name).write_text("")
     labels = compare.run_labels(a)
     assert labels == ["sft-seed0", "dpo-seed0", "dpo-seed1", "spo-seed0", "spo-seed1"]
     trained = [plan.Job(f"train {n}", "trainers.train", "c.json", "train", "x.log") for n in labels[1:]]
