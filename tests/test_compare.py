@@ -350,7 +350,10 @@ def test_compare_end_to_end_on_the_default_model_holds_its_baseline(tmp_path, de
         rho = moved["ches_rho"]
         assert (rho["train"]["pairs"], rho["heldout"]["pairs"]) == (len(pairs), len(held))
         assert all(-1 <= rho[s]["rho"] <= 1 for s in ("train", "heldout"))
-        assert moved["flow"]["lost"] > 0 and sum(moved["flow"]["shares"].values()) == pytest.approx(1.0)
+        # shares of fp32 sums over the vocabulary: one in 1e5 apart (1.6e-5 measured)
+        assert moved["flow"]["lost"] > 0 and sum(moved["flow"]["shares"].values()) == pytest.approx(
+            1.0, abs=1e-3
+        )
     assert "## Displacement: predicted before training (CHES)" in md and "| arith | edit |" in md
 
 
