@@ -57,7 +57,8 @@ def flow_shares(runs: list[Run]) -> dict | None:
     if not all(flows):
         return None
     sums = {k: sum(sum(f[k]) for f in flows) for k in FLOW_TERMS}
-    diverge = [d for f in flows for d in f["diverge"] if d]
+    # eval.json files before the per-pair list hold the first differing positions in the token view only
+    diverge = [d for f in flows for d in f.get("diverge", [p["diverge"] for p in f["pairs"]]) if d]
     lost_there = sum(d["lost"] for d in diverge)
     return {
         "lost": sums["lost"] / len(flows),
