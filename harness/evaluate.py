@@ -310,7 +310,8 @@ class Evaluator:
         leaderboard's rank correlation with each method's Δ log-prob: out/ches.jsonl (harness.diagnose)."""
         from harness.diagnose import ches_rows
 
-        model, tok, cfg = self._scorer().reference, self._scorer().tok, self.cfg
+        scorer, cfg = self._scorer(), self.cfg
+        model, tok = scorer.reference, scorer.tok
         rows = ches_rows(model, tok, cfg.train_pairs, "train") + ches_rows(model, tok, cfg.heldout, "heldout")
         write_jsonl(out / "ches.jsonl", rows)
 

@@ -285,7 +285,8 @@ def _average_ranks(a: np.ndarray) -> np.ndarray:
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's ρ of each row pair: the Pearson correlation of their average ranks (NaN: a constant row)."""
+    """Spearman's rho of each row pair: the Pearson correlation of their average ranks (NaN: a constant
+    row)."""
     rx, ry = _average_ranks(x), _average_ranks(y)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):

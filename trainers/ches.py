@@ -83,8 +83,8 @@ def pair_ches(
 
 
 def top_fraction(scores: list[float], fraction: float) -> list[int]:
-    """The indices of the ⌊fraction·n⌋ highest scores, ascending (ties: the earlier pair first), the pairs a
-    CHES filter drops."""
+    """The indices of the floor(fraction * n) highest scores, ascending (ties: the earlier pair first): the
+    pairs a CHES filter drops."""
     if not 0 <= fraction < 1:
         raise ValueError(f"the fraction to drop must be at least 0 and below 1, got {fraction}")
     # the epsilon keeps 0.29 × 100 at 29 (floating point gives 28.999…)
