@@ -219,6 +219,13 @@ def parser() -> argparse.ArgumentParser:
         help="evaluation on vLLM in bf16: compile the model (default on; 1.07-1.17x the tokens/s, "
         "start-up +12-14 s, about +60 s the first time on a machine)",
     )
+    ap.add_argument(
+        "--reuse-reference",
+        action=argparse.BooleanOptionalAction,
+        help="take the reference's evaluation from an earlier compare when its weights, the evaluation "
+        "settings and pairs, the code, the libraries and the machine class all match (harness/refcache.py; "
+        "default on)",
+    )
     ap.add_argument("--tasks", help=f"evaluation tasks, from {', '.join(TASKS)}")
     ap.add_argument(
         "--judge", choices=("none", *JUDGE_KINDS), help="TL;DR win-rate judge (offline: embedding similarity)"
@@ -477,11 +484,14 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: P
         judge_model=a.judge_model,
         judge_url=a.judge_url,
         reference_run=str(init_run),
+        reuse_reference=a.reuse_reference is not False,
         **({"judge_key_env": a.judge_key_env} if a.judge_key_env else {}),
         **({"compile": a.compile} if a.compile is not None else {}),
     )
     settings = {
-        k: v for k, v in config_json(cfg).items() if k not in ("model", "out", "run_key", "reference_run")
+        k: v
+        for k, v in config_json(cfg).items()
+        if k not in ("model", "out", "run_key", "reference_run", "reuse_reference")
     }
     cfg.run_key = digest(settings, file_digest(heldout), file_digest(train))
     return cfg

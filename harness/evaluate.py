@@ -24,6 +24,7 @@ from pathlib import Path
 
 from common import (
     ConfigError,
+    atomic_file,
     config_from_args,
     config_parser,
     fingerprint,
@@ -34,7 +35,7 @@ from common import (
     write_jsonl,
 )
 from harness import judge as judges
-from harness import models
+from harness import models, refcache
 from harness.generation import (
     BACKENDS,
     DTYPES,
@@ -43,15 +44,17 @@ from harness.generation import (
     Group,
     Sampling,
     make_generator,
+    resolve_backend,
     same_architecture,
     same_tokenizer,
 )
-from harness.runinfo import commit, versions
+from harness.runinfo import commit, device_class, versions
 from harness.shift import ShiftScorer, identity_shift, output_stats
 from harness.taskflags import TASK_FIELDS, add_task_flags, fill_task_settings
 from tasks import TASKS
 from tasks.base import resolve_options
 from tasks.data import cache_dir
+from trainers.logprobs import resolve_dtype
 from trainers.pairfile import read_pairs
 from trainers.probes import GREEDY_TOKENS
 from trainers.tokens import prompt_ids
@@ -120,6 +123,11 @@ class EvalConfig:
         None, "the reference's earlier run folder: its TL;DR summaries are the judge's baseline"
     )
     run_key: str | None = option(None, "a tag for these settings, stored in eval.json (compare --resume)")
+    reuse_reference: bool = option(
+        False,
+        "the reference's evaluation from the cache when its weights, these settings and pairs, the code, the "
+        "libraries and the machine class match (harness/refcache.py; compare turns it on)",
+    )
 
     def record(self) -> dict:
         """The settings stored in eval.json: everything but the per-call paths and the pairs themselves."""
@@ -216,9 +224,50 @@ class Evaluator:
         ]
         return {name: {k: v for k, v in r.items() if k != "verdicts"} for name, r in result.items()}, per_item
 
+    def reference_key(self, path: str) -> str:
+        """The reference's cache key (harness/refcache.py): everything its evaluation depends on."""
+        cfg = self.cfg
+        # paths that name this call's folders, not what is computed
+        unrelated = ("reference", "reference_run", "run_key", "reuse_reference")
+        return refcache.key(
+            {
+                "model": fingerprint(path),
+                "settings": {k: v for k, v in cfg.record().items() if k not in unrelated},
+                "pairs": [cfg.heldout, cfg.train_pairs],
+                "prompts": self.prompts,
+                "backend": resolve_backend(cfg.backend),
+                "dtype": resolve_dtype(cfg.dtype),
+                "versions": versions(),
+                "code": refcache.code_digest(),
+                "device": device_class(),
+            }
+        )
+
+    def _reuse(self, key: str, out: Path) -> dict | None:
+        """The reference's stored evaluation into `out` (eval.json with this call's settings), or None."""
+        files = refcache.load(key)
+        if files is None:
+            return None
+        result = json.loads(files.pop("eval.json")) | {
+            "config": self.cfg.record(),
+            "reference_cache": {"key": key, "hit": True},
+        }
+        for name, data in files.items():
+            with atomic_file(out / name) as tmp:
+                tmp.write_bytes(data)
+        write_json(out / "eval.json", result)
+        samples = read_jsonl(out / "samples.jsonl")
+        for task in (t for t in self.items if TASKS[t].JUDGED):
+            self.ref_outputs[task] = [s["output"] for s in samples if s["task"] == task]
+        print(f"{out.name}: evaluation reused from {refcache.folder(key)}", file=sys.stderr, flush=True)
+        return result
+
     def run(self, model: str, out: Path) -> dict:
         cfg, path = self.cfg, models.resolve_model(model)
         is_ref = Path(path).resolve() == Path(self.ref_path).resolve()
+        key = self.reference_key(path) if is_ref and cfg.reuse_reference else None
+        if key is not None and (reused := self._reuse(key, out)) is not None:
+            return reused
         t0, before = time.time(), dict(self.gen.stats) if self.gen else {}
         gen = self._generator(path)
         result: dict = {
@@ -280,8 +329,13 @@ class Evaluator:
             "versions": versions(),
             "commit": commit(),
         }
+        if key is not None:
+            result["reference_cache"] = {"key": key, "hit": False}
         write_jsonl(out / "samples.jsonl", samples)
         write_json(out / "eval.json", result)
+        if key is not None:
+            ches = ["ches.jsonl"] if cfg.train_pairs or cfg.heldout else []
+            refcache.store(key, [out / n for n in ["eval.json", "samples.jsonl", *ches]])
         return result
 
     def task_groups(self) -> dict[str, Group]:

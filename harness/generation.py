@@ -104,6 +104,13 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def resolve_backend(backend: str) -> str:
+    """`auto` → vllm where it is installed, else hf; other names pass through."""
+    if backend != "auto":
+        return backend
+    return "vllm" if vllm_available() else "hf"
+
+
 def _retie(model) -> None:
     head, embed = (
         getattr(model, "lm_head", None),
@@ -311,7 +318,7 @@ def make_generator(
     dtype = resolve_dtype(dtype)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "vllm" or (backend == "auto" and vllm_available()):
+    if resolve_backend(backend) == "vllm":
         if not vllm_available():
             raise RuntimeError(
                 "backend 'vllm' asked for but vllm is not installed: "

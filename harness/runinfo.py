@@ -60,6 +60,17 @@ def machine(env: dict | None = None) -> str:
     return f"{cpu}, {len(os.sched_getaffinity(0))} cores, {gpu}, torch {torch.__version__}, {malloc}"
 
 
+def device_class() -> str:
+    """The class of machine a result is exact for: the GPU's name, else the kernels torch dispatches to on
+    this CPU (AVX2, AVX512, ...) and whether it has native bf16 (AVX-512 bf16, AMX), e.g. `cpu AVX2`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda {torch.cuda.get_device_name(0)}"
+    bf16 = [c for c in ("avx512_bf16", "amx_tile") if getattr(torch.cpu, f"_is_{c}_supported")()]
+    return " ".join(["cpu", torch.backends.cpu.get_cpu_capability(), *bf16])
+
+
 def tcmalloc() -> str | None:
     """The soname of the system's tcmalloc (Debian/Ubuntu: `apt install libtcmalloc-minimal4`), if installed;
     the dynamic linker finds it by that name in LD_PRELOAD."""
