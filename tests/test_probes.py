@@ -1,4 +1,6 @@
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,8 +154,10 @@ def test_training_probes_log_every_kind_and_start_at_zero(tiny_model_dir, tmp_pa
 def test_the_step_zero_probe_reuses_the_reference_scores_and_equals_an_independent_forward(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    cfg = probed_run(tiny_model_dir, tmp_path)
-    calls = {"score_fixed": 0, "score": 0}
+    """Step 0 scores nothing beyond the probe set's reference terms, and another method from the same init
+    reads both from the cache (`Trainer.initial_probe`): its step-0 row is the first run's, bit for bit."""
+    cfg = replace(probed_run(tiny_model_dir, tmp_path), ref_cache=str(tmp_path / "cache"))
+    calls = {"score_fixed": 0, "score": 0, "greedy": 0}
     for name in calls:
         method = getattr(ProbeSet, name)
 
@@ -164,15 +168,23 @@ def test_the_step_zero_probe_reuses_the_reference_scores_and_equals_an_independe
         monkeypatch.setattr(ProbeSet, name, counted)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    Trainer(cfg, AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok).train()
-    probes = [
-        r for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl")) if "probe_logp_chosen" in r
-    ]
-    assert [r["step"] for r in probes] == [0, 3]
-    # fixed responses: the reference once and step 3 (step 0 reuses the reference's); greedy responses: once
-    # at step 0 (the same under the initial model), twice at step 3
-    assert calls == {"score_fixed": 2, "score": 3}
+
+    def probes(run: TrainConfig) -> list[dict]:
+        Trainer(run, AutoModelForCausalLM.from_pretrained(tiny_model_dir), tok).train()
+        rows = map(json.loads, open(Path(run.output_dir) / "metrics.jsonl"))
+        return [r for r in rows if "probe_logp_chosen" in r]
+
+    first = probes(cfg)
+    assert [r["step"] for r in first] == [0, 3]
+    # fixed responses: the reference once and step 3 (step 0 reuses the reference's); greedy responses:
+    # generated and scored once at step 0 (the same under the initial model), scored twice at step 3
+    assert calls == {"score_fixed": 2, "score": 3, "greedy": 2}
     chosen = [encode(tok, p["prompt"], p["chosen"]) for p in PAIRS * 2]
     expected = sum(forward_logp(initial, p, c) / len(c) for p, c in chosen) / len(chosen)
-    assert probes[0]["probe_logp_chosen"] == pytest.approx(expected, abs=1e-5)
-    assert probes[0]["probe_dlogp_greedy"] == 0.0 and probes[1]["probe_dlogp_chosen"] != 0.0
+    assert first[0]["probe_logp_chosen"] == pytest.approx(expected, abs=1e-5)
+    assert first[0]["probe_dlogp_greedy"] == 0.0 and first[1]["probe_dlogp_chosen"] != 0.0
+    calls.update(score_fixed=0, score=0, greedy=0)
+    second = probes(replace(cfg, method="ipo", output_dir=str(tmp_path / "ipo")))
+    # from the cache: only step 3's work
+    assert calls == {"score_fixed": 1, "score": 2, "greedy": 1}
+    assert second[0] == first[0] and second[1] != first[1]

@@ -377,21 +377,26 @@ class Trainer:
         return SeqLogps(t["total"][0], t["count"][0]), SeqLogps(t["total"][1], t["count"][1])
 
     def probe_metrics(
-        self, reference: dict[str, SeqLogps], frozen, initial: bool = False
+        self,
+        reference: dict[str, SeqLogps],
+        frozen,
+        initial: bool = False,
+        initial_greedy: SeqLogps | None = None,
     ) -> dict[str, float]:
         """Training dynamics on the fixed probe set (trainers.probes): per response kind the absolute and
         Δ log-probs, Δ log of the pair's combined probability, the DPO margin and reward accuracy, and the
         share outside SPO's safe region; with `frozen` (the initial model), the greedy response
         (`probe_greedy`) and, after step 0, where the chosen tokens' lost mass went (`probe_flow`).
         `initial`: the model still has the initial weights (step 0), so its fixed responses' scores are
-        `reference` and its greedy ones score the same under `frozen`: neither is scored again."""
+        `reference` and its greedy ones `initial_greedy` (`initial_probe`): nothing is scored again."""
         policy = dict(reference) if initial else self.probe.score_fixed(self.model, self.cfg.micro_pairs)
         if frozen is not None and self.cfg.probe_greedy:
-            greedy = self.probe.greedy(self.model, bf16=self.bf16)
-            policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
-            frozen_greedy = (
-                policy["greedy"] if initial else self.probe.score(frozen, greedy, self.cfg.micro_pairs)
-            )
+            if initial:
+                policy["greedy"] = frozen_greedy = initial_greedy
+            else:
+                greedy = self.probe.greedy(self.model, bf16=self.bf16)
+                policy["greedy"] = self.probe.score(self.model, greedy, self.cfg.micro_pairs)
+                frozen_greedy = self.probe.score(frozen, greedy, self.cfg.micro_pairs)
             reference = {**reference, "greedy": frozen_greedy}
         values = probe_terms(policy, reference, self.cfg.spo_delta)
         margin = self.cfg.beta * (values["dsum_chosen"] - values["dsum_rejected"])
@@ -402,6 +407,26 @@ class Trainer:
             flow = shares(pair_flows(self.model, frozen, self.probe.prompts, chosen, rejected))
             means |= {f"probe_flow_{k}": v for k, v in flow.items()}
         return {k: v for k, v in means.items() if v is not None}
+
+    def initial_probe(self, with_greedy: bool) -> tuple[dict[str, SeqLogps], SeqLogps | None]:
+        """The probe set under the initial weights: the fixed responses' scores (every probe step's reference
+        terms) and, `with_greedy`, the scores of the model's own greedy responses (step 0's). They are the
+        same for every method and seed from one init, so they are cached beside the reference log-probs,
+        keyed by the weights, the tokenised probe set, the precision and the batch size."""
+        probe, size = self.probe, self.cfg.micro_pairs
+        parts = [fingerprint(self.cfg.model), self.bf16, probe.prompts, probe.responses, size, with_greedy]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+        path = Path(self.cfg.ref_cache or self.out) / f"probe_ref-{key}.json"
+        if path.is_file():
+            kept = {k: SeqLogps(*map(torch.tensor, v)) for k, v in json.loads(path.read_text()).items()}
+            return kept, kept.pop("greedy", None)
+        scores = probe.score_fixed(self.model, size)
+        if with_greedy:
+            scores["greedy"] = probe.score(self.model, probe.greedy(self.model, bf16=self.bf16), size)
+        # float32 values through Python floats and back: exact
+        write_json(path, {k: [v.total.tolist(), v.count.tolist()] for k, v in scores.items()})
+        greedy = scores.pop("greedy", None)
+        return scores, greedy
 
     def _save_state(self, step: int, opt, sched) -> None:
         """Everything a killed run needs to continue, written aside and swapped in atomically."""
@@ -455,16 +480,19 @@ class Trainer:
         # 1. data order: every epoch's shuffle drawn up front from the seed, so a resumed run goes on with it
         batches = self._batches()
         ref = self.reference_logps(batches)  # before any resume: the initial weights
-        # the probe set's reference terms, likewise from the initial weights, before any sharding
-        probe_ref = self.probe.score_fixed(self.model, cfg.micro_pairs) if self.probe is not None else None
         frozen = self._frozen_copy() if self.probe is not None and main else None
+        # the probe set's reference terms and step 0's greedy ones, likewise from the initial weights, before
+        # any sharding
+        probe_ref, greedy0 = None, None
+        if self.probe is not None:
+            probe_ref, greedy0 = self.initial_probe(frozen is not None and cfg.probe_greedy)
         opt, sched = self.parallel.prepare(self.model, lambda: self._optimizer(len(batches)))
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._load_state(opt, sched) if cfg.resume else 0
         log = MetricsLog(self.out, start) if main else None
         probing = self.probe is not None and (main or self.parallel.probes_everywhere)
         if probing and start == 0:
-            self._write(log, {"step": 0, **self.probe_metrics(probe_ref, frozen, initial=True)})
+            self._write(log, {"step": 0, **self.probe_metrics(probe_ref, frozen, True, greedy0)})
         # the module of the training forwards, wrapped once the resumed weights are in place
         forward = self.parallel.wrap(self.model)
         self.model.train()
