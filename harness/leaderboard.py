@@ -95,6 +95,7 @@ def row(run: Run) -> dict:
     r["train_seconds"], r["train_steps"] = (train["train_seconds"], train["steps"]) if train else (None, None)
     for k in ("startup_seconds", "load_seconds", "tokens_per_second"):
         r[f"gen_{k}"] = _get(ev, "generation", k)
+    r["evaluation_reused"] = _get(ev, "reference_cache", "hit") is True
     return r
 
 
@@ -579,6 +580,10 @@ def render(
             + ", ".join(f"{r['model']} {r['gen_load_seconds']:.1f} s" for r in rows)
             + "; tokens/s "
             + ", ".join(f"{r['model']} {r['gen_tokens_per_second']:.0f}" for r in rows)
+        )
+    if reused := [r["model"] for r in rows if r["evaluation_reused"]]:
+        lines.append(
+            f"- evaluation reused from an earlier compare, its times as then measured: {', '.join(reused)}"
         )
     if "stage_seconds" in meta:
         lines.append(
