@@ -42,7 +42,7 @@ from common import (
     write_jsonl,
     write_text,
 )
-from harness import leaderboard, models
+from harness import estimate, leaderboard, models
 from harness.evaluate import EvalConfig, evaluated
 from harness.executors import ExecutorConfig, make_executor
 from harness.generation import BACKENDS, DTYPES
@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     """Options without built-in values: the preset (and --config) supply them, flags override."""
     ap = argparse.ArgumentParser(
         prog="python -m harness.compare",
-        description=__doc__,
+        description=f"{__doc__}\n{estimate.help_text()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     names = sorted(p.stem for p in PRESETS.glob("*.yaml"))
@@ -604,6 +604,7 @@ def eval_jobs(
 
 def main(argv: list[str] | None = None) -> None:
     a = parse(argv)
+    print(estimate.line(a), flush=True)
     with exclusive(a.results, a.outputs, by="compare"):  # two runs on one folder would mix their files
         # the endpoint judge's key goes to the Ray jobs that judge; no other secret leaves this driver
         key = (a.judge_key_env or "OPENAI_API_KEY",) if a.judge == "endpoint" else ()

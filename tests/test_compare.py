@@ -365,6 +365,8 @@ def test_sft_init_and_variants_start_every_method_from_the_same_sft_weights(smok
         ["--preset", "smoke", "--init", "sft", "--methods", "dpo,spo:spo_lambda=10", "--pair-style", "edit",
          "--results", str(results), "--outputs", str(outputs)]
     )  # fmt: skip
+    # the first line says what the run costs on this machine class, or that it was never timed on it
+    assert capsys.readouterr().out.startswith("estimate: ")
     meta = json.loads((results / "runs" / "compare.json").read_text())
     assert meta["order"] == ["reference", "sft-seed0", "dpo-seed0", "spo@spo_lambda=10-seed0"]
     assert (meta["init"], meta["init_run"]) == ("sft", "sft-seed0")

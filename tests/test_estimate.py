@@ -1,0 +1,46 @@
+import pytest
+
+from harness import compare, estimate
+
+AVX2 = estimate.MEASURED["cpu AVX2"]
+
+
+def test_the_default_runs_work_is_the_one_its_times_were_measured_for():
+    assert estimate.work(compare.parse([])) == estimate.DEFAULT_WORK
+
+
+def test_each_stage_scales_with_its_own_work_and_the_weights_size(tmp_path):
+    assert estimate.stages(compare.parse([]), AVX2) == pytest.approx(
+        {"pairs": 191, "train": 972, "eval": 1438}
+    )
+    two_seeds = estimate.stages(compare.parse(["--seeds", "0,1"]), AVX2)
+    # twice the trainings; five models evaluated instead of three
+    assert two_seeds == pytest.approx({"pairs": 191, "train": 2 * 972, "eval": 1438 * 5 / 3})
+    capped = estimate.stages(compare.parse(["--max-tokens", "64", "--arith-pairs", "32"]), AVX2)
+    # sampling: 32 items × k=4 × 64 tokens of 64 × 4 × 128; training: 16 pairs of 48; evaluation: every cap 64
+    assert capped == pytest.approx({"pairs": 191 / 4, "train": 972 / 3, "eval": 1438 * 450 * 64 / 80000})
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+    default_bytes = estimate.weights_bytes("smollm2-135m-instruct")
+    (half / "model.safetensors").write_bytes(b"\0" * (default_bytes // 2))
+    a = compare.parse([])
+    a.model = str(half)
+    assert estimate.stages(a, AVX2)["train"] == pytest.approx(972 / 2, rel=1e-6)
+
+
+def test_the_line_gives_the_estimate_on_a_measured_class_and_says_which_are_measured_elsewhere(monkeypatch):
+    a = compare.parse(["--seeds", "0,1"])
+    monkeypatch.setattr(estimate, "device_class", lambda: "cpu AVX2")
+    text = estimate.line(a)
+    total = 191 + 2 * 972 + 1438 * 5 / 3
+    warm = 2 * 972 + 1438 * 4 / 3
+    assert text.startswith(f"estimate: about {estimate.minutes(total)} on this machine class (cpu AVX2): ")
+    assert f"about {estimate.minutes(warm)} with the pairs and the reference's evaluation cached" in text
+    monkeypatch.setattr(estimate, "device_class", lambda: "cuda NVIDIA H100")
+    text = estimate.line(a)
+    assert text.startswith("estimate: none for this machine class (cuda NVIDIA H100); measured on cpu ")
+    assert f"cpu AVX2, where the default run took {estimate.minutes(191 + 972 + 1438)}" in text
+    assert "has not been timed on this machine class (cuda NVIDIA H100)" in compare.parser().description
+    monkeypatch.setattr(estimate, "device_class", lambda: "cpu AVX2")
+    assert f"(cpu AVX2) the default run took {estimate.minutes(2601)}" in compare.parser().description
