@@ -165,7 +165,7 @@ def test_presets_config_and_flags_override_in_that_order(tmp_path):
         "smollm2-135m-instruct",
         ["dpo", "spo"],
         [0],
-        50,
+        25,
         5e-5,
         None,
     )
