@@ -26,7 +26,7 @@ from trainers.logprobs import resolve_dtype
 ONE = """
 import json, sys, time
 from transformers import AutoTokenizer
-from harness.generation import HFGenerator, Sampling, make_generator
+from harness.generation import HFGenerator, Sampling, VLLMGenerator, make_generator
 from tasks import gsm8k
 from trainers.tokens import prompt_ids
 if __name__ == "__main__":
@@ -35,7 +35,12 @@ if __name__ == "__main__":
     )
     tok = AutoTokenizer.from_pretrained(path)
     prompts = [prompt_ids(tok, gsm8k.prompt(q["question"])) for q in gsm8k.load("test")[:n]]
-    gen = HFGenerator(path, dtype, batch) if backend == "hf" else make_generator(path, backend, dtype)
+    if backend == "hf":
+        gen = HFGenerator(path, dtype, batch)
+    elif backend == "vllm compiled":
+        gen = VLLMGenerator(path, dtype, 0, compile=True)
+    else:
+        gen = make_generator(path, backend, dtype)
     gen.generate(prompts[:2], Sampling(max_tokens=8))  # warm-up, not timed
     gen.stats.update(tokens=0, seconds=0.0)
     outs = gen.generate(prompts, Sampling(max_tokens=max_tokens))
@@ -66,10 +71,17 @@ def main() -> None:
     ap.add_argument("--naive-prompts", type=int, default=8, help="prompts for the batch-1 row (0: skip it)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     ap.add_argument("--skip-vllm", action="store_true")
+    ap.add_argument(
+        "--vllm-compiled",
+        action="store_true",
+        help="also vLLM with its model compiled (evaluation compiles in bf16 only; this measures fp32 too)",
+    )
     ap.add_argument("--out", type=Path, default=Path("results/bench/generation.json"))
     a = ap.parse_args()
     path, dtype = models.resolve_model(), resolve_dtype(a.dtype)
     results = {} if a.skip_vllm else {"vllm": run(path, "vllm", a.prompts, a.max_tokens, dtype)}
+    if a.vllm_compiled:
+        results["vllm compiled"] = run(path, "vllm compiled", a.prompts, a.max_tokens, dtype)
     for b in map(int, a.hf_batch_sizes.split(",")):
         results[f"hf batch {b}"] = run(path, "hf", a.prompts, a.max_tokens, dtype, b)
     if a.naive_prompts:
