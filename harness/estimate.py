@@ -40,10 +40,10 @@ class Measured:
 WORK_50 = {"pairs": 32768, "train": 384, "eval": 240000}
 MEASURED = {
     "cpu AVX512 avx512_bf16": Measured(
-        "a 2-core AMD EPYC (Zen 4, AVX-512 bf16) at b10f74f, fresh clone",
+        "a 2-core AMD EPYC (Zen 4, AVX-512 bf16) at c380333, fresh clone",
         2,
-        {"pairs": 51.6, "train": 384.6, "eval": 463.7},
-        WORK_50,
+        {"pairs": 53.8, "train": 386.3, "eval": 402.5},
+        {"pairs": 32768, "train": 384, "eval": 182400},
     ),
     "cpu AVX2": Measured(
         "a 2-core AMD EPYC with AVX2 only (fp32), in issue 33's report, fresh clone",

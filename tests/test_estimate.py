@@ -11,6 +11,7 @@ def test_a_runs_work_counts_sampled_tokens_pair_epochs_and_evaluated_tokens():
     assert estimate.work(compare.parse(AT_50)) == estimate.WORK_50 == AVX2.work
     # 3 models × (25 × 256 GSM8K + 25 × 512 MATH + 300 × 128 arith + 50 × 64 TL;DR tokens)
     assert estimate.work(compare.parse([]))["eval"] == 3 * (25 * 256 + 25 * 512 + 300 * 128 + 50 * 64)
+    assert estimate.work(compare.parse([])) == estimate.MEASURED["cpu AVX512 avx512_bf16"].work
     # 64 arith items × 4 samples × 128 tokens; 2 trainings × (64 − 16 held out) pairs × 4 epochs
     assert estimate.work(compare.parse([]))["pairs"] == 64 * 4 * 128
     assert estimate.work(compare.parse(["--init", "sft"]))["train"] == 3 * 48 * 4
