@@ -23,6 +23,7 @@ from pathlib import Path
 from harness import models
 from harness.runinfo import device_class
 from tasks import TASKS
+from trainers.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,12 @@ def work(a: argparse.Namespace) -> dict[str, int]:
     pairs = sum(n * (TASKS[t].PAIR_SAMPLES or a.k) * cap(t) for t, n in sampled.items())
     # each task's pairs, at most one per item, less the held-out ones; then your own
     train_pairs = sum(max(n - a.heldout, 0) for n in sampled.values()) + len(a.user[0])
-    trainings = len(a.specs) * len(a.seeds) + (1 if a.init_spec else 0)
+    # each training's epochs: its variant's, else compare's option, else TrainConfig's default
+    epochs = a.epochs if a.epochs is not None else TrainConfig.__dataclass_fields__["epochs"].default
+    runs = [*(spec for spec in a.specs for _ in a.seeds), *([a.init_spec] if a.init_spec else [])]
+    pair_epochs = sum(train_pairs * spec.overrides.get("epochs", epochs) for spec in runs)
     per_model = sum(a.eval_sizes[t] * cap(t) for t in a.tasks)
-    return {"pairs": pairs, "train": trainings * train_pairs * a.epochs, "eval": (1 + trainings) * per_model}
+    return {"pairs": pairs, "train": pair_epochs, "eval": (1 + len(runs)) * per_model}
 
 
 def minutes(seconds: float) -> str:

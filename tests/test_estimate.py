@@ -15,6 +15,12 @@ def test_a_runs_work_counts_sampled_tokens_pair_epochs_and_evaluated_tokens():
     # 64 arith items × 4 samples × 128 tokens; 2 trainings × (64 − 16 held out) pairs × 4 epochs
     assert estimate.work(compare.parse([]))["pairs"] == 64 * 4 * 128
     assert estimate.work(compare.parse(["--init", "sft"]))["train"] == 3 * 48 * 4
+    # a variant's own epochs; a preset that sets none (smoke): TrainConfig's 1
+    assert estimate.work(compare.parse(["--methods", "dpo,spo:epochs=2"]))["train"] == 48 * 4 + 48 * 2
+    smoke = compare.parse(["--preset", "smoke", "--seeds", "0,1"])
+    assert smoke.epochs is None and estimate.work(smoke)["train"] == 4 * sum(
+        max(n - smoke.heldout, 0) for n in smoke.pair_sizes.values() if n > 0
+    )
 
 
 def test_each_stage_scales_with_its_own_work_and_the_weights_size(tmp_path):
