@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,15 @@ def save_figure(fig, out: Path, dpi: int = 110) -> Path:
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip("."))
     return out
+
+
+def digest(*parts) -> str:
+    """A short key of JSON-able parts (any key order)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def fingerprint(model: str) -> list:

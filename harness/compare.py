@@ -21,7 +21,6 @@ Presets are YAML files in presets/; their keys are this command's options.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
@@ -33,7 +32,9 @@ from common import (
     add_flags,
     check_choices,
     config_json,
+    digest,
     exclusive,
+    file_digest,
     fingerprint,
     read_config_file,
     read_jsonl,
@@ -85,14 +86,6 @@ REQUIRED = (
 PAIR_STYLE = "pair_style"
 # options that take sources (files, folders, hub ids), repeatable and comma-separated
 SOURCES = ("pairs", "heldout_pairs", "lm_eval_include")
-
-
-def digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def load_user_pairs(a: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
@@ -222,9 +215,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--reuse-reference",
         action=argparse.BooleanOptionalAction,
-        help="take the reference's evaluation from an earlier compare when its weights, the evaluation "
-        "settings and pairs, the code, the libraries and the machine class all match (harness/refcache.py; "
-        "default on)",
+        help="reuse the reference's evaluation of an earlier compare with the same key "
+        "(harness/refcache.py; default on)",
     )
     ap.add_argument("--tasks", help=f"evaluation tasks, from {', '.join(TASKS)}")
     ap.add_argument(
@@ -488,11 +480,9 @@ def eval_config(a: argparse.Namespace, todo: list[tuple[str, Path]], init_run: P
         **({"judge_key_env": a.judge_key_env} if a.judge_key_env else {}),
         **({"compile": a.compile} if a.compile is not None else {}),
     )
-    settings = {
-        k: v
-        for k, v in config_json(cfg).items()
-        if k not in ("model", "out", "run_key", "reference_run", "reuse_reference")
-    }
+    # the models, folders and the cache switch change no evaluation
+    unrelated = ("model", "out", "run_key", "reference_run", "reuse_reference")
+    settings = {k: v for k, v in config_json(cfg).items() if k not in unrelated}
     cfg.run_key = digest(settings, file_digest(heldout), file_digest(train))
     return cfg
 

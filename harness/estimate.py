@@ -64,6 +64,11 @@ def weights_bytes(model: str) -> int | None:
     return sum(f.stat().st_size for f in files) or None
 
 
+def trainings(a: argparse.Namespace) -> list:
+    """The method spec of every training: each method per seed, and the SFT init."""
+    return [*(spec for spec in a.specs for _ in a.seeds), *([a.init_spec] if a.init_spec else [])]
+
+
 def work(a: argparse.Namespace) -> dict[str, int]:
     """The run's work in the units of the module docstring (a: compare's parsed options)."""
 
@@ -76,7 +81,7 @@ def work(a: argparse.Namespace) -> dict[str, int]:
     train_pairs = sum(max(n - a.heldout, 0) for n in sampled.values()) + len(a.user[0])
     # each training's epochs: its variant's, else compare's option, else TrainConfig's default
     epochs = a.epochs if a.epochs is not None else TrainConfig.__dataclass_fields__["epochs"].default
-    runs = [*(spec for spec in a.specs for _ in a.seeds), *([a.init_spec] if a.init_spec else [])]
+    runs = trainings(a)
     pair_epochs = sum(train_pairs * spec.overrides.get("epochs", epochs) for spec in runs)
     per_model = sum(a.eval_sizes[t] * cap(t) for t in a.tasks)
     return {"pairs": pairs, "train": pair_epochs, "eval": (1 + len(runs)) * per_model}
@@ -107,7 +112,7 @@ def line(a: argparse.Namespace) -> str:
         return f"estimate: none for this machine class ({here}); measured on {known}"
     cold = stages(a, m)
     # cached from an earlier run: the pairs, and the reference's share of the evaluation
-    evaluated = 1 + len(a.specs) * len(a.seeds) + (1 if a.init_spec else 0)
+    evaluated = 1 + len(trainings(a))
     warm = cold["train"] + cold["eval"] * (evaluated - 1) / evaluated
     text = (
         f"estimate: about {minutes(sum(cold.values()))} on this machine class ({here}): "

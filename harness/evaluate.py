@@ -27,6 +27,7 @@ from common import (
     atomic_file,
     config_from_args,
     config_parser,
+    digest,
     fingerprint,
     option,
     read_jsonl,
@@ -229,7 +230,7 @@ class Evaluator:
         cfg = self.cfg
         # paths that name this call's folders, not what is computed
         unrelated = ("reference", "reference_run", "run_key", "reuse_reference")
-        return refcache.key(
+        return digest(
             {
                 "model": fingerprint(path),
                 "settings": {k: v for k, v in cfg.record().items() if k not in unrelated},
@@ -256,7 +257,7 @@ class Evaluator:
             with atomic_file(out / name) as tmp:
                 tmp.write_bytes(data)
         write_json(out / "eval.json", result)
-        samples = read_jsonl(out / "samples.jsonl")
+        samples = [json.loads(line) for line in files["samples.jsonl"].splitlines()]
         for task in (t for t in self.items if TASKS[t].JUDGED):
             self.ref_outputs[task] = [s["output"] for s in samples if s["task"] == task]
         print(f"{out.name}: evaluation reused from {refcache.folder(key)}", file=sys.stderr, flush=True)

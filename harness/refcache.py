@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -37,11 +36,6 @@ def code_digest(root: Path = ROOT) -> str:
     for f in files:
         h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-def key(parts: dict) -> str:
-    """The cache key of an evaluation described by `parts` (JSON-able, any order)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def folder(key_: str) -> Path:

@@ -30,7 +30,7 @@ def test_each_stage_scales_with_its_own_work_and_the_weights_size(tmp_path):
     # twice the trainings; five models evaluated instead of three
     assert two_seeds == pytest.approx({"pairs": 191, "train": 2 * 972, "eval": 1438 * 5 / 3})
     capped = estimate.stages(compare.parse([*AT_50, "--max-tokens", "64", "--arith-pairs", "32"]), AVX2)
-    # sampling: 32 items × k=4 × 64 tokens of 64 × 4 × 128; training: 16 pairs of 48; evaluation: every cap 64
+    # sampling: 32 items × k=4 × 64 tokens of 64 × 4 × 128; training: 16 pairs of 48; evaluation: caps 64
     assert capped == pytest.approx({"pairs": 191 / 4, "train": 972 / 3, "eval": 1438 * 450 * 64 / 80000})
     half = tmp_path / "half"
     half.mkdir()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common import atomic_file, fingerprint, option, replace_dir, write_json, write_jsonl, write_text
+from common import atomic_file, digest, fingerprint, option, replace_dir, write_json, write_jsonl, write_text
 from trainers.logprobs import autocast, native_bf16, pair_logps, score_pairs, sequence_logps
 from trainers.losses import LossParams, SeqLogps, parse_method, preference_loss
 from trainers.pairfile import describe, load_pairs, truncated
@@ -415,8 +415,7 @@ class Trainer:
         keyed by the weights, the tokenised probe set, the precision and the batch size."""
         probe, size = self.probe, self.cfg.micro_pairs
         parts = [fingerprint(self.cfg.model), self.bf16, probe.prompts, probe.responses, size, with_greedy]
-        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-        path = Path(self.cfg.ref_cache or self.out) / f"probe_ref-{key}.json"
+        path = Path(self.cfg.ref_cache or self.out) / f"probe_ref-{digest(*parts)}.json"
         if path.is_file():
             kept = {k: SeqLogps(*map(torch.tensor, v)) for k, v in json.loads(path.read_text()).items()}
             return kept, kept.pop("greedy", None)
